@@ -1,0 +1,137 @@
+// numeric.cuh — the arithmetic of the numeric contract (DESIGN.md section 2), shared by
+// every kernel. Each function here has a twin in src/cpu/ that performs the same IEEE
+// operations in the same order; change one, change both.
+//
+// NOTE: every float operation is an explicit round-to-nearest intrinsic (__fdiv_rn,
+// __fmul_rn, __fadd_rn, __fsub_rn) so that no FMA contraction or reciprocal trick can
+// creep in; the files are also compiled with -fmad=false as a second guard.
+#pragma once
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+#include <stdint.h>
+
+#include "../qkernels.h"
+
+namespace qk {
+
+// ---- element conversions ----------------------------------------------------------------
+
+__device__ __forceinline__ float to_f32(float x) { return x; }
+__device__ __forceinline__ float to_f32(__half x) { return __half2float(x); }
+__device__ __forceinline__ float to_f32(__nv_bfloat16 x) { return __bfloat162float(x); }
+
+template <typename T> __device__ __forceinline__ T from_f32(float x);
+template <> __device__ __forceinline__ float from_f32<float>(float x) { return x; }
+template <> __device__ __forceinline__ __half from_f32<__half>(float x) { return __float2half_rn(x); }
+template <> __device__ __forceinline__ __nv_bfloat16 from_f32<__nv_bfloat16>(float x) {
+  return __float2bfloat16_rn(x);
+}
+
+// ---- range reduction --------------------------------------------------------------------
+
+// -0.0 becomes +0.0 so that min/max are unique values whatever the reduction order.
+__device__ __forceinline__ float canonical_zero(float x) { return x == 0.0f ? 0.0f : x; }
+
+// A float <-> uint32 map that preserves order (for atomicMin/atomicMax on floats).
+__device__ __forceinline__ uint32_t order_encode(float f) {
+  uint32_t b = __float_as_uint(f);
+  return (b & 0x80000000u) ? ~b : (b | 0x80000000u);
+}
+__device__ __forceinline__ float order_decode(uint32_t u) {
+  return (u & 0x80000000u) ? __uint_as_float(u & 0x7fffffffu) : __uint_as_float(~u);
+}
+// Initial values of the encoded reductions: nothing seen yet.
+constexpr uint32_t kEncMinInit = 0xffffffffu;
+constexpr uint32_t kEncMaxInit = 0u;
+
+// Running range of the finite values of a group (NaN and +-Inf are ignored).
+struct Range {
+  float lo, hi;  // min and max of finite values; lo > hi means none seen
+  int any;  // value-initialize (Range r{}) to start empty
+  __device__ __forceinline__ void add(float x) {
+    if (!isfinite(x)) return;
+    x = canonical_zero(x);
+    if (!any) { lo = x; hi = x; any = 1; }
+    else { lo = fminf(lo, x); hi = fmaxf(hi, x); }
+  }
+  __device__ __forceinline__ void merge(const Range &o) {
+    if (!o.any) return;
+    if (!any) { *this = o; return; }
+    lo = fminf(lo, o.lo); hi = fmaxf(hi, o.hi);
+  }
+};
+
+// ---- parameters ---------------------------------------------------------------------------
+
+struct Params {
+  float scale;
+  int32_t zp;
+  float offset;
+};
+
+struct IntRange {
+  int32_t qmin, qmax;
+};
+
+__device__ __forceinline__ IntRange int_range(qk_scheme scheme, qk_int_type t) {
+  if (scheme == QK_SYMMETRIC) return {-127, 127};
+  if (t == QK_S8) return {-128, 127};
+  return {0, 255};
+}
+
+// The smallest positive normal f32: a computed scale is never subnormal.
+constexpr float kMinNormal = 1.17549435e-38f;
+
+// scale = span / steps, where span = hi - lo may overflow f32; then hi/steps - lo/steps.
+__device__ __forceinline__ float span_scale(float hi, float lo, float steps) {
+  float span = __fsub_rn(hi, lo);
+  float s = isinf(span) ? __fsub_rn(__fdiv_rn(hi, steps), __fdiv_rn(lo, steps)) : __fdiv_rn(span, steps);
+  return fmaxf(s, kMinNormal);
+}
+
+// Parameters of one group from the range of its finite values (contract, section 2).
+__device__ __forceinline__ Params params_from_range(qk_scheme scheme, IntRange ir, const Range &r) {
+  Params p{0.0f, 0, 0.0f};
+  float mn = r.any ? r.lo : 0.0f;
+  float mx = r.any ? r.hi : 0.0f;
+  if (scheme == QK_SYMMETRIC) {
+    float absmax = fmaxf(fabsf(mn), fabsf(mx));
+    if (absmax != 0.0f) p.scale = fmaxf(__fdiv_rn(absmax, 127.0f), kMinNormal);
+  } else if (scheme == QK_AFFINE) {
+    float lo = fminf(0.0f, mn), hi = fmaxf(0.0f, mx);
+    if (hi != lo) {
+      p.scale = span_scale(hi, lo, (float)(ir.qmax - ir.qmin));
+      float z = __fsub_rn((float)ir.qmin, rintf(__fdiv_rn(lo, p.scale)));
+      z = fminf(fmaxf(z, (float)ir.qmin), (float)ir.qmax);
+      p.zp = (int32_t)z;
+    }
+  } else {
+    p.offset = mn;
+    if (mx != mn) p.scale = span_scale(mx, mn, 255.0f);
+  }
+  return p;
+}
+
+// ---- quantize / dequantize one element --------------------------------------------------
+
+// Returns q and counts a non-finite input in `nonfinite`.
+__device__ __forceinline__ int32_t quantize_value(float x, qk_scheme scheme, IntRange ir, Params p,
+                                                  uint32_t &nonfinite) {
+  if (isnan(x)) { nonfinite++; return scheme == QK_AFFINE ? p.zp : (scheme == QK_SYMMETRIC ? 0 : ir.qmin); }
+  if (isinf(x)) { nonfinite++; return x > 0.0f ? ir.qmax : ir.qmin; }
+  if (p.scale == 0.0f) return scheme == QK_AFFINE ? p.zp : 0;  // degenerate group: no division
+  float t = scheme == QK_MIN_OFFSET ? __fdiv_rn(__fsub_rn(x, p.offset), p.scale) : __fdiv_rn(x, p.scale);
+  t = rintf(t);  // round half to even
+  int32_t zp = scheme == QK_AFFINE ? p.zp : 0;
+  t = fminf(fmaxf(t, (float)(ir.qmin - zp)), (float)(ir.qmax - zp));
+  return (int32_t)t + zp;
+}
+
+__device__ __forceinline__ float dequantize_value(int32_t q, qk_scheme scheme, Params p) {
+  if (scheme == QK_SYMMETRIC) return __fmul_rn((float)q, p.scale);
+  if (scheme == QK_AFFINE) return __fmul_rn((float)(q - p.zp), p.scale);
+  return __fadd_rn(__fmul_rn((float)q, p.scale), p.offset);
+}
+
+}  // namespace qk

@@ -1,0 +1,96 @@
+/*
+ * qkernels.h — the C ABI of the qkernels CUDA kernels.
+ *
+ * Plain C, read by bindgen to produce src/cuda/ffi.rs (committed; CI regenerates it and
+ * fails on a diff). Every launcher takes a stream (a CUstream / cudaStream_t passed as an
+ * opaque pointer), enqueues its work and returns the CUDA status as an int (0 = success).
+ * Launchers never synchronize and never allocate. They do not validate arguments: the
+ * Rust layer checks shapes, lengths, alignment and parameter values before calling.
+ *
+ * Numeric contract: DESIGN.md section 2 and the README's table; src/cpu/ is the reference.
+ */
+#ifndef QKERNELS_H
+#define QKERNELS_H
+
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/** An opaque CUDA stream (CUstream == cudaStream_t). */
+typedef void *qk_stream_t;
+
+/** Floating-point element types of inputs and outputs. */
+typedef enum { QK_F32 = 0, QK_F16 = 1, QK_BF16 = 2 } qk_float_type;
+
+/** 8-bit integer element types. */
+typedef enum { QK_S8 = 0, QK_U8 = 1 } qk_int_type;
+
+/** Quantization schemes (DESIGN.md section 1). */
+typedef enum { QK_SYMMETRIC = 0, QK_AFFINE = 1, QK_MIN_OFFSET = 2 } qk_scheme;
+
+/** Which elements share one set of parameters. */
+typedef enum { QK_TENSOR = 0, QK_ROW = 1, QK_COL = 2, QK_GROUP = 3 } qk_granularity;
+
+/**
+ * Quantize a row-major [rows, cols] float matrix.
+ *
+ * Parameters live in `scale` (always), `zero_point` (Affine) and `offset` (MinOffset), with
+ * one entry per tensor / row / column / (row, group). When `dynamic` is nonzero the kernels
+ * compute them (and overwrite those buffers); otherwise they are read. `row_sums` (may be
+ * NULL) receives the sum of each row's quantized values. `nonfinite` (one u64) receives the
+ * number of NaN/Inf inputs met; the launcher zeroes it first.
+ */
+typedef struct {
+  const void *x;
+  qk_float_type x_type;
+  void *q;
+  qk_int_type q_type;
+  int64_t rows;
+  int64_t cols;
+  int64_t group; /* elements per group along a row (QK_GROUP); ignored otherwise */
+  qk_scheme scheme;
+  qk_granularity granularity;
+  int32_t dynamic;
+  float *scale;
+  int32_t *zero_point;
+  float *offset;
+  int32_t *row_sums;
+  uint64_t *nonfinite;
+} qk_quantize_args;
+
+/** Dequantize a row-major [rows, cols] 8-bit matrix to floats. */
+typedef struct {
+  const void *q;
+  qk_int_type q_type;
+  void *y;
+  qk_float_type y_type;
+  int64_t rows;
+  int64_t cols;
+  int64_t group;
+  qk_scheme scheme;
+  qk_granularity granularity;
+  const float *scale;
+  const int32_t *zero_point;
+  const float *offset;
+} qk_dequantize_args;
+
+int qk_quantize(const qk_quantize_args *args, qk_stream_t stream);
+int qk_dequantize(const qk_dequantize_args *args, qk_stream_t stream);
+
+/** out[r] = sum over c of q[r, c] (as int32), for a row-major [rows, cols] 8-bit matrix. */
+int qk_row_sums(const void *q, qk_int_type q_type, int64_t rows, int64_t cols, int32_t *out,
+                qk_stream_t stream);
+
+/** The name and description of a CUDA status code, as "cudaErrorName: description". */
+const char *qk_status_string(int status);
+
+/** Launch one empty kernel (one block, 32 threads): the launch-overhead baseline of benchmarks. */
+int qk_empty_kernel(qk_stream_t stream);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* QKERNELS_H */

@@ -1,0 +1,248 @@
+//! `qk bench quant`: dynamic per-row quantization (bf16 → i8 with scales) against the
+//! device's device-to-device copy bandwidth measured in the same run, and the M = 1 launch
+//! against an empty kernel. Times are medians of CUDA-event measurements after warm-up.
+//! Without a GPU it times the CPU reference instead and says so.
+
+use std::path::Path;
+use std::time::Instant;
+
+use cudarc::driver::sys::CUevent_flags;
+use qkernels::cuda::{self, DeviceQuantized, Gpu};
+use qkernels::{Error, Granularity, QuantSpec, Result, bf16, cpu};
+use serde::Serialize;
+
+use crate::files::pseudo_random;
+
+/// Widths of the LLM hidden dimensions the issue names.
+const WIDTHS: [usize; 4] = [4096, 5120, 8192, 14336];
+const ROWS: usize = 16384;
+
+#[derive(Serialize)]
+struct Row {
+    op: String,
+    m: usize,
+    k: usize,
+    median_us: f64,
+    bytes: u64,
+    gbps: f64,
+    /// Achieved bandwidth over the copy bandwidth measured in the same run.
+    fraction_of_copy: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    tool: &'static str,
+    backend: String,
+    device: String,
+    git_rev: String,
+    date_utc: String,
+    copy_gbps: Option<f64>,
+    empty_launch_us: Option<f64>,
+    m1_launch_us: Option<f64>,
+    m1_over_empty: Option<f64>,
+    results: Vec<Row>,
+    note: String,
+}
+
+pub fn git_rev() -> String {
+    std::env::var("QK_GIT_REV").unwrap_or_else(|_| env!("QK_BUILD_GIT_REV").to_string())
+}
+
+/// Today's date (UTC) as YYYY-MM-DD from the system clock.
+pub fn date_utc() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs()) as i64;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = secs.div_euclid(86_400) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Median over `iters` timed runs of `f` (CUDA events around each run), in microseconds.
+pub fn time_us(g: &Gpu, warmup: usize, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
+    let start = g.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+    let end = g.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+    for _ in 0..warmup {
+        f()?;
+    }
+    let mut times = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        start.record(&g.stream)?;
+        f()?;
+        end.record(&g.stream)?;
+        end.synchronize()?;
+        times.push(start.elapsed_ms(&end)? as f64 * 1e3);
+    }
+    Ok(median(times))
+}
+
+/// Device-to-device copy bandwidth (bytes read + bytes written per second), in GB/s.
+pub fn copy_gbps(g: &Gpu) -> Result<f64> {
+    let n = 1usize << 28; // 1 GiB of u32, far beyond L2
+    let src = g.stream.alloc_zeros::<u32>(n)?;
+    let mut dst = g.stream.alloc_zeros::<u32>(n)?;
+    let us = time_us(g, 2, 10, || Ok(g.stream.memcpy_dtod(&src, &mut dst)?))?;
+    Ok(2.0 * (n * 4) as f64 / us / 1e3)
+}
+
+fn write_json(path: Option<&Path>, report: &Report) -> Result<()> {
+    if let Some(p) = path {
+        let text = serde_json::to_string_pretty(report).map_err(|e| Error::Io(e.to_string()))?;
+        std::fs::write(p, text + "\n").map_err(|e| Error::Io(format!("{}: {e}", p.display())))?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+pub fn quant(json: Option<&Path>) -> Result<()> {
+    match Gpu::new(0) {
+        Ok(g) => gpu_quant(&g, json),
+        Err(e) => {
+            println!("no usable CUDA device ({e}): benchmarking the CPU reference only");
+            cpu_quant(json)
+        }
+    }
+}
+
+fn print_rows(rows: &[Row]) {
+    println!(
+        "{:<34} {:>6} {:>6} {:>11} {:>9} {:>9}",
+        "op", "M", "K", "median µs", "GB/s", "of copy"
+    );
+    for r in rows {
+        let frac = r
+            .fraction_of_copy
+            .map_or("-".to_string(), |f| format!("{:.1}%", f * 100.0));
+        println!(
+            "{:<34} {:>6} {:>6} {:>11.2} {:>9.1} {:>9}",
+            r.op, r.m, r.k, r.median_us, r.gbps, frac
+        );
+    }
+}
+
+fn gpu_quant(g: &Gpu, json: Option<&Path>) -> Result<()> {
+    let name = g.ctx.name()?;
+    println!("device: {name}; git {}; {}", git_rev(), date_utc());
+    let copy = copy_gbps(g)?;
+    println!("device-to-device copy: {copy:.1} GB/s (read + write)");
+    let spec = QuantSpec::symmetric(Granularity::Row)?;
+    let kmax = *WIDTHS.iter().max().unwrap_or(&4096);
+    let host: Vec<bf16> = pseudo_random(ROWS * kmax, 7);
+    let x = g.stream.clone_htod(&host)?;
+    drop(host);
+    let mut results = Vec::new();
+    for &k in &WIDTHS {
+        let xv = x.slice(0..ROWS * k);
+        let mut out = DeviceQuantized::alloc(&g.stream, spec, ROWS, k)?;
+        let us = time_us(g, 3, 20, || {
+            cuda::quantize_into(&g.stream, &xv, ROWS, k, None, &mut out)
+        })?;
+        let bytes = (ROWS * k * 2 + ROWS * k + ROWS * 4) as u64;
+        let gbps = bytes as f64 / us / 1e3;
+        results.push(Row {
+            op: "quantize bf16→i8 dynamic per-row".into(),
+            m: ROWS,
+            k,
+            median_us: us,
+            bytes,
+            gbps,
+            fraction_of_copy: Some(gbps / copy),
+        });
+    }
+    // Launch-bound case: M = 1, per launch over batches of back-to-back launches.
+    const BATCH: usize = 200;
+    let empty = time_us(g, 2, 15, || {
+        for _ in 0..BATCH {
+            cuda::empty_kernel(&g.stream)?;
+        }
+        Ok(())
+    })? / BATCH as f64;
+    let x1 = x.slice(0..4096);
+    let mut out1 = DeviceQuantized::alloc(&g.stream, spec, 1, 4096)?;
+    let m1 = time_us(g, 2, 15, || {
+        for _ in 0..BATCH {
+            cuda::quantize_into(&g.stream, &x1, 1, 4096, None, &mut out1)?;
+        }
+        Ok(())
+    })? / BATCH as f64;
+    print_rows(&results);
+    println!(
+        "M = 1, K = 4096: {m1:.2} µs per launch; empty kernel {empty:.2} µs; ratio {:.2}",
+        m1 / empty
+    );
+    write_json(
+        json,
+        &Report {
+            tool: "qk bench quant",
+            backend: "cuda".into(),
+            device: name,
+            git_rev: git_rev(),
+            date_utc: date_utc(),
+            copy_gbps: Some(copy),
+            empty_launch_us: Some(empty),
+            m1_launch_us: Some(m1),
+            m1_over_empty: Some(m1 / empty),
+            results,
+            note: "bytes = input + output + scales; medians of CUDA-event timings; M = 1 per launch over \
+                   batches of 200 back-to-back launches (the memset of the non-finite counter included)"
+                .into(),
+        },
+    )
+}
+
+fn cpu_quant(json: Option<&Path>) -> Result<()> {
+    const CPU_ROWS: usize = 256;
+    let spec = QuantSpec::symmetric(Granularity::Row)?;
+    let mut results = Vec::new();
+    for &k in &WIDTHS {
+        let x: Vec<bf16> = pseudo_random(CPU_ROWS * k, 7);
+        let mut out = cpu::HostQuantized::zeroed(spec, CPU_ROWS, k)?;
+        let mut times = Vec::new();
+        for _ in 0..7 {
+            let t = Instant::now();
+            cpu::quantize_into(&x, CPU_ROWS, k, None, &mut out)?;
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        let us = median(times);
+        let bytes = (CPU_ROWS * k * 2 + CPU_ROWS * k + CPU_ROWS * 4) as u64;
+        results.push(Row {
+            op: "cpu reference bf16→i8 per-row".into(),
+            m: CPU_ROWS,
+            k,
+            median_us: us,
+            bytes,
+            gbps: bytes as f64 / us / 1e3,
+            fraction_of_copy: None,
+        });
+    }
+    print_rows(&results);
+    write_json(
+        json,
+        &Report {
+            tool: "qk bench quant",
+            backend: "cpu".into(),
+            device: "CPU reference (no CUDA device)".into(),
+            git_rev: git_rev(),
+            date_utc: date_utc(),
+            copy_gbps: None,
+            empty_launch_us: None,
+            m1_launch_us: None,
+            m1_over_empty: None,
+            results,
+            note: "CPU reference timings (rayon); not a GPU figure".into(),
+        },
+    )
+}

@@ -1,0 +1,136 @@
+//! `qk`: the qkernels command line over `.npy` files.
+//!
+//! `qk info`, `qk quantize`, `qk dequantize`, `qk bench quant`. Other tools drive it, so
+//! the names of commands and flags are an interface. Errors print one line and exit 1.
+
+mod bench;
+mod files;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use qkernels::{Error, Result, cuda};
+
+#[derive(Parser)]
+#[command(
+    name = "qk",
+    version,
+    about = "INT8 quantization kernels: CPU reference and CUDA (Hopper first)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// CUDA devices and the architectures the kernels were built for (or why CPU only).
+    Info,
+    /// Quantize a 2-D f32/f16 .npy matrix into DIR (q.npy, scale.npy, zero_point.npy or
+    /// offset.npy, meta.json).
+    Quantize(files::QuantizeArgs),
+    /// Dequantize a folder written by `qk quantize` into a .npy file.
+    Dequantize(files::DequantizeArgs),
+    /// Benchmarks (GPU when there is one; otherwise the CPU reference, said plainly).
+    Bench {
+        #[command(subcommand)]
+        which: BenchCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Quantize kernels against the device's measured copy bandwidth.
+    Quant {
+        /// Write the results as JSON to FILE.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+/// Where to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum DeviceArg {
+    /// The GPU when one is usable, else the CPU reference (said on stderr).
+    Auto,
+    Cpu,
+    Cuda,
+}
+
+/// The backend a command runs on.
+pub enum Backend {
+    Cpu,
+    Gpu(cuda::Gpu),
+}
+
+impl Backend {
+    pub fn pick(device: DeviceArg) -> Result<Self> {
+        match device {
+            DeviceArg::Cpu => Ok(Backend::Cpu),
+            DeviceArg::Cuda => Ok(Backend::Gpu(cuda::Gpu::new(0)?)),
+            DeviceArg::Auto => match cuda::Gpu::new(0) {
+                Ok(g) => Ok(Backend::Gpu(g)),
+                Err(e) => {
+                    eprintln!("qk: using the CPU path ({e})");
+                    Ok(Backend::Cpu)
+                }
+            },
+        }
+    }
+}
+
+fn info() -> Result<()> {
+    match cuda::kernels_built() {
+        Ok(archs) => println!("kernels built for: {archs}"),
+        Err(e) => {
+            println!("CPU only: {e}");
+            return Ok(());
+        }
+    }
+    match cuda::devices() {
+        Ok(devs) => {
+            for d in devs {
+                println!(
+                    "device {}: {} (compute capability {}.{}, {} SMs, {:.1} GiB, L2 {} MiB)",
+                    d.ordinal,
+                    d.name,
+                    d.compute_capability.0,
+                    d.compute_capability.1,
+                    d.sms,
+                    d.memory_bytes as f64 / (1u64 << 30) as f64,
+                    d.l2_bytes >> 20
+                );
+            }
+        }
+        Err(e) => println!("CPU only: {e}"),
+    }
+    Ok(())
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Info => info(),
+        Command::Quantize(a) => files::quantize(a),
+        Command::Dequantize(a) => files::dequantize(a),
+        Command::Bench {
+            which: BenchCommand::Quant { json },
+        } => bench::quant(json.as_deref()),
+    }
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            let msg = e.to_string().replace('\n', " ");
+            let hint = if matches!(e, Error::NoCudaKernels(_) | Error::NoDevice(_)) {
+                " (--device cpu runs the CPU reference)"
+            } else {
+                ""
+            };
+            eprintln!("qk: error: {msg}{hint}");
+            ExitCode::FAILURE
+        }
+    }
+}

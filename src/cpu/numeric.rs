@@ -1,0 +1,190 @@
+//! The arithmetic of the numeric contract (DESIGN.md section 2), one function per step.
+//! `kernels/common/numeric.cuh` is its twin: the same IEEE f32 operations in the same
+//! order, so CPU and GPU agree bit for bit. Change one, change both.
+
+use crate::scheme::{IntType, Scheme};
+
+/// The smallest positive normal f32: a computed scale is never subnormal.
+pub const MIN_NORMAL: f32 = f32::MIN_POSITIVE;
+
+/// Parameters of one group. `zp` is 0 unless Affine, `offset` 0.0 unless MinOffset.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Params {
+    pub scale: f32,
+    pub zp: i32,
+    pub offset: f32,
+}
+
+/// Running min/max of a group's finite values (NaN and ±Inf are ignored; -0.0 counts as
+/// +0.0 so the result does not depend on the order of reduction).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Range {
+    pub lo: f32,
+    pub hi: f32,
+    pub any: bool,
+}
+
+impl Range {
+    #[inline]
+    pub fn add(&mut self, x: f32) {
+        if !x.is_finite() {
+            return;
+        }
+        let x = if x == 0.0 { 0.0 } else { x };
+        if self.any {
+            self.lo = self.lo.min(x);
+            self.hi = self.hi.max(x);
+        } else {
+            *self = Range {
+                lo: x,
+                hi: x,
+                any: true,
+            };
+        }
+    }
+
+    #[inline]
+    pub fn merge(mut self, o: Range) -> Range {
+        if o.any {
+            if self.any {
+                self.lo = self.lo.min(o.lo);
+                self.hi = self.hi.max(o.hi);
+            } else {
+                self = o;
+            }
+        }
+        self
+    }
+}
+
+/// The range of quantized values of a scheme and integer type.
+pub fn q_range(scheme: Scheme, int_type: IntType) -> (i32, i32) {
+    match scheme {
+        Scheme::Symmetric => (-127, 127),
+        _ => int_type.range(),
+    }
+}
+
+/// `span / steps` with `span = hi − lo`; if the span overflows f32, `hi/steps − lo/steps`.
+/// Never below the smallest normal.
+#[inline]
+fn span_scale(hi: f32, lo: f32, steps: f32) -> f32 {
+    let span = hi - lo;
+    let s = if span.is_infinite() {
+        hi / steps - lo / steps
+    } else {
+        span / steps
+    };
+    s.max(MIN_NORMAL)
+}
+
+/// Parameters of a group from the range of its finite values. A zero range gives the
+/// degenerate parameters (scale 0, zero point 0; MinOffset keeps the constant as offset).
+pub fn params_from_range(scheme: Scheme, (qmin, qmax): (i32, i32), r: Range) -> Params {
+    let (mn, mx) = if r.any { (r.lo, r.hi) } else { (0.0, 0.0) };
+    let mut p = Params::default();
+    match scheme {
+        Scheme::Symmetric => {
+            let absmax = mn.abs().max(mx.abs());
+            if absmax != 0.0 {
+                p.scale = (absmax / 127.0).max(MIN_NORMAL);
+            }
+        }
+        Scheme::Affine => {
+            let lo = mn.min(0.0);
+            let hi = mx.max(0.0);
+            if hi != lo {
+                p.scale = span_scale(hi, lo, (qmax - qmin) as f32);
+                let z = qmin as f32 - (lo / p.scale).round_ties_even();
+                p.zp = z.max(qmin as f32).min(qmax as f32) as i32;
+            }
+        }
+        Scheme::MinOffset => {
+            p.offset = mn;
+            if mx != mn {
+                p.scale = span_scale(mx, mn, 255.0);
+            }
+        }
+    }
+    p
+}
+
+/// Quantizes one value; `nonfinite` counts NaN and ±Inf inputs.
+#[inline]
+pub fn quantize_value(x: f32, scheme: Scheme, (qmin, qmax): (i32, i32), p: Params, nonfinite: &mut u64) -> i32 {
+    if x.is_nan() {
+        *nonfinite += 1;
+        return match scheme {
+            Scheme::Affine => p.zp,
+            Scheme::Symmetric => 0,
+            Scheme::MinOffset => qmin,
+        };
+    }
+    if x.is_infinite() {
+        *nonfinite += 1;
+        return if x > 0.0 { qmax } else { qmin };
+    }
+    let zp = if scheme == Scheme::Affine { p.zp } else { 0 };
+    if p.scale == 0.0 {
+        return zp;
+    }
+    let t = if scheme == Scheme::MinOffset {
+        (x - p.offset) / p.scale
+    } else {
+        x / p.scale
+    };
+    let t = t.round_ties_even().max((qmin - zp) as f32).min((qmax - zp) as f32);
+    t as i32 + zp
+}
+
+/// Dequantizes one value.
+#[inline]
+pub fn dequantize_value(q: i32, scheme: Scheme, p: Params) -> f32 {
+    match scheme {
+        Scheme::Symmetric => q as f32 * p.scale,
+        Scheme::Affine => (q - p.zp) as f32 * p.scale,
+        Scheme::MinOffset => (q as f32 * p.scale) + p.offset,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rne_ties_go_to_even() {
+        let p = Params {
+            scale: 1.0,
+            zp: 0,
+            offset: 0.0,
+        };
+        let mut n = 0;
+        assert_eq!(quantize_value(2.5, Scheme::Symmetric, (-127, 127), p, &mut n), 2);
+        assert_eq!(quantize_value(3.5, Scheme::Symmetric, (-127, 127), p, &mut n), 4);
+        assert_eq!(quantize_value(-2.5, Scheme::Symmetric, (-127, 127), p, &mut n), -2);
+        assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn overflowing_span_gives_a_finite_scale() {
+        let r = Range {
+            lo: -f32::MAX,
+            hi: f32::MAX,
+            any: true,
+        };
+        let p = params_from_range(Scheme::Affine, (0, 255), r);
+        assert!(p.scale.is_finite() && p.scale > 0.0);
+        assert!((0..=255).contains(&p.zp));
+    }
+
+    #[test]
+    fn tiny_ranges_get_a_normal_scale() {
+        let r = Range {
+            lo: 0.0,
+            hi: 1e-44,
+            any: true,
+        };
+        let p = params_from_range(Scheme::Symmetric, (-127, 127), r);
+        assert_eq!(p.scale, MIN_NORMAL);
+    }
+}

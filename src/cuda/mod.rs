@@ -1,0 +1,16 @@
+//! The GPU path: safe wrappers over the kernels of `kernels/qkernels.h`, on cudarc
+//! streams and device slices. Same operation names and types as [`crate::cpu`].
+//!
+//! A build without nvcc keeps this module (so code that uses it compiles everywhere);
+//! every entry point then returns [`crate::Error::NoCudaKernels`].
+
+mod device;
+#[rustfmt::skip]
+pub mod ffi;
+mod quantize;
+
+pub use device::{DeviceInfo, Gpu, devices, gpu_available, kernels_built};
+pub use quantize::{
+    DeviceElement, DeviceQuantized, dequantize, dequantize_into, empty_kernel, quantize, quantize_into, row_sums,
+    row_sums_into,
+};
