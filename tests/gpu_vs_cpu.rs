@@ -1,0 +1,258 @@
+//! CPU-vs-GPU differential tests: every scheme × granularity × input type, static and
+//! dynamic, over M = 1..130, odd and aligned widths, views at element offsets (the
+//! scalar paths), long rows (the two-pass paths) and tall matrices (grid-stride and
+//! chunked column reductions). Results must be identical bit for bit.
+//!
+//! Without a GPU each test prints `SKIPPED: no CUDA device` and passes;
+//! `QKERNELS_REQUIRE_GPU=1` turns a missing device into a failure.
+
+mod common;
+
+use qkernels::cpu::{self, HostQuantized};
+use qkernels::cuda::{self, DeviceElement, DeviceQuantized, Gpu};
+use qkernels::{Error, Granularity, IntType, QuantParams, QuantSpec, bf16, f16};
+
+fn all_specs(cols: usize) -> Vec<QuantSpec> {
+    let mut grans = vec![Granularity::Tensor, Granularity::Row, Granularity::Col];
+    for g in [3, 8, 16, 32, 48, 64, 128, 256, 512] {
+        if cols % g == 0 && g < cols {
+            grans.push(Granularity::Group(g));
+        }
+    }
+    let mut specs = Vec::new();
+    for g in grans {
+        specs.push(QuantSpec::symmetric(g).unwrap());
+        specs.push(QuantSpec::affine(IntType::U8, g).unwrap());
+        specs.push(QuantSpec::affine(IntType::I8, g).unwrap());
+        specs.push(QuantSpec::min_offset(g).unwrap());
+    }
+    specs
+}
+
+/// Test data: random rows, with an all-zero row, a constant row and (optionally) NaN/±Inf.
+fn data(rows: usize, cols: usize, seed: u64, nonfinite: bool) -> Vec<f32> {
+    let mut x = common::random_f32(rows * cols, seed, 3.0);
+    if rows > 2 {
+        x[cols..2 * cols].fill(0.0);
+        x[2 * cols..3 * cols].fill(-1.25);
+    }
+    if nonfinite {
+        let n = x.len();
+        x[n / 2] = f32::NAN;
+        x[n / 3] = f32::INFINITY;
+        x[n - 1] = f32::NEG_INFINITY;
+    }
+    x
+}
+
+fn assert_same(got: &HostQuantized, want: &HostQuantized, what: &str) {
+    assert_eq!(got.data, want.data, "{what}: quantized values");
+    let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+    assert_eq!(bits(&got.scales), bits(&want.scales), "{what}: scales");
+    assert_eq!(got.zero_points, want.zero_points, "{what}: zero points");
+    assert_eq!(
+        got.offsets.as_deref().map(bits),
+        want.offsets.as_deref().map(bits),
+        "{what}: offsets"
+    );
+    assert_eq!(got.row_sums, want.row_sums, "{what}: row sums");
+    assert_eq!(got.nonfinite, want.nonfinite, "{what}: non-finite count");
+}
+
+/// Static parameters from a dynamic result (degenerate scales replaced by 1).
+fn static_params(q: &HostQuantized) -> QuantParams {
+    let mut p = q.params();
+    p.scales.iter_mut().filter(|s| !s.is_normal()).for_each(|s| *s = 1.0);
+    p
+}
+
+/// Runs one case on both paths; `pad` leading elements put the device input at an offset.
+fn check_case<T: DeviceElement>(g: &Gpu, x32: &[f32], rows: usize, cols: usize, spec: QuantSpec, pad: usize) {
+    let x: Vec<T> = x32.iter().map(|&v| T::from_f32(v)).collect();
+    let mut padded = vec![T::default(); pad];
+    padded.extend_from_slice(&x);
+    let dbuf = g.stream.clone_htod(&padded).unwrap();
+    let dx = dbuf.slice(pad..);
+    let dynamic = cpu::quantize(&x, rows, cols, spec, None, true).unwrap();
+    let given = static_params(&dynamic);
+    for params in [None, Some(&given)] {
+        let what = format!(
+            "{:?} {spec:?} {rows}x{cols} pad {pad} static {}",
+            T::TYPE,
+            params.is_some()
+        );
+        let want = cpu::quantize(&x, rows, cols, spec, params, true).unwrap();
+        let dq = cuda::quantize(&g.stream, &dx, rows, cols, spec, params).unwrap();
+        let got = dq.to_host(&g.stream, true).unwrap();
+        assert_same(&got, &want, &what);
+        let y = cuda::dequantize::<T>(&g.stream, &dq).unwrap();
+        let y = g.stream.clone_dtoh(&y).unwrap();
+        let want_y = cpu::dequantize::<T>(&want).unwrap();
+        let yb: Vec<u32> = y.iter().map(|v| v.to_f32().to_bits()).collect();
+        let wb: Vec<u32> = want_y.iter().map(|v| v.to_f32().to_bits()).collect();
+        assert_eq!(yb, wb, "{what}: dequantized");
+        let sums = cuda::row_sums(&g.stream, &dq.data, spec.int_type(), rows, cols).unwrap();
+        assert_eq!(
+            g.stream.clone_dtoh(&sums).unwrap(),
+            want.row_sums,
+            "{what}: row_sums kernel"
+        );
+    }
+}
+
+fn sweep<T: DeviceElement>(g: &Gpu, shapes: &[(usize, usize)], pads: &[usize], nonfinite: bool) {
+    for (i, &(rows, cols)) in shapes.iter().enumerate() {
+        let x = data(rows, cols, i as u64 + 1, nonfinite);
+        for spec in all_specs(cols) {
+            for &pad in pads {
+                check_case::<T>(g, &x, rows, cols, spec, pad);
+            }
+        }
+    }
+}
+
+const SMALL: &[(usize, usize)] = &[
+    (1, 1),
+    (1, 3),
+    (2, 7),
+    (3, 8),
+    (5, 24),
+    (7, 33),
+    (16, 64),
+    (33, 96),
+    (64, 128),
+    (127, 255),
+    (130, 264),
+    (4, 1024),
+    (3, 4104),
+];
+
+#[test]
+fn small_shapes_f32() {
+    let Some(g) = common::gpu() else { return };
+    sweep::<f32>(&g, SMALL, &[0, 1], false);
+}
+
+#[test]
+fn small_shapes_f16() {
+    let Some(g) = common::gpu() else { return };
+    sweep::<f16>(&g, SMALL, &[0, 3], false);
+}
+
+#[test]
+fn small_shapes_bf16() {
+    let Some(g) = common::gpu() else { return };
+    sweep::<bf16>(&g, SMALL, &[0, 5], false);
+}
+
+#[test]
+fn every_row_count_up_to_130() {
+    let Some(g) = common::gpu() else { return };
+    for rows in 1..=130 {
+        let x = data(rows, 40, rows as u64, rows % 7 == 0);
+        for spec in all_specs(40) {
+            check_case::<bf16>(&g, &x, rows, 40, spec, 0);
+        }
+    }
+}
+
+#[test]
+fn nonfinite_values_match_and_are_counted() {
+    let Some(g) = common::gpu() else { return };
+    sweep::<f32>(&g, &[(3, 8), (9, 96), (4, 4104)], &[0, 1], true);
+    sweep::<bf16>(&g, &[(3, 8), (9, 96)], &[0], true);
+}
+
+#[test]
+fn long_rows_take_the_register_and_two_pass_paths() {
+    let Some(g) = common::gpu() else { return };
+    // bf16: 14336 → 8 vectors per thread; 40000 → two-pass; 40001 → scalar two-pass.
+    let shapes = [(3, 14336), (2, 40000), (2, 40001)];
+    sweep::<bf16>(&g, &shapes, &[0], false);
+    // f32: 20000 → two-pass with 4-wide vectors.
+    sweep::<f32>(&g, &[(2, 20000)], &[0], false);
+}
+
+#[test]
+fn tall_matrices_use_grid_stride_and_chunked_reductions() {
+    let Some(g) = common::gpu() else { return };
+    for (rows, cols) in [((1 << 20) + 3, 2), (4_200_000, 1)] {
+        let x = data(rows, cols, 9, false);
+        for spec in [
+            QuantSpec::symmetric(Granularity::Tensor).unwrap(),
+            QuantSpec::affine(IntType::U8, Granularity::Col).unwrap(),
+            QuantSpec::min_offset(Granularity::Row).unwrap(),
+        ] {
+            check_case::<f32>(&g, &x, rows, cols, spec, 0);
+        }
+    }
+}
+
+#[test]
+fn repeated_runs_give_the_same_bits() {
+    let Some(g) = common::gpu() else { return };
+    let x: Vec<bf16> = data(64, 4096, 3, false).iter().map(|&v| bf16::from_f32(v)).collect();
+    let dx = g.stream.clone_htod(&x).unwrap();
+    let spec = QuantSpec::affine(IntType::U8, Granularity::Tensor).unwrap();
+    let first = cuda::quantize(&g.stream, &dx, 64, 4096, spec, None)
+        .unwrap()
+        .to_host(&g.stream, false)
+        .unwrap();
+    for _ in 0..5 {
+        let again = cuda::quantize(&g.stream, &dx, 64, 4096, spec, None)
+            .unwrap()
+            .to_host(&g.stream, false)
+            .unwrap();
+        assert_eq!(again, first);
+    }
+}
+
+#[test]
+fn gpu_errors_are_typed() {
+    let Some(g) = common::gpu() else { return };
+    let spec = QuantSpec::symmetric(Granularity::Row).unwrap();
+    let x = g.stream.clone_htod(&[1.0f32; 10]).unwrap();
+    let e = cuda::quantize(&g.stream, &x, 3, 3, spec, None).unwrap_err();
+    assert!(matches!(e, Error::Shape(_)), "{e}");
+    let bad = QuantParams {
+        scales: vec![f32::NAN; 2],
+        ..Default::default()
+    };
+    let e = cuda::quantize(&g.stream, &x, 2, 5, spec, Some(&bad)).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+    let grp = QuantSpec::symmetric(Granularity::Group(4)).unwrap();
+    assert!(matches!(
+        cuda::quantize(&g.stream, &x, 2, 5, grp, None),
+        Err(Error::InvalidArgument(_))
+    ));
+    let mut out = DeviceQuantized::alloc(&g.stream, spec, 5, 2).unwrap();
+    assert!(matches!(
+        cuda::quantize_into(&g.stream, &x, 2, 5, None, &mut out),
+        Err(Error::Shape(_))
+    ));
+    let q = cuda::quantize(&g.stream, &x, 2, 5, spec, None).unwrap();
+    let mut short = g.stream.alloc_zeros::<f32>(9).unwrap();
+    assert!(matches!(
+        cuda::dequantize_into(&g.stream, &q, &mut short),
+        Err(Error::Shape(_))
+    ));
+    // Non-finite inputs: counted on the device, an error when read back unless allowed.
+    let nan = g.stream.clone_htod(&[f32::NAN, 1.0]).unwrap();
+    let q = cuda::quantize(&g.stream, &nan, 1, 2, spec, None).unwrap();
+    assert!(matches!(
+        q.to_host(&g.stream, false),
+        Err(Error::NonFinite { count: 1 })
+    ));
+    // Empty matrices: no launch, empty results.
+    let empty = g.stream.alloc_zeros::<f32>(0).unwrap();
+    let q = cuda::quantize(&g.stream, &empty, 0, 7, spec, None)
+        .unwrap()
+        .to_host(&g.stream, false)
+        .unwrap();
+    assert!(q.data.is_empty() && q.row_sums.is_empty());
+    let q = cuda::quantize(&g.stream, &empty, 4, 0, spec, None)
+        .unwrap()
+        .to_host(&g.stream, false)
+        .unwrap();
+    assert_eq!(q.row_sums, vec![0; 4]);
+}
