@@ -83,7 +83,7 @@ int qk_dequantize(const qk_dequantize_args *args, qk_stream_t stream);
 int qk_row_sums(const void *q, qk_int_type q_type, int64_t rows, int64_t cols, int32_t *out,
                 qk_stream_t stream);
 
-/** The name and description of a CUDA status code, as "cudaErrorName: description". */
+/** The description of a CUDA status code (static storage). */
 const char *qk_status_string(int status);
 
 /** Launch one empty kernel (one block, 32 threads): the launch-overhead baseline of benchmarks. */

@@ -109,7 +109,7 @@ __global__ void __launch_bounds__(kMaxBlock) quantize_rows(qk_quantize_args a, i
   const IntRange ir = int_range(a.scheme, a.q_type);
   const int64_t ngroups = a.granularity == QK_GROUP ? a.cols / a.group : 1;
   const int seg = mode == kDynGroup ? (int)(a.group / VEC) : 1;  // lanes per group
-  uint32_t nonfinite = 0;
+  unsigned long long nonfinite = 0;
 
   for (int64_t row = blockIdx.x; row < a.rows; row += gridDim.x) {
     const T *xr = x + row * a.cols;
@@ -211,7 +211,7 @@ __global__ void __launch_bounds__(kMaxBlock) quantize_rows(qk_quantize_args a, i
 
   nonfinite = warp_sum(nonfinite);
   if ((threadIdx.x & 31) == 0 && nonfinite != 0)
-    atomicAdd(reinterpret_cast<unsigned long long *>(a.nonfinite), (unsigned long long)nonfinite);
+    atomicAdd(reinterpret_cast<unsigned long long *>(a.nonfinite), nonfinite);
 }
 
 // ---- dynamic parameters that quantize_rows cannot reduce itself -------------------------
@@ -296,7 +296,7 @@ __global__ void dequantize_elems(qk_dequantize_args a) {
   const int64_t nvec = a.rows * a.cols / VEC;
   for (int64_t i = (int64_t)blockIdx.x * blockDim.x + threadIdx.x; i < nvec; i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t e0 = i * VEC, row = e0 / a.cols, c0 = e0 % a.cols;
-    T out[VEC];
+    alignas(16) T out[VEC];
 #pragma unroll
     for (int j = 0; j < VEC; ++j) {
       const Params p = load_params(a.scheme, a.scale, a.zero_point, a.offset,

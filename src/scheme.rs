@@ -3,6 +3,9 @@
 
 use crate::error::{Error, Result};
 
+/// The widest row the library takes: `Σ_c q[r, c]` stays exact in int32 (255 · cols < 2^31).
+pub const MAX_COLS: usize = i32::MAX as usize / 255;
+
 /// How floats map to integers (DESIGN.md section 1; the README has the formulas).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Scheme {
@@ -120,6 +123,11 @@ impl QuantSpec {
         {
             return Err(Error::InvalidArgument(format!(
                 "group size {g} does not divide the width {cols}; choose a divisor of {cols}"
+            )));
+        }
+        if cols > MAX_COLS {
+            return Err(Error::Limit(format!(
+                "rows of {cols} elements: row sums of 8-bit values are exact in int32 only up to {MAX_COLS} columns"
             )));
         }
         rows.checked_mul(cols)

@@ -34,6 +34,11 @@ fn shape_and_length_mismatches() {
         cpu::quantize(&x, usize::MAX, 2, sym(Granularity::Row), None, false),
         Err(Error::Limit(_))
     ));
+    let wide = qkernels::scheme::MAX_COLS + 1;
+    assert!(matches!(
+        cpu::quantize::<f32>(&[], 0, wide, sym(Granularity::Row), None, false),
+        Err(Error::Limit(_))
+    ));
     let q = cpu::quantize(&x, 2, 5, sym(Granularity::Row), None, false).unwrap();
     let mut short = vec![0.0f32; 9];
     assert!(matches!(cpu::dequantize_into(&q, &mut short), Err(Error::Shape(_))));

@@ -117,7 +117,7 @@ __device__ __forceinline__ Params params_from_range(qk_scheme scheme, IntRange i
 
 // Returns q and counts a non-finite input in `nonfinite`.
 __device__ __forceinline__ int32_t quantize_value(float x, qk_scheme scheme, IntRange ir, Params p,
-                                                  uint32_t &nonfinite) {
+                                                  unsigned long long &nonfinite) {
   if (isnan(x)) { nonfinite++; return scheme == QK_AFFINE ? p.zp : (scheme == QK_SYMMETRIC ? 0 : ir.qmin); }
   if (isinf(x)) { nonfinite++; return x > 0.0f ? ir.qmax : ir.qmin; }
   if (p.scale == 0.0f) return scheme == QK_AFFINE ? p.zp : 0;  // degenerate group: no division

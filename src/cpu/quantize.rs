@@ -397,6 +397,9 @@ pub fn row_sums(data: &[u8], int_type: IntType, rows: usize, cols: usize) -> Res
 /// Row sums into `out` (length `rows`).
 pub fn row_sums_into(data: &[u8], int_type: IntType, rows: usize, cols: usize, out: &mut [i32]) -> Result<()> {
     check_len(data, rows, cols, "quantized data")?;
+    if cols > crate::scheme::MAX_COLS {
+        return Err(Error::Limit(format!("rows of {cols} elements overflow int32 row sums")));
+    }
     if out.len() != rows {
         return Err(Error::Shape(format!(
             "row sums buffer has {} entries; need {rows}",

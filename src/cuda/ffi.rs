@@ -63,14 +63,10 @@ pub struct qk_dequantize_args {
     pub offset: *const f32,
 }
 unsafe extern "C" {
-    pub fn qk_quantize(args: *const qk_quantize_args, stream: qk_stream_t)
-        -> ::std::os::raw::c_int;
+    pub fn qk_quantize(args: *const qk_quantize_args, stream: qk_stream_t) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
-    pub fn qk_dequantize(
-        args: *const qk_dequantize_args,
-        stream: qk_stream_t,
-    ) -> ::std::os::raw::c_int;
+    pub fn qk_dequantize(args: *const qk_dequantize_args, stream: qk_stream_t) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
     #[doc = " out[r] = sum over c of q[r, c] (as int32), for a row-major [rows, cols] 8-bit matrix."]
@@ -84,7 +80,7 @@ unsafe extern "C" {
     ) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
-    #[doc = " The name and description of a CUDA status code, as \"cudaErrorName: description\"."]
+    #[doc = " The description of a CUDA status code (static storage)."]
     pub fn qk_status_string(status: ::std::os::raw::c_int) -> *const ::std::os::raw::c_char;
 }
 unsafe extern "C" {

@@ -338,6 +338,9 @@ pub fn row_sums_into(
 ) -> Result<()> {
     kernels_built()?;
     check_len(data.len(), rows, cols, "quantized data")?;
+    if cols > crate::scheme::MAX_COLS {
+        return Err(Error::Limit(format!("rows of {cols} elements overflow int32 row sums")));
+    }
     if out.len() != rows {
         return Err(Error::Shape(format!(
             "row sums buffer has {} entries; need {rows}",
