@@ -1,0 +1,118 @@
+#!/usr/bin/env bash
+# The one prepared GPU check (DESIGN.md section 6).
+#
+#   scripts/device-check.sh build [BUNDLE]        on the CPU machine: builds the release test
+#                                                 binaries, `qk` and the benches, stripped, into
+#                                                 BUNDLE/bundle.tgz (default device-bundle/,
+#                                                 ignored; at most 64 MiB)
+#   scripts/device-check.sh run [BUNDLE] [OUT]    on the GPU machine (driver + CUDA 13.0, no
+#                                                 Rust): runs every test binary with
+#                                                 QKERNELS_REQUIRE_GPU=1, the GPU tests under
+#                                                 compute-sanitizer (memcheck, racecheck),
+#                                                 `qk info` and `qk bench quant --json`, and
+#                                                 writes report.txt, tests.log, sanitizer.log
+#                                                 and bench-quant.json into OUT (default $OUT).
+#
+# With the device tool: build here, then run with carry=["device-bundle"] and the command
+# `scripts/device-check.sh run`, a timeout that leaves room for one rerun, then give_back.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+mode=${1:-}
+
+build() {
+  set -e
+  local bundle=${1:-device-bundle}
+  local stage
+  stage=$(mktemp -d)
+  eval "$(scripts/install-cuda-toolchain.sh --env)"
+  export QKERNELS_REQUIRE_CUDA=1
+  rm -rf "$bundle"
+  mkdir -p "$bundle" "$stage/tests" "$stage/benches"
+  cargo build --release --bins --quiet
+  cp target/release/qk "$stage/"
+  local list
+  list=$(mktemp)
+  cargo test --release --no-run --quiet --message-format=json >"$list"
+  cargo bench --no-run --quiet --message-format=json >>"$list"
+  python3 - "$list" "$stage" <<'PY'
+import json, shutil, sys
+listing, bundle = sys.argv[1], sys.argv[2]
+for line in open(listing):
+    try:
+        m = json.loads(line)
+    except ValueError:
+        continue
+    exe = m.get("executable")
+    if m.get("reason") != "compiler-artifact" or not exe or not m["profile"]["test"]:
+        continue
+    kind = m["target"]["kind"][0]
+    if kind == "bin":
+        continue  # the CLI has no unit tests; tests/cli.rs drives the real binary
+    name = m["target"]["name"] if kind != "lib" else "unit"
+    folder = "benches" if kind == "bench" else "tests"
+    shutil.copy(exe, f"{bundle}/{folder}/{name}")
+PY
+  rm -f "$list"
+  strip "$stage/qk" "$stage"/tests/* "$stage"/benches/*
+  { git rev-parse --short=12 HEAD; git status --porcelain | grep -q . && echo "(working tree had uncommitted changes)"; } >"$stage/REV" || true
+  ls -la "$stage" "$stage/tests" "$stage/benches"
+  tar -C "$stage" -czf "$bundle/bundle.tgz" .
+  rm -rf "$stage"
+  local size
+  size=$(du -sb "$bundle" | cut -f1)
+  echo "bundle $bundle/bundle.tgz: $((size / 1024 / 1024)) MiB"
+  [[ $size -le $((64 * 1024 * 1024)) ]] || { echo "device-check: bundle exceeds 64 MiB" >&2; exit 1; }
+}
+
+run() {
+  local carried=${1:-device-bundle} out=${2:-${OUT:-device-report}}
+  mkdir -p "$out"
+  local bundle
+  bundle=$(mktemp -d)
+  tar -C "$bundle" -xzf "$carried/bundle.tgz" || { echo "device-check: no $carried/bundle.tgz; run build first" >&2; return 1; }
+  local report="$out/report.txt" failed=0
+  export QKERNELS_REQUIRE_GPU=1 QK_BIN="$bundle/qk" QK_GIT_REV="$(head -1 "$bundle/REV")"
+  {
+    echo "# qkernels device check"
+    echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  rev: $(tr '\n' ' ' <"$bundle/REV")"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv,noheader
+    "$bundle/qk" info
+  } >"$report" 2>&1
+
+  : >"$out/tests.log"
+  for t in "$bundle"/tests/*; do
+    local name rc
+    name=$(basename "$t")
+    echo "===== $name" >>"$out/tests.log"
+    timeout 600 "$t" --test-threads 4 >>"$out/tests.log" 2>&1
+    rc=$?
+    [[ $rc -eq 0 ]] || failed=1
+    echo "test $name: rc=$rc $(grep -E '^test result' "$out/tests.log" | tail -1)" >>"$report"
+  done
+  grep -c "SKIPPED" "$out/tests.log" | sed 's/^/SKIPPED lines in tests.log: /' >>"$report"
+
+  : >"$out/sanitizer.log"
+  local gpu="$bundle/tests/gpu_vs_cpu"
+  for tool in memcheck racecheck; do
+    local filter rc
+    filter=$([[ $tool == memcheck ]] && echo "small_shapes_f32 long_rows gpu_errors" || echo "long_rows")
+    echo "===== $tool: $filter" >>"$out/sanitizer.log"
+    # shellcheck disable=SC2086
+    timeout 600 compute-sanitizer --tool "$tool" --error-exitcode 9 "$gpu" --test-threads 1 $filter \
+      >>"$out/sanitizer.log" 2>&1
+    rc=$?
+    [[ $rc -eq 0 ]] || failed=1
+    echo "compute-sanitizer $tool ($filter): rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer.log" | tail -1)" >>"$report"
+  done
+
+  "$bundle/qk" bench quant --json "$out/bench-quant.json" >>"$report" 2>&1 || failed=1
+  echo "overall: $([[ $failed -eq 0 ]] && echo PASS || echo FAIL)" >>"$report"
+  cat "$report"
+  return $failed
+}
+
+case "$mode" in
+  build) shift; build "$@" ;;
+  run) shift; run "$@" ;;
+  *) echo "usage: $0 build [BUNDLE] | run [BUNDLE] [OUT]" >&2; exit 2 ;;
+esac
