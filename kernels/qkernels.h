@@ -39,8 +39,10 @@ typedef enum { QK_TENSOR = 0, QK_ROW = 1, QK_COL = 2, QK_GROUP = 3 } qk_granular
  * Parameters live in `scale` (always), `zero_point` (Affine) and `offset` (MinOffset), with
  * one entry per tensor / row / column / (row, group). When `dynamic` is nonzero the kernels
  * compute them (and overwrite those buffers); otherwise they are read. `row_sums` (may be
- * NULL) receives the sum of each row's quantized values. `nonfinite` (one u64) receives the
- * number of NaN/Inf inputs met; the launcher zeroes it first.
+ * NULL) receives the sum of each row's quantized values. `nonfinite` points to three u64:
+ * word 0 receives the number of NaN/Inf inputs met; words 1 and 2 are scratch that must be
+ * zero before the first call (allocate zeroed) and that every completed call leaves zero.
+ * rows and cols must be nonzero.
  */
 typedef struct {
   const void *x;

@@ -209,9 +209,25 @@ __global__ void __launch_bounds__(kMaxBlock) quantize_rows(qk_quantize_args a, i
     }
   }
 
+  // NOTE: the non-finite count needs no memset before the launch (one launch for M = 1).
+  // Each block adds its count into a scratch word; the last block to take a ticket
+  // publishes the total into word 0 and zeroes the scratch and the ticket, so the buffer
+  // is ready for the next call. The fence orders a block's add before its ticket.
+  __shared__ unsigned long long s_nf[kMaxWarps];
   nonfinite = warp_sum(nonfinite);
-  if ((threadIdx.x & 31) == 0 && nonfinite != 0)
-    atomicAdd(reinterpret_cast<unsigned long long *>(a.nonfinite), nonfinite);
+  if ((threadIdx.x & 31) == 0) s_nf[threadIdx.x >> 5] = nonfinite;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned long long total = 0;
+    for (int w = 0; w < (nt + 31) / 32; ++w) total += s_nf[w];
+    unsigned long long *slot = reinterpret_cast<unsigned long long *>(a.nonfinite);
+    if (total != 0) atomicAdd(slot + 1, total);
+    __threadfence();
+    if (atomicAdd(slot + 2, 1ull) == gridDim.x - 1) {
+      slot[0] = atomicExch(slot + 1, 0ull);
+      atomicExch(slot + 2, 0ull);
+    }
+  }
 }
 
 // ---- dynamic parameters that quantize_rows cannot reduce itself -------------------------
@@ -407,8 +423,6 @@ cudaError_t launch_dequantize(const qk_dequantize_args &a, cudaStream_t s) {
 extern "C" int qk_quantize(const qk_quantize_args *args, qk_stream_t stream) {
   const qk_quantize_args a = *args;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
-  cudaError_t err = cudaMemsetAsync(a.nonfinite, 0, sizeof(uint64_t), s);
-  if (err != cudaSuccess) return (int)err;
   if (a.rows == 0 || a.cols == 0) return 0;
   switch (a.x_type) {
     case QK_F32: return (int)qk::launch_quantize<float>(a, s);

@@ -25,7 +25,7 @@ pub const qk_granularity_QK_COL: qk_granularity = 2;
 pub const qk_granularity_QK_GROUP: qk_granularity = 3;
 #[doc = " Which elements share one set of parameters."]
 pub type qk_granularity = ::std::os::raw::c_uint;
-#[doc = " Quantize a row-major [rows, cols] float matrix.\n\n Parameters live in `scale` (always), `zero_point` (Affine) and `offset` (MinOffset), with\n one entry per tensor / row / column / (row, group). When `dynamic` is nonzero the kernels\n compute them (and overwrite those buffers); otherwise they are read. `row_sums` (may be\n NULL) receives the sum of each row's quantized values. `nonfinite` (one u64) receives the\n number of NaN/Inf inputs met; the launcher zeroes it first."]
+#[doc = " Quantize a row-major [rows, cols] float matrix.\n\n Parameters live in `scale` (always), `zero_point` (Affine) and `offset` (MinOffset), with\n one entry per tensor / row / column / (row, group). When `dynamic` is nonzero the kernels\n compute them (and overwrite those buffers); otherwise they are read. `row_sums` (may be\n NULL) receives the sum of each row's quantized values. `nonfinite` points to three u64:\n word 0 receives the number of NaN/Inf inputs met; words 1 and 2 are scratch that must be\n zero before the first call (allocate zeroed) and that every completed call leaves zero.\n rows and cols must be nonzero."]
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct qk_quantize_args {

@@ -14,6 +14,9 @@ use crate::element::{Element, FloatType};
 use crate::error::{Error, Result};
 use crate::scheme::{Granularity, IntType, QuantParams, QuantSpec, Scheme};
 
+/// Words of the non-finite counter buffer: the count and two words of kernel scratch.
+const NONFINITE_WORDS: usize = 3;
+
 /// A float element the kernels read and write on the device.
 pub trait DeviceElement: Element + DeviceRepr + ValidAsZeroBits {}
 impl<T: Element + DeviceRepr + ValidAsZeroBits> DeviceElement for T {}
@@ -30,8 +33,10 @@ pub struct DeviceQuantized {
     pub zero_points: Option<CudaSlice<i32>>,
     pub offsets: Option<CudaSlice<f32>>,
     pub row_sums: CudaSlice<i32>,
-    /// NaN/±Inf inputs met by the last quantize call (one u64, on the device).
-    pub nonfinite: CudaSlice<u64>,
+    /// Word 0: NaN/±Inf inputs met by the last quantize call; words 1–2: the kernels'
+    /// self-cleaning scratch (see `qk_quantize_args` in kernels/qkernels.h). Read the count
+    /// with [`DeviceQuantized::nonfinite`].
+    nonfinite: CudaSlice<u64>,
 }
 
 impl DeviceQuantized {
@@ -56,7 +61,7 @@ impl DeviceQuantized {
                 None
             },
             row_sums: stream.alloc_zeros(rows)?,
-            nonfinite: stream.alloc_zeros(1)?,
+            nonfinite: stream.alloc_zeros(NONFINITE_WORDS)?,
         })
     }
 
@@ -72,7 +77,7 @@ impl DeviceQuantized {
             zero_points: h.zero_points.as_ref().map(|z| stream.clone_htod(z)).transpose()?,
             offsets: h.offsets.as_ref().map(|o| stream.clone_htod(o)).transpose()?,
             row_sums: stream.clone_htod(&h.row_sums)?,
-            nonfinite: stream.clone_htod(&[h.nonfinite])?,
+            nonfinite: stream.clone_htod(&[h.nonfinite, 0, 0])?,
         })
     }
 
@@ -98,7 +103,9 @@ impl DeviceQuantized {
 
     /// The non-finite count of the last quantize call (synchronizes `stream`).
     pub fn nonfinite(&self, stream: &Arc<CudaStream>) -> Result<u64> {
-        Ok(stream.clone_dtoh(&self.nonfinite)?[0])
+        let mut word = [0u64];
+        stream.memcpy_dtoh(&self.nonfinite.slice(0..1), &mut word)?;
+        Ok(word[0])
     }
 
     fn check(&self) -> Result<()> {
@@ -109,7 +116,7 @@ impl DeviceQuantized {
             && self.zero_points.as_ref().map(|z| z.len()) == (self.spec.scheme() == Scheme::Affine).then_some(n)
             && self.offsets.as_ref().map(|o| o.len()) == (self.spec.scheme() == Scheme::MinOffset).then_some(n)
             && self.row_sums.len() == self.rows
-            && self.nonfinite.len() == 1;
+            && self.nonfinite.len() == NONFINITE_WORDS;
         if ok {
             Ok(())
         } else {
@@ -214,7 +221,7 @@ pub fn quantize_into<T: DeviceElement>(
         }
     }
     if rows == 0 || cols == 0 {
-        stream.memset_zeros(&mut out.nonfinite)?;
+        stream.memset_zeros(&mut out.nonfinite.slice_mut(0..1))?;
         if rows > 0 {
             stream.memset_zeros(&mut out.row_sums)?;
         }
