@@ -15,7 +15,7 @@ use qkernels::{Error, Granularity, IntType, QuantParams, QuantSpec, bf16, f16};
 fn all_specs(cols: usize) -> Vec<QuantSpec> {
     let mut grans = vec![Granularity::Tensor, Granularity::Row, Granularity::Col];
     for g in [3, 8, 16, 32, 48, 64, 128, 256, 512] {
-        if cols % g == 0 && g < cols {
+        if cols.is_multiple_of(g) && g < cols {
             grans.push(Granularity::Group(g));
         }
     }
