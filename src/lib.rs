@@ -11,10 +11,12 @@ pub mod cpu;
 pub mod cuda;
 mod element;
 mod error;
+pub mod gemm;
 pub mod npy;
 pub mod scheme;
 
 pub use element::{Element, FloatType};
 pub use error::{Error, Result};
+pub use gemm::{GemmOutput, OutType};
 pub use half::{bf16, f16};
 pub use scheme::{Granularity, IntType, QuantParams, QuantSpec, Scheme};

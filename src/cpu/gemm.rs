@@ -1,0 +1,245 @@
+//! CPU reference of the INT8 GEMM with its fused epilogue: exact int32 accumulation, then
+//! the contract's epilogue (src/cpu/epilogue.rs). Rows of the output run in parallel.
+
+use rayon::prelude::*;
+
+use super::epilogue::{corrected, float_part};
+use super::quantize::HostQuantized;
+use crate::element::Element;
+use crate::error::{Error, Result};
+use crate::gemm::{BiasType, GemmOutput, GemmShape, OperandMeta, ParamLayout, check_gemm};
+use crate::scheme::{IntType, Scheme};
+use half::{bf16, f16};
+
+/// Raw 8-bit integers without a scale (an ONNX MatMulInteger operand), with an optional
+/// integer zero point (one per tensor or per row). Such operands give i32 output only.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RawMatrix {
+    pub int_type: IntType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<u8>,
+    pub zero_points: Option<Vec<i32>>,
+    pub row_sums: Vec<i32>,
+}
+
+impl RawMatrix {
+    /// Checks lengths and zero points (within the type's range) and computes the row sums.
+    pub fn new(
+        int_type: IntType,
+        rows: usize,
+        cols: usize,
+        data: Vec<u8>,
+        zero_points: Option<Vec<i32>>,
+    ) -> Result<Self> {
+        let row_sums = super::row_sums(&data, int_type, rows, cols)?;
+        if let Some(z) = &zero_points {
+            ParamLayout::from_len(z.len(), rows, "zero points")?;
+            let (lo, hi) = int_type.range();
+            if let Some(bad) = z.iter().find(|v| !(lo..=hi).contains(*v)) {
+                return Err(Error::InvalidArgument(format!(
+                    "zero point {bad} is outside [{lo}, {hi}]"
+                )));
+            }
+        }
+        Ok(Self {
+            int_type,
+            rows,
+            cols,
+            data,
+            zero_points,
+            row_sums,
+        })
+    }
+
+    /// This matrix as a GEMM operand.
+    pub fn operand(&self) -> Result<HostOperand<'_>> {
+        let zero_point = match &self.zero_points {
+            Some(z) => ParamLayout::from_len(z.len(), self.rows, "zero points")?,
+            None => ParamLayout::None,
+        };
+        HostOperand::new(
+            OperandMeta {
+                int_type: self.int_type,
+                rows: self.rows,
+                cols: self.cols,
+                scheme: None,
+                scale: ParamLayout::None,
+                zero_point,
+                offset: ParamLayout::None,
+            },
+            &self.data,
+            &[],
+            self.zero_points.as_deref().unwrap_or(&[]),
+            &[],
+            &self.row_sums,
+        )
+    }
+}
+
+impl HostQuantized {
+    /// This matrix as a GEMM operand (per-tensor or per-row parameters only).
+    pub fn operand(&self) -> Result<HostOperand<'_>> {
+        let layout = ParamLayout::from_granularity(self.spec.granularity(), "GEMM operand")?;
+        let scheme = self.spec.scheme();
+        HostOperand::new(
+            OperandMeta {
+                int_type: self.spec.int_type(),
+                rows: self.rows,
+                cols: self.cols,
+                scheme: Some(scheme),
+                scale: layout,
+                zero_point: if scheme == Scheme::Affine {
+                    layout
+                } else {
+                    ParamLayout::None
+                },
+                offset: if scheme == Scheme::MinOffset {
+                    layout
+                } else {
+                    ParamLayout::None
+                },
+            },
+            &self.data,
+            &self.scales,
+            self.zero_points.as_deref().unwrap_or(&[]),
+            self.offsets.as_deref().unwrap_or(&[]),
+            &self.row_sums,
+        )
+    }
+}
+
+/// A GEMM operand over host memory: an 8-bit `[rows, K]` matrix, its parameters (slices of
+/// length 0, 1 or `rows` as `meta` says) and its row sums.
+#[derive(Clone, Copy, Debug)]
+pub struct HostOperand<'a> {
+    pub meta: OperandMeta,
+    pub data: &'a [u8],
+    pub scales: &'a [f32],
+    pub zero_points: &'a [i32],
+    pub offsets: &'a [f32],
+    pub row_sums: &'a [i32],
+}
+
+fn layout_len(l: ParamLayout, rows: usize) -> usize {
+    match l {
+        ParamLayout::None => 0,
+        ParamLayout::Tensor => 1,
+        ParamLayout::PerRow => rows,
+    }
+}
+
+impl<'a> HostOperand<'a> {
+    /// Checks that every slice has the length `meta` implies.
+    pub fn new(
+        meta: OperandMeta,
+        data: &'a [u8],
+        scales: &'a [f32],
+        zero_points: &'a [i32],
+        offsets: &'a [f32],
+        row_sums: &'a [i32],
+    ) -> Result<Self> {
+        let r = meta.rows;
+        let ok = Some(data.len()) == r.checked_mul(meta.cols)
+            && scales.len() == layout_len(meta.scale, r)
+            && zero_points.len() == layout_len(meta.zero_point, r)
+            && offsets.len() == layout_len(meta.offset, r)
+            && row_sums.len() == r;
+        if !ok {
+            return Err(Error::Shape(format!("GEMM operand buffers do not match {meta:?}")));
+        }
+        Ok(Self {
+            meta,
+            data,
+            scales,
+            zero_points,
+            offsets,
+            row_sums,
+        })
+    }
+
+    fn zp(&self, r: usize) -> i32 {
+        if self.zero_points.is_empty() {
+            0
+        } else {
+            self.zero_points[self.meta.zero_point.index(r)]
+        }
+    }
+}
+
+/// A bias over host memory (its type is independent of the output type).
+#[derive(Clone, Copy, Debug)]
+pub enum Bias<'a> {
+    F32(&'a [f32]),
+    F16(&'a [f16]),
+    BF16(&'a [bf16]),
+}
+
+impl Bias<'_> {
+    pub(crate) fn describe(&self) -> (BiasType, usize) {
+        match self {
+            Bias::F32(b) => (BiasType::F32, b.len()),
+            Bias::F16(b) => (BiasType::F16, b.len()),
+            Bias::BF16(b) => (BiasType::BF16, b.len()),
+        }
+    }
+
+    fn get(&self, n: usize) -> f32 {
+        match self {
+            Bias::F32(b) => b[n],
+            Bias::F16(b) => b[n].to_f32(),
+            Bias::BF16(b) => Element::to_f32(b[n]),
+        }
+    }
+}
+
+/// `Y = epilogue(A · Bᵀ)` into a new `Vec` of `M · N` outputs (row-major).
+pub fn gemm<O: GemmOutput>(a: &HostOperand, b: &HostOperand, bias: Option<Bias>) -> Result<Vec<O>> {
+    let mut out = vec![O::default(); a.meta.rows * b.meta.rows];
+    gemm_into(a, b, bias, &mut out)?;
+    Ok(out)
+}
+
+/// `Y = epilogue(A · Bᵀ)` into `out` (`M · N` outputs, row-major; no allocation beyond a
+/// widened copy of B).
+pub fn gemm_into<O: GemmOutput>(a: &HostOperand, b: &HostOperand, bias: Option<Bias>, out: &mut [O]) -> Result<()> {
+    let GemmShape { m, n, k } = check_gemm(&a.meta, &b.meta, O::TYPE, bias.map(|b| b.describe()))?;
+    if out.len() != m * n {
+        return Err(Error::Shape(format!(
+            "output has {} elements; M x N = {m} x {n} needs {}",
+            out.len(),
+            m * n
+        )));
+    }
+    if m == 0 || n == 0 {
+        return Ok(());
+    }
+    let widen = |data: &[u8], t: IntType| -> Vec<i16> {
+        match t {
+            IntType::I8 => data.iter().map(|&v| v as i8 as i16).collect(),
+            IntType::U8 => data.iter().map(|&v| v as i16).collect(),
+        }
+    };
+    let bw = widen(b.data, b.meta.int_type);
+    let min_offset = a.meta.scheme == Some(Scheme::MinOffset);
+    out.par_chunks_mut(n).enumerate().for_each(|(mi, row)| {
+        let aw = widen(&a.data[mi * k..(mi + 1) * k], a.meta.int_type);
+        let za = a.zp(mi);
+        let sa = a.scales.get(a.meta.scale.index(mi)).copied().unwrap_or(0.0);
+        let off_a = a.offsets.get(a.meta.offset.index(mi)).copied().unwrap_or(0.0);
+        for (ni, y) in row.iter_mut().enumerate() {
+            let bk = &bw[ni * k..(ni + 1) * k];
+            let acc: i32 = aw.iter().zip(bk).map(|(&x, &w)| x as i32 * w as i32).sum();
+            let zb = b.zp(ni);
+            let acc = corrected(acc, k as i32, za, zb, a.row_sums[mi], b.row_sums[ni]);
+            if O::TYPE == crate::gemm::OutType::I32 {
+                *y = O::store(acc, 0.0);
+                continue;
+            }
+            let sb = b.scales[b.meta.scale.index(ni)];
+            let mo = min_offset.then(|| (off_a, b.row_sums[ni].wrapping_sub((k as i32).wrapping_mul(zb))));
+            *y = O::store(acc, float_part(acc, sa, sb, mo, bias.map(|bb| bb.get(ni))));
+        }
+    });
+    Ok(())
+}

@@ -1,0 +1,237 @@
+//! The INT8 GEMM's problem description, shared by the CPU reference and the GPU kernels:
+//! output and bias types, operand metadata and the one argument check both paths call.
+//!
+//! `Y[m, n] = epilogue(Σ_k A[m, k] · B[n, k])` with A `[M, K]` (activations) and B `[N, K]`
+//! (weights, as `nn.Linear` stores them). The epilogue is the contract of DESIGN.md §2:
+//! `acc' = Σab − za·ΣB − zb·ΣA + K·za·zb` (exact, int32), then
+//! `y = (f32(acc')·sa)·sb` (+ `(offa·f32(ΣB − K·zb))·sb` for a MinOffset A), `+ bias`,
+//! one rounding to the output type.
+
+use crate::error::{Error, Result};
+use crate::scheme::{Granularity, IntType, Scheme};
+use half::{bf16, f16};
+
+/// The GEMM's output element type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum OutType {
+    /// The corrected integer accumulator `acc'` itself.
+    I32,
+    F32,
+    F16,
+    BF16,
+}
+
+/// A GEMM output element: i32, f32, [`f16`] or [`bf16`].
+pub trait GemmOutput: Copy + Default + Send + Sync + std::fmt::Debug + 'static {
+    const TYPE: OutType;
+    /// The output value from the corrected accumulator (i32) or the float epilogue (others,
+    /// rounded once to nearest even).
+    fn store(acc: i32, y: f32) -> Self;
+}
+
+impl GemmOutput for i32 {
+    const TYPE: OutType = OutType::I32;
+    fn store(acc: i32, _y: f32) -> Self {
+        acc
+    }
+}
+
+impl GemmOutput for f32 {
+    const TYPE: OutType = OutType::F32;
+    fn store(_acc: i32, y: f32) -> Self {
+        y
+    }
+}
+
+impl GemmOutput for f16 {
+    const TYPE: OutType = OutType::F16;
+    fn store(_acc: i32, y: f32) -> Self {
+        f16::from_f32(y)
+    }
+}
+
+impl GemmOutput for bf16 {
+    const TYPE: OutType = OutType::BF16;
+    fn store(_acc: i32, y: f32) -> Self {
+        bf16::from_f32(y)
+    }
+}
+
+/// How a per-operand parameter is laid out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ParamLayout {
+    /// Absent (raw integers have no scale; Symmetric has no zero point).
+    None,
+    /// One value for the whole operand.
+    Tensor,
+    /// One value per row (per token of A, per output channel of B).
+    PerRow,
+}
+
+impl ParamLayout {
+    pub(crate) fn from_granularity(g: Granularity, what: &str) -> Result<Self> {
+        match g {
+            Granularity::Tensor => Ok(ParamLayout::Tensor),
+            Granularity::Row => Ok(ParamLayout::PerRow),
+            Granularity::Col | Granularity::Group(_) => Err(Error::Unsupported(format!(
+                "{what}: {g:?} parameters vary along K; the GEMM takes per-tensor or per-row parameters \
+                 (per-group scales along K are not implemented yet)"
+            ))),
+        }
+    }
+
+    pub(crate) fn from_len(len: usize, rows: usize, what: &str) -> Result<Self> {
+        match len {
+            1 => Ok(ParamLayout::Tensor),
+            n if n == rows => Ok(ParamLayout::PerRow),
+            n => Err(Error::Shape(format!(
+                "{what}: {n} values; need 1 (per tensor) or {rows} (per row)"
+            ))),
+        }
+    }
+
+    /// Index of row `r`'s value.
+    #[inline]
+    pub fn index(self, r: usize) -> usize {
+        match self {
+            ParamLayout::PerRow => r,
+            _ => 0,
+        }
+    }
+}
+
+/// What the check needs to know about one operand (both paths build it from their buffers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OperandMeta {
+    pub int_type: IntType,
+    pub rows: usize,
+    pub cols: usize,
+    /// `None` for raw integers (ONNX MatMulInteger operands).
+    pub scheme: Option<Scheme>,
+    pub scale: ParamLayout,
+    pub zero_point: ParamLayout,
+    /// MinOffset offsets (A only).
+    pub offset: ParamLayout,
+}
+
+impl OperandMeta {
+    /// Largest |q| of the type, and largest |q − zp| once a zero point is subtracted.
+    fn magnitudes(&self) -> (i64, i64) {
+        let raw = match self.int_type {
+            IntType::I8 => 128,
+            IntType::U8 => 255,
+        };
+        let corrected = if self.zero_point == ParamLayout::None { raw } else { 255 };
+        (raw, corrected)
+    }
+}
+
+/// The problem size a checked GEMM runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GemmShape {
+    pub m: usize,
+    pub n: usize,
+    pub k: usize,
+}
+
+/// The bias element type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum BiasType {
+    F32,
+    F16,
+    BF16,
+}
+
+/// Checks a GEMM (`bias` is its type and length) and returns its shape. Both paths call it.
+///
+/// int32 exactness: `K · max|a| · max|b| < 2^31` for the raw operands and for the
+/// zero-point-corrected ones, with the magnitudes the operand types allow (|q − zp| ≤ 255
+/// when a zero point is present), so i8·i8 allows K ≤ 131071 and u8·i8 K ≤ 65793.
+pub fn check_gemm(
+    a: &OperandMeta,
+    b: &OperandMeta,
+    out: OutType,
+    bias: Option<(BiasType, usize)>,
+) -> Result<GemmShape> {
+    if a.cols != b.cols {
+        return Err(Error::Shape(format!(
+            "A is {} x {} and B is {} x {}: both must have K columns (Y = A·Bᵀ)",
+            a.rows, a.cols, b.rows, b.cols
+        )));
+    }
+    let shape = GemmShape {
+        m: a.rows,
+        n: b.rows,
+        k: a.cols,
+    };
+    if b.scheme == Some(Scheme::MinOffset) || b.offset != ParamLayout::None {
+        return Err(Error::Unsupported(
+            "MinOffset weights (B); quantize B as Symmetric or Affine".into(),
+        ));
+    }
+    if b.scheme == Some(Scheme::Symmetric) && b.int_type == IntType::U8 {
+        return Err(Error::Unsupported("Symmetric u8 weights".into()));
+    }
+    let quantized = a.scale != ParamLayout::None && b.scale != ParamLayout::None;
+    if out != OutType::I32 && !quantized {
+        return Err(Error::Unsupported(
+            "float output needs scales on both operands; raw integer operands give i32 output only".into(),
+        ));
+    }
+    if out == OutType::I32 && a.scheme == Some(Scheme::MinOffset) {
+        return Err(Error::Unsupported(
+            "i32 output of a MinOffset A: its float offset needs the float epilogue (f32, f16 or bf16 output)".into(),
+        ));
+    }
+    if let Some((_, len)) = bias {
+        if out == OutType::I32 {
+            return Err(Error::Unsupported(
+                "a bias needs a float output (f32, f16 or bf16), not i32".into(),
+            ));
+        }
+        if len != shape.n {
+            return Err(Error::Shape(format!(
+                "bias has {len} values; B has N = {} rows",
+                shape.n
+            )));
+        }
+    }
+    let (ra, ca) = a.magnitudes();
+    let (rb, cb) = b.magnitudes();
+    let k = shape.k as i64;
+    let worst = (k.saturating_mul(ra).saturating_mul(rb)).max(k.saturating_mul(ca).saturating_mul(cb));
+    if worst >= 1 << 31 {
+        let limit = ((1i64 << 31) - 1) / (ra * rb).max(ca * cb);
+        return Err(Error::Limit(format!(
+            "K = {} exceeds the int32 exactness bound for {:?}·{:?} operands (K ≤ {limit})",
+            shape.k, a.int_type, b.int_type
+        )));
+    }
+    Ok(shape)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(t: IntType, zp: bool, k: usize) -> OperandMeta {
+        OperandMeta {
+            int_type: t,
+            rows: 4,
+            cols: k,
+            scheme: Some(if zp { Scheme::Affine } else { Scheme::Symmetric }),
+            scale: ParamLayout::PerRow,
+            zero_point: if zp { ParamLayout::Tensor } else { ParamLayout::None },
+            offset: ParamLayout::None,
+        }
+    }
+
+    #[test]
+    fn exactness_bounds_match_the_design() {
+        let ok = |a, b| check_gemm(&a, &b, OutType::I32, None).is_ok();
+        assert!(ok(meta(IntType::I8, false, 131071), meta(IntType::I8, false, 131071)));
+        assert!(!ok(meta(IntType::I8, false, 131072), meta(IntType::I8, false, 131072)));
+        assert!(ok(meta(IntType::U8, true, 65793), meta(IntType::I8, false, 65793)));
+        assert!(!ok(meta(IntType::U8, true, 65794), meta(IntType::I8, false, 65794)));
+    }
+}
