@@ -88,6 +88,50 @@ int qk_row_sums(const void *q, qk_int_type q_type, int64_t rows, int64_t cols, i
 /** The description of a CUDA status code (static storage). */
 const char *qk_status_string(int status);
 
+/** GEMM output types. */
+typedef enum { QK_OUT_I32 = 0, QK_OUT_F32 = 1, QK_OUT_F16 = 2, QK_OUT_BF16 = 3 } qk_out_type;
+
+/** How a GEMM operand parameter is laid out: absent, one value, or one per row. */
+typedef enum { QK_PARAM_NONE = 0, QK_PARAM_TENSOR = 1, QK_PARAM_ROW = 2 } qk_param_layout;
+
+/** Tile configurations of the sm_80 GEMM (rows of A x rows of B per block). */
+typedef enum { QK_TILE_128x128 = 0, QK_TILE_64x128 = 1, QK_TILE_16x128 = 2 } qk_gemm_tile;
+
+/** One GEMM operand: a row-major [rows, k] 8-bit matrix with its parameters. */
+typedef struct {
+  const void *data;
+  qk_int_type type;
+  int64_t rows;
+  const float *scale;
+  qk_param_layout scale_layout;
+  const int32_t *zero_point;
+  qk_param_layout zero_point_layout;
+  const float *offset; /* MinOffset A only */
+  qk_param_layout offset_layout;
+  const int32_t *row_sums; /* sum of each row's values */
+} qk_gemm_operand;
+
+/**
+ * Y[m, n] = epilogue(sum_k A[m, k] * B[n, k]), Y row-major [M, N]; A = a, B = b, both
+ * K-major. The epilogue is DESIGN.md section 2: zero-point corrections from the row sums,
+ * (f32(acc') * sa) * sb, the MinOffset term, + bias, one rounding to y_type (QK_OUT_I32
+ * stores acc'). `bias` is NULL or N values of bias_type.
+ */
+typedef struct {
+  qk_gemm_operand a;
+  qk_gemm_operand b;
+  int64_t k;
+  void *y;
+  qk_out_type y_type;
+  const void *bias;
+  qk_float_type bias_type;
+  qk_gemm_tile tile;
+} qk_gemm_args;
+
+/** The mma.sync (sm_80+) GEMM. Needs M, N >= 1; any K >= 0 (K % 16 == 0 with 16-byte aligned
+ *  operands takes the cp.async path, any other K a byte-wise path). */
+int qk_gemm_sm80(const qk_gemm_args *args, qk_stream_t stream);
+
 /** Launch one empty kernel (one block, 32 threads): the launch-overhead baseline of benchmarks. */
 int qk_empty_kernel(qk_stream_t stream);
 

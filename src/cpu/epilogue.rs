@@ -31,11 +31,11 @@ mod tests {
     #[test]
     fn corrections_are_exact_through_wraparound() {
         // Terms overflow int32 individually; the result does not.
-        let (k, za, zb) = (65_000, 255, 0);
+        let (k, za, zb) = (65_000i32, 255i32, 0i32);
         let sum_b = -65_000 * 128;
         let acc = za.wrapping_mul(sum_b).wrapping_add(7);
         assert_eq!(corrected(acc, k, za, zb, 0, sum_b), 7);
-        let acc = 3 - 200 * 100 - 50 * 100 + 4 * 200 * 50;
+        let acc = 3 + 200 * 100 + 50 * 100 - 4 * 200 * 50;
         assert_eq!(corrected(acc, 4, 200, 50, 100, 100), 3);
     }
 

@@ -83,6 +83,54 @@ unsafe extern "C" {
     #[doc = " The description of a CUDA status code (static storage)."]
     pub fn qk_status_string(status: ::std::os::raw::c_int) -> *const ::std::os::raw::c_char;
 }
+pub const qk_out_type_QK_OUT_I32: qk_out_type = 0;
+pub const qk_out_type_QK_OUT_F32: qk_out_type = 1;
+pub const qk_out_type_QK_OUT_F16: qk_out_type = 2;
+pub const qk_out_type_QK_OUT_BF16: qk_out_type = 3;
+#[doc = " GEMM output types."]
+pub type qk_out_type = ::std::os::raw::c_uint;
+pub const qk_param_layout_QK_PARAM_NONE: qk_param_layout = 0;
+pub const qk_param_layout_QK_PARAM_TENSOR: qk_param_layout = 1;
+pub const qk_param_layout_QK_PARAM_ROW: qk_param_layout = 2;
+#[doc = " How a GEMM operand parameter is laid out: absent, one value, or one per row."]
+pub type qk_param_layout = ::std::os::raw::c_uint;
+pub const qk_gemm_tile_QK_TILE_128x128: qk_gemm_tile = 0;
+pub const qk_gemm_tile_QK_TILE_64x128: qk_gemm_tile = 1;
+pub const qk_gemm_tile_QK_TILE_16x128: qk_gemm_tile = 2;
+#[doc = " Tile configurations of the sm_80 GEMM (rows of A x rows of B per block)."]
+pub type qk_gemm_tile = ::std::os::raw::c_uint;
+#[doc = " One GEMM operand: a row-major [rows, k] 8-bit matrix with its parameters."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct qk_gemm_operand {
+    pub data: *const ::std::os::raw::c_void,
+    pub type_: qk_int_type,
+    pub rows: i64,
+    pub scale: *const f32,
+    pub scale_layout: qk_param_layout,
+    pub zero_point: *const i32,
+    pub zero_point_layout: qk_param_layout,
+    pub offset: *const f32,
+    pub offset_layout: qk_param_layout,
+    pub row_sums: *const i32,
+}
+#[doc = " Y[m, n] = epilogue(sum_k A[m, k] * B[n, k]), Y row-major [M, N]; A = a, B = b, both\n K-major. The epilogue is DESIGN.md section 2: zero-point corrections from the row sums,\n (f32(acc') * sa) * sb, the MinOffset term, + bias, one rounding to y_type (QK_OUT_I32\n stores acc'). `bias` is NULL or N values of bias_type."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct qk_gemm_args {
+    pub a: qk_gemm_operand,
+    pub b: qk_gemm_operand,
+    pub k: i64,
+    pub y: *mut ::std::os::raw::c_void,
+    pub y_type: qk_out_type,
+    pub bias: *const ::std::os::raw::c_void,
+    pub bias_type: qk_float_type,
+    pub tile: qk_gemm_tile,
+}
+unsafe extern "C" {
+    #[doc = " The mma.sync (sm_80+) GEMM. Needs M, N >= 1; any K >= 0 (K % 16 == 0 with 16-byte aligned\n  operands takes the cp.async path, any other K a byte-wise path)."]
+    pub fn qk_gemm_sm80(args: *const qk_gemm_args, stream: qk_stream_t) -> ::std::os::raw::c_int;
+}
 unsafe extern "C" {
     #[doc = " Launch one empty kernel (one block, 32 threads): the launch-overhead baseline of benchmarks."]
     pub fn qk_empty_kernel(stream: qk_stream_t) -> ::std::os::raw::c_int;

@@ -394,13 +394,21 @@ pub fn empty_kernel(stream: &Arc<CudaStream>) -> Result<()> {
 /// Binds the stream's context to this thread (the runtime API in the kernels' library
 /// uses the current context) and runs one launcher.
 #[cfg(qk_cuda)]
-fn launch(stream: &Arc<CudaStream>, op: &'static str, f: impl FnOnce(ffi::qk_stream_t) -> i32) -> Result<()> {
+pub(crate) fn launch(
+    stream: &Arc<CudaStream>,
+    op: &'static str,
+    f: impl FnOnce(ffi::qk_stream_t) -> i32,
+) -> Result<()> {
     stream.context().bind_to_thread()?;
     let code = f(stream.cu_stream() as ffi::qk_stream_t);
     super::device::check_status(op, code)
 }
 
 #[cfg(not(qk_cuda))]
-fn launch(_stream: &Arc<CudaStream>, _op: &'static str, _f: impl FnOnce(ffi::qk_stream_t) -> i32) -> Result<()> {
+pub(crate) fn launch(
+    _stream: &Arc<CudaStream>,
+    _op: &'static str,
+    _f: impl FnOnce(ffi::qk_stream_t) -> i32,
+) -> Result<()> {
     kernels_built().map(|_| ())
 }

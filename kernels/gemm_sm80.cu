@@ -1,0 +1,319 @@
+// gemm_sm80.cu — INT8 GEMM on tensor cores with mma.sync (sm_80, sm_89, and the fallback
+// on sm_90), with the fused dequantize epilogue.
+//
+// Y[m, n] = epilogue(Σ_k A[m, k] · B[n, k]); A [M, K] and B [N, K] row-major (K-major),
+// i8 or u8 each (mma.sync.m16n8k32 has all four type pairs); Y [M, N] row-major, i32, f32,
+// f16 or bf16. The epilogue (common/epilogue.cuh) is bit-identical to src/cpu/gemm.rs.
+//
+// Structure: a block computes a BM x BN tile of Y. K advances in BK = 64-byte tiles through
+// a STAGES-deep shared-memory ring filled with cp.async (16-byte, zero-fill beyond M, N
+// and K), read with ldmatrix.x4 into mma fragments. Rows of a tile are 64 bytes = four
+// 16-byte chunks; chunk c of row r is stored at chunk c ^ ((r >> 1) & 3), so the 8 rows
+// an ldmatrix phase reads hit 8 distinct 16-byte bank groups (conflict-free).
+//
+// Kernel versions and why each exists:
+//   gemm_s80<TA, TB, BM=128, BN=128, WM=64, WN=64, 4 stages, 16>   large M: 4 warps of 64x64
+//   gemm_s80<TA, TB, BM=64,  BN=128, WM=32, WN=64, 4 stages, 16>   medium M (17..64)
+//   gemm_s80<TA, TB, BM=16,  BN=128, WM=16, WN=32, 4 stages, 16>   decode, M = 1..16: the
+//                                                                   weights stream once
+//   The output type is a run-time switch in the epilogue (outside the K loop), which keeps
+//   the number of instantiations (and the build time) down.
+//   LOADW = 1 instead of 16: any K (not a multiple of 16) or unaligned operands; tiles are
+//   filled byte by byte with plain loads (correct, slower), never an error.
+#include <cuda_runtime.h>
+
+#include "common/epilogue.cuh"
+
+namespace qk {
+namespace sm80 {
+
+constexpr int BK = 64;  // K bytes per tile: four 16-byte chunks per row
+
+// Byte offset of 16-byte chunk `c` (0..3) of row `r` in a tile (see the header comment).
+__device__ __forceinline__ uint32_t swz(int r, int c) { return (uint32_t)(r * BK + ((c ^ ((r >> 1) & 3)) << 4)); }
+
+__device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool valid) {
+  const int n = valid ? 16 : 0;  // src-size 0: the 16 bytes are zero-filled, nothing is read
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
+
+__device__ __forceinline__ void ldmatrix_x4(uint32_t (&r)[4], uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+template <typename T> struct MmaType;
+template <> struct MmaType<int8_t> { static constexpr bool is_signed = true; };
+template <> struct MmaType<uint8_t> { static constexpr bool is_signed = false; };
+
+// D = A·B + D for one m16n8k32 tile.
+template <typename TA, typename TB>
+__device__ __forceinline__ void mma(int32_t (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+#define QK_MMA(AT, BT)                                                                                  \
+  asm volatile("mma.sync.aligned.m16n8k32.row.col.s32." AT "." BT ".s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, " \
+               "{%8,%9}, {%0,%1,%2,%3};\n"                                                              \
+               : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])                                         \
+               : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]))
+  constexpr bool sa = MmaType<TA>::is_signed, sb = MmaType<TB>::is_signed;
+  if constexpr (sa && sb) QK_MMA("s8", "s8");
+  else if constexpr (sa && !sb) QK_MMA("s8", "u8");
+  else if constexpr (!sa && sb) QK_MMA("u8", "s8");
+  else QK_MMA("u8", "u8");
+#undef QK_MMA
+}
+
+__device__ __forceinline__ float param_f(const float *p, qk_param_layout l, int64_t r) {
+  return l == QK_PARAM_NONE ? 0.0f : p[l == QK_PARAM_ROW ? r : 0];
+}
+__device__ __forceinline__ int32_t param_i(const int32_t *p, qk_param_layout l, int64_t r) {
+  return l == QK_PARAM_NONE ? 0 : p[l == QK_PARAM_ROW ? r : 0];
+}
+
+// Fills one operand tile (rows r0.. of a [rows, K] matrix, K bytes k0..k0+BK) of `ROWS` rows.
+template <int ROWS, int THREADS, int LOADW>
+__device__ __forceinline__ void load_tile(uint32_t smem, const uint8_t *g, int64_t rows, int64_t K, int64_t r0,
+                                          int64_t k0) {
+  for (int i = threadIdx.x; i < ROWS * 4; i += THREADS) {
+    const int r = i >> 2, c = i & 3;
+    const int64_t gr = r0 + r, gk = k0 + c * 16;
+    if constexpr (LOADW == 16) {
+      const bool valid = gr < rows && gk < K;  // K % 16 == 0: a chunk is all in or all out
+      cp_async16(smem + swz(r, c), valid ? (const void *)(g + gr * K + gk) : (const void *)g, valid);
+    } else {
+      uint32_t w[4] = {0, 0, 0, 0};
+      if (gr < rows) {
+        const uint8_t *src = g + gr * K;
+#pragma unroll
+        for (int b = 0; b < 16; ++b)
+          if (gk + b < K) w[b >> 2] |= (uint32_t)src[gk + b] << ((b & 3) * 8);
+      }
+      asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(smem + swz(r, c)), "r"(w[0]), "r"(w[1]),
+                   "r"(w[2]), "r"(w[3]));
+    }
+  }
+}
+
+template <typename TOut>
+__device__ __forceinline__ void store_out(void *y, int64_t i, int32_t acc, float v);
+template <> __device__ __forceinline__ void store_out<int32_t>(void *y, int64_t i, int32_t acc, float) {
+  static_cast<int32_t *>(y)[i] = acc;
+}
+template <> __device__ __forceinline__ void store_out<float>(void *y, int64_t i, int32_t, float v) {
+  static_cast<float *>(y)[i] = v;
+}
+template <> __device__ __forceinline__ void store_out<__half>(void *y, int64_t i, int32_t, float v) {
+  static_cast<__half *>(y)[i] = __float2half_rn(v);
+}
+template <> __device__ __forceinline__ void store_out<__nv_bfloat16>(void *y, int64_t i, int32_t, float v) {
+  static_cast<__nv_bfloat16 *>(y)[i] = __float2bfloat16_rn(v);
+}
+
+// Two adjacent outputs (n, n + 1) of one row, paired into one store when aligned.
+template <typename TOut>
+__device__ __forceinline__ void store_pair(void *y, int64_t i, bool pair, const int32_t (&acc)[2], const float (&v)[2]) {
+  // NOTE: the caller passes pair == true only when element i is 2·sizeof(TOut)-aligned.
+  if (pair) {
+    if constexpr (sizeof(TOut) == 4) {
+      if constexpr (std::is_same<TOut, int32_t>::value) *reinterpret_cast<int2 *>(static_cast<int32_t *>(y) + i) = make_int2(acc[0], acc[1]);
+      else *reinterpret_cast<float2 *>(static_cast<float *>(y) + i) = make_float2(v[0], v[1]);
+    } else if constexpr (std::is_same<TOut, __half>::value) {
+      *reinterpret_cast<__half2 *>(static_cast<__half *>(y) + i) = __floats2half2_rn(v[0], v[1]);
+    } else {
+      *reinterpret_cast<__nv_bfloat162 *>(static_cast<__nv_bfloat16 *>(y) + i) = __floats2bfloat162_rn(v[0], v[1]);
+    }
+  } else {
+    store_out<TOut>(y, i, acc[0], v[0]);
+  }
+}
+
+// Stores outputs (n, n + 1) of one row (only n when !two) in the output type.
+__device__ __forceinline__ void store_outputs(const qk_gemm_args &args, int64_t i, bool two, bool paired,
+                                              const int32_t (&acc)[2], const float (&v)[2]) {
+  switch (args.y_type) {
+    case QK_OUT_I32:
+      if (paired) store_pair<int32_t>(args.y, i, true, acc, v);
+      else for (int e = 0; e < 1 + two; ++e) store_out<int32_t>(args.y, i + e, acc[e], v[e]);
+      break;
+    case QK_OUT_F32:
+      if (paired) store_pair<float>(args.y, i, true, acc, v);
+      else for (int e = 0; e < 1 + two; ++e) store_out<float>(args.y, i + e, acc[e], v[e]);
+      break;
+    case QK_OUT_F16:
+      if (paired) store_pair<__half>(args.y, i, true, acc, v);
+      else for (int e = 0; e < 1 + two; ++e) store_out<__half>(args.y, i + e, acc[e], v[e]);
+      break;
+    default:
+      if (paired) store_pair<__nv_bfloat16>(args.y, i, true, acc, v);
+      else for (int e = 0; e < 1 + two; ++e) store_out<__nv_bfloat16>(args.y, i + e, acc[e], v[e]);
+      break;
+  }
+}
+
+template <typename TA, typename TB, int BM, int BN, int WM, int WN, int STAGES, int LOADW>
+__global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32)
+    gemm_s80(const qk_gemm_args args) {
+  constexpr int WARPS_N = BN / WN, THREADS = (BM / WM) * WARPS_N * 32;
+  constexpr int MT = WM / 16, NT = WN / 8;
+  constexpr int A_BYTES = BM * BK, STAGE_BYTES = (BM + BN) * BK;
+  static_assert(NT % 2 == 0, "B fragments are loaded two n8 tiles at a time");
+  static_assert(BM % WM == 0 && BN % WN == 0 && WM % 16 == 0, "warp tiles must tile the block tile");
+  extern __shared__ __align__(128) uint8_t smem_raw[];
+
+  const qk_gemm_operand &A = args.a, &B = args.b;
+  const int64_t M = A.rows, N = B.rows, K = args.k;
+  const int64_t m0 = (int64_t)blockIdx.x * BM, n0 = (int64_t)blockIdx.y * BN;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
+  const int wm0 = (warp / WARPS_N) * WM, wn0 = (warp % WARPS_N) * WN;
+  const uint32_t smem = (uint32_t)__cvta_generic_to_shared(smem_raw);
+  const uint8_t *ga = static_cast<const uint8_t *>(A.data), *gb = static_cast<const uint8_t *>(B.data);
+
+  int32_t acc[MT][NT][4];
+#pragma unroll
+  for (int i = 0; i < MT; ++i)
+#pragma unroll
+    for (int j = 0; j < NT; ++j)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[i][j][e] = 0;
+
+  const int64_t ktiles = (K + BK - 1) / BK;
+  auto load_stage = [&](int stage, int64_t kt) {
+    const uint32_t s = smem + stage * STAGE_BYTES;
+    load_tile<BM, THREADS, LOADW>(s, ga, M, K, m0, kt * BK);
+    load_tile<BN, THREADS, LOADW>(s + A_BYTES, gb, N, K, n0, kt * BK);
+  };
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < ktiles) load_stage(s, s);
+    cp_async_commit();
+  }
+
+  for (int64_t kt = 0; kt < ktiles; ++kt) {
+    // NOTE: after the wait, tile kt has landed for this thread; the barrier makes every
+    // thread's part visible and also guarantees that all warps are done with the stage the
+    // prefetch below overwrites (it was read in iteration kt - 1).
+    cp_async_wait<STAGES - 2>();
+    __syncthreads();
+    const int64_t next = kt + STAGES - 1;
+    if (next < ktiles) load_stage((int)(next % STAGES), next);
+    cp_async_commit();
+
+    const uint32_t sa = smem + (int)(kt % STAGES) * STAGE_BYTES, sb = sa + A_BYTES;
+#pragma unroll
+    for (int ks = 0; ks < BK / 32; ++ks) {
+      uint32_t af[MT][4], bf[NT][2];
+      const int mi = lane >> 3, r8 = lane & 7;
+#pragma unroll
+      for (int i = 0; i < MT; ++i)  // matrices: rows 0-7 / 8-15 x k 0-15 / 16-31
+        ldmatrix_x4(af[i], sa + swz(wm0 + i * 16 + (mi & 1) * 8 + r8, ks * 2 + (mi >> 1)));
+#pragma unroll
+      for (int j = 0; j < NT; j += 2) {  // matrices: n 0-7 / 8-15 x k 0-15 / 16-31
+        uint32_t r[4];
+        ldmatrix_x4(r, sb + swz(wn0 + j * 8 + (mi >> 1) * 8 + r8, ks * 2 + (mi & 1)));
+        bf[j][0] = r[0];
+        bf[j][1] = r[1];
+        bf[j + 1][0] = r[2];
+        bf[j + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int i = 0; i < MT; ++i)
+#pragma unroll
+        for (int j = 0; j < NT; ++j) mma<TA, TB>(acc[i][j], af[i], bf[j]);
+    }
+  }
+  cp_async_wait<0>();
+
+  // Epilogue from registers: thread holds rows gid and gid + 8 of each m16 tile and
+  // columns 2·tig, 2·tig + 1 of each n8 tile.
+  const int gid = lane >> 2, tig = lane & 3;
+  const bool min_offset = A.offset_layout != QK_PARAM_NONE;
+  const bool has_bias = args.bias != nullptr;
+  const int out_bytes = args.y_type == QK_OUT_I32 || args.y_type == QK_OUT_F32 ? 4 : 2;
+  const bool float_out = args.y_type != QK_OUT_I32;
+  const bool pairs_aligned = (N % 2 == 0) && ((uintptr_t)args.y % (2 * out_bytes) == 0);
+  const int32_t k32 = (int32_t)K;
+#pragma unroll
+  for (int i = 0; i < MT; ++i) {
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t m = m0 + wm0 + i * 16 + gid + h * 8;
+      if (m >= M) continue;
+      const int32_t za = param_i(A.zero_point, A.zero_point_layout, m), sum_a = A.row_sums[m];
+      const float sa_ = param_f(A.scale, A.scale_layout, m), off_a = param_f(A.offset, A.offset_layout, m);
+#pragma unroll
+      for (int j = 0; j < NT; ++j) {
+        const int64_t n = n0 + wn0 + j * 8 + tig * 2;
+        if (n >= N) continue;
+        int32_t out_acc[2] = {0, 0};
+        float out_v[2] = {0.0f, 0.0f};
+#pragma unroll
+        for (int e = 0; e < 2; ++e) {
+          const int64_t nn = n + e;
+          if (nn >= N) break;
+          const int32_t zb = param_i(B.zero_point, B.zero_point_layout, nn), sum_b = B.row_sums[nn];
+          const int32_t c = corrected_acc(acc[i][j][h * 2 + e], k32, za, zb, sum_a, sum_b);
+          out_acc[e] = c;
+          if (float_out) {
+            float bias = 0.0f;
+            if (has_bias) {
+              if (args.bias_type == QK_F32) bias = static_cast<const float *>(args.bias)[nn];
+              else if (args.bias_type == QK_F16) bias = __half2float(static_cast<const __half *>(args.bias)[nn]);
+              else bias = __bfloat162float(static_cast<const __nv_bfloat16 *>(args.bias)[nn]);
+            }
+            const int32_t col_sum = (int32_t)((uint32_t)sum_b - (uint32_t)k32 * (uint32_t)zb);
+            out_v[e] = float_part(c, sa_, param_f(B.scale, B.scale_layout, nn), min_offset, off_a, col_sum,
+                                  has_bias, bias);
+          }
+        }
+        const bool two = n + 1 < N;
+        store_outputs(args, m * N + n, two, pairs_aligned && two, out_acc, out_v);
+      }
+    }
+  }
+}
+
+// ---- launchers ----------------------------------------------------------------------------
+
+template <typename TA, typename TB, int BM, int BN, int WM, int WN, int STAGES, int LOADW>
+cudaError_t launch_cfg(const qk_gemm_args &a, cudaStream_t s) {
+  constexpr int THREADS = (BM / WM) * (BN / WN) * 32;
+  constexpr int SMEM = STAGES * (BM + BN) * BK;
+  auto kernel = gemm_s80<TA, TB, BM, BN, WM, WN, STAGES, LOADW>;
+  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM);
+  if (err != cudaSuccess) return err;
+  const dim3 grid((unsigned)((a.a.rows + BM - 1) / BM), (unsigned)((a.b.rows + BN - 1) / BN));
+  kernel<<<grid, THREADS, SMEM, s>>>(a);
+  return cudaGetLastError();
+}
+
+// Tile configurations, chosen by the Rust dispatcher (src/cuda/gemm.rs) from M.
+template <typename TA, typename TB, int LOADW>
+cudaError_t launch_tile(const qk_gemm_args &a, cudaStream_t s) {
+  switch (a.tile) {
+    case QK_TILE_16x128: return launch_cfg<TA, TB, 16, 128, 16, 32, 4, LOADW>(a, s);   // decode
+    case QK_TILE_64x128: return launch_cfg<TA, TB, 64, 128, 32, 64, 4, LOADW>(a, s);   // medium M
+    default: return launch_cfg<TA, TB, 128, 128, 64, 64, 4, LOADW>(a, s);              // large M
+  }
+}
+
+template <typename TA, typename TB>
+cudaError_t launch_out(const qk_gemm_args &a, cudaStream_t s) {
+  const bool fast = a.k % 16 == 0 && (uintptr_t)a.a.data % 16 == 0 && (uintptr_t)a.b.data % 16 == 0;
+  return fast ? launch_tile<TA, TB, 16>(a, s) : launch_tile<TA, TB, 1>(a, s);
+}
+
+}  // namespace sm80
+}  // namespace qk
+
+extern "C" int qk_gemm_sm80(const qk_gemm_args *args, qk_stream_t stream) {
+  const qk_gemm_args a = *args;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (a.a.rows == 0 || a.b.rows == 0) return 0;
+  const bool as = a.a.type == QK_S8, bs = a.b.type == QK_S8;
+  if (as && bs) return (int)qk::sm80::launch_out<int8_t, int8_t>(a, s);
+  if (as) return (int)qk::sm80::launch_out<int8_t, uint8_t>(a, s);
+  if (bs) return (int)qk::sm80::launch_out<uint8_t, int8_t>(a, s);
+  return (int)qk::sm80::launch_out<uint8_t, uint8_t>(a, s);
+}

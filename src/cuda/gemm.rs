@@ -1,0 +1,352 @@
+//! The INT8 GEMM on the GPU: operands as device views, the fused epilogue, and the one
+//! dispatcher that picks a kernel by compute capability and shape.
+//!
+//! Dispatch (all of it is in [`choose_kernel`]):
+//! - compute capability < 8.0 → `Error::Unsupported`;
+//! - sm_80 / sm_86 / sm_89 / sm_90 → the `mma.sync` kernel of `kernels/gemm_sm80.cu`, tile by
+//!   M: M ≤ 16 → 16×128 (decode), M ≤ 64 → 64×128, else 128×128;
+//! - `GemmPath::Sm90` (the wgmma path) → `Error::Unsupported` until that kernel exists.
+
+use std::sync::Arc;
+
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, ValidAsZeroBits};
+
+use super::device::{check_aligned, kernels_built};
+use super::ffi;
+use super::quantize::{DeviceQuantized, int_type};
+use crate::cpu::RawMatrix;
+use crate::error::{Error, Result};
+use crate::gemm::{BiasType, GemmOutput, GemmShape, OperandMeta, OutType, ParamLayout, check_gemm};
+use crate::scheme::{IntType, Scheme};
+use half::{bf16, f16};
+
+/// A GEMM operand in device memory: an 8-bit `[rows, K]` matrix (a view, so it may sit at
+/// an offset inside a larger allocation), its parameters and its row sums.
+#[derive(Debug)]
+pub struct DeviceOperand<'a> {
+    pub meta: OperandMeta,
+    pub data: CudaView<'a, u8>,
+    pub scales: Option<CudaView<'a, f32>>,
+    pub zero_points: Option<CudaView<'a, i32>>,
+    pub offsets: Option<CudaView<'a, f32>>,
+    pub row_sums: CudaView<'a, i32>,
+}
+
+fn layout_len(l: ParamLayout, rows: usize) -> usize {
+    match l {
+        ParamLayout::None => 0,
+        ParamLayout::Tensor => 1,
+        ParamLayout::PerRow => rows,
+    }
+}
+
+impl<'a> DeviceOperand<'a> {
+    /// Checks that every buffer has the length `meta` implies.
+    pub fn new(
+        meta: OperandMeta,
+        data: CudaView<'a, u8>,
+        scales: Option<CudaView<'a, f32>>,
+        zero_points: Option<CudaView<'a, i32>>,
+        offsets: Option<CudaView<'a, f32>>,
+        row_sums: CudaView<'a, i32>,
+    ) -> Result<Self> {
+        let r = meta.rows;
+        let len = |v: &Option<CudaView<'a, _>>| v.as_ref().map_or(0, |v| v.len());
+        let len_i = |v: &Option<CudaView<'a, i32>>| v.as_ref().map_or(0, |v| v.len());
+        let ok = Some(data.len()) == r.checked_mul(meta.cols)
+            && len(&scales) == layout_len(meta.scale, r)
+            && len_i(&zero_points) == layout_len(meta.zero_point, r)
+            && len(&offsets) == layout_len(meta.offset, r)
+            && row_sums.len() == r;
+        if !ok {
+            return Err(Error::Shape(format!("GEMM operand buffers do not match {meta:?}")));
+        }
+        Ok(Self {
+            meta,
+            data,
+            scales,
+            zero_points,
+            offsets,
+            row_sums,
+        })
+    }
+}
+
+impl DeviceQuantized {
+    /// This matrix as a GEMM operand (per-tensor or per-row parameters only).
+    pub fn operand(&self) -> Result<DeviceOperand<'_>> {
+        let layout = ParamLayout::from_granularity(self.spec.granularity(), "GEMM operand")?;
+        let scheme = self.spec.scheme();
+        DeviceOperand::new(
+            OperandMeta {
+                int_type: self.spec.int_type(),
+                rows: self.rows,
+                cols: self.cols,
+                scheme: Some(scheme),
+                scale: layout,
+                zero_point: if scheme == Scheme::Affine {
+                    layout
+                } else {
+                    ParamLayout::None
+                },
+                offset: if scheme == Scheme::MinOffset {
+                    layout
+                } else {
+                    ParamLayout::None
+                },
+            },
+            self.data.as_view(),
+            Some(self.scales.as_view()),
+            self.zero_points.as_ref().map(|z| z.as_view()),
+            self.offsets.as_ref().map(|o| o.as_view()),
+            self.row_sums.as_view(),
+        )
+    }
+}
+
+/// Raw 8-bit integers in device memory (the device twin of [`RawMatrix`]).
+#[derive(Debug)]
+pub struct DeviceRaw {
+    pub int_type: IntType,
+    pub rows: usize,
+    pub cols: usize,
+    pub data: CudaSlice<u8>,
+    pub zero_points: Option<CudaSlice<i32>>,
+    pub row_sums: CudaSlice<i32>,
+}
+
+impl DeviceRaw {
+    /// Copies a checked host matrix to the device.
+    pub fn upload(stream: &Arc<CudaStream>, h: &RawMatrix) -> Result<Self> {
+        h.operand()?;
+        Ok(Self {
+            int_type: h.int_type,
+            rows: h.rows,
+            cols: h.cols,
+            data: stream.clone_htod(&h.data)?,
+            zero_points: h.zero_points.as_ref().map(|z| stream.clone_htod(z)).transpose()?,
+            row_sums: stream.clone_htod(&h.row_sums)?,
+        })
+    }
+
+    /// This matrix as a GEMM operand.
+    pub fn operand(&self) -> Result<DeviceOperand<'_>> {
+        let zero_point = match &self.zero_points {
+            Some(z) => ParamLayout::from_len(z.len(), self.rows, "zero points")?,
+            None => ParamLayout::None,
+        };
+        DeviceOperand::new(
+            OperandMeta {
+                int_type: self.int_type,
+                rows: self.rows,
+                cols: self.cols,
+                scheme: None,
+                scale: ParamLayout::None,
+                zero_point,
+                offset: ParamLayout::None,
+            },
+            self.data.as_view(),
+            None,
+            self.zero_points.as_ref().map(|z| z.as_view()),
+            None,
+            self.row_sums.as_view(),
+        )
+    }
+}
+
+/// A bias in device memory (N values; its type is independent of the output type).
+#[derive(Debug)]
+pub enum DeviceBias<'a> {
+    F32(CudaView<'a, f32>),
+    F16(CudaView<'a, f16>),
+    BF16(CudaView<'a, bf16>),
+}
+
+impl DeviceBias<'_> {
+    fn describe(&self) -> (BiasType, usize) {
+        match self {
+            DeviceBias::F32(b) => (BiasType::F32, b.len()),
+            DeviceBias::F16(b) => (BiasType::F16, b.len()),
+            DeviceBias::BF16(b) => (BiasType::BF16, b.len()),
+        }
+    }
+}
+
+/// Which GEMM kernel family to run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum GemmPath {
+    /// The dispatcher's choice by compute capability and shape.
+    Auto,
+    /// Force the `mma.sync` kernel (sm_80+).
+    Sm80,
+    /// Force the Hopper `wgmma` kernel (sm_90a).
+    Sm90,
+}
+
+/// The kernel the dispatcher picked.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GemmKernel {
+    /// `gemm_sm80.cu` with a tile of `rows_a x rows_b` outputs per block.
+    Sm80 { tile: (usize, usize) },
+}
+
+/// The dispatcher: the kernel for a device of compute capability `cc` and a problem shape.
+pub fn choose_kernel(cc: (i32, i32), shape: GemmShape, path: GemmPath) -> Result<GemmKernel> {
+    if cc.0 < 8 {
+        return Err(Error::Unsupported(format!(
+            "compute capability {}.{}: the INT8 GEMM needs 8.0 or newer",
+            cc.0, cc.1
+        )));
+    }
+    if path == GemmPath::Sm90 {
+        return Err(Error::Unsupported(
+            "the sm_90a wgmma GEMM path is not implemented yet; use the sm80 path".into(),
+        ));
+    }
+    let tile = match shape.m {
+        0..=16 => (16, 128),
+        17..=64 => (64, 128),
+        _ => (128, 128),
+    };
+    Ok(GemmKernel::Sm80 { tile })
+}
+
+fn out_type(t: OutType) -> ffi::qk_out_type {
+    match t {
+        OutType::I32 => ffi::qk_out_type_QK_OUT_I32,
+        OutType::F32 => ffi::qk_out_type_QK_OUT_F32,
+        OutType::F16 => ffi::qk_out_type_QK_OUT_F16,
+        OutType::BF16 => ffi::qk_out_type_QK_OUT_BF16,
+    }
+}
+
+fn layout(l: ParamLayout) -> ffi::qk_param_layout {
+    match l {
+        ParamLayout::None => ffi::qk_param_layout_QK_PARAM_NONE,
+        ParamLayout::Tensor => ffi::qk_param_layout_QK_PARAM_TENSOR,
+        ParamLayout::PerRow => ffi::qk_param_layout_QK_PARAM_ROW,
+    }
+}
+
+/// A GEMM output element the kernels write on the device.
+pub trait DeviceGemmOutput: GemmOutput + DeviceRepr + ValidAsZeroBits {}
+impl<T: GemmOutput + DeviceRepr + ValidAsZeroBits> DeviceGemmOutput for T {}
+
+/// `Y = epilogue(A · Bᵀ)` into a new `M · N` device buffer (row-major).
+pub fn gemm<O: DeviceGemmOutput>(
+    stream: &Arc<CudaStream>,
+    a: &DeviceOperand,
+    b: &DeviceOperand,
+    bias: Option<&DeviceBias>,
+    path: GemmPath,
+) -> Result<CudaSlice<O>> {
+    kernels_built()?;
+    let mut out = stream.alloc_zeros::<O>(a.meta.rows * b.meta.rows)?;
+    gemm_into(stream, a, b, bias, &mut out, path)?;
+    Ok(out)
+}
+
+/// `Y = epilogue(A · Bᵀ)` into caller-owned device memory (`M · N` outputs, row-major).
+/// Stream-ordered; no allocation, no synchronization.
+pub fn gemm_into<O: DeviceGemmOutput>(
+    stream: &Arc<CudaStream>,
+    a: &DeviceOperand,
+    b: &DeviceOperand,
+    bias: Option<&DeviceBias>,
+    out: &mut impl DevicePtrMut<O>,
+    path: GemmPath,
+) -> Result<()> {
+    kernels_built()?;
+    let shape = check_gemm(&a.meta, &b.meta, O::TYPE, bias.map(|b| b.describe()))?;
+    if out.len() != shape.m * shape.n {
+        return Err(Error::Shape(format!(
+            "output has {} elements; M x N = {} x {} needs {}",
+            out.len(),
+            shape.m,
+            shape.n,
+            shape.m * shape.n
+        )));
+    }
+    if shape.m == 0 || shape.n == 0 {
+        return Ok(());
+    }
+    let cc = stream.context().compute_capability()?;
+    let GemmKernel::Sm80 { tile } = choose_kernel(cc, shape, path)?;
+    let tile = match tile {
+        (16, _) => ffi::qk_gemm_tile_QK_TILE_16x128,
+        (64, _) => ffi::qk_gemm_tile_QK_TILE_64x128,
+        _ => ffi::qk_gemm_tile_QK_TILE_128x128,
+    };
+
+    let (yp, _gy) = out.device_ptr_mut(stream);
+    check_aligned(yp, std::mem::align_of::<O>(), "GEMM output")?;
+    let (bias_ptr, bias_type, _gbias) = match bias {
+        None => (0, ffi::qk_float_type_QK_F32, None),
+        Some(DeviceBias::F32(v)) => {
+            let (p, g) = v.device_ptr(stream);
+            (p, ffi::qk_float_type_QK_F32, Some(g))
+        }
+        Some(DeviceBias::F16(v)) => {
+            let (p, g) = v.device_ptr(stream);
+            (p, ffi::qk_float_type_QK_F16, Some(g))
+        }
+        Some(DeviceBias::BF16(v)) => {
+            let (p, g) = v.device_ptr(stream);
+            (p, ffi::qk_float_type_QK_BF16, Some(g))
+        }
+    };
+    let bias_align = match bias {
+        Some(DeviceBias::F32(_)) => 4,
+        _ => 2,
+    };
+    check_aligned(bias_ptr, bias_align, "bias")?;
+
+    // Device pointers of both operands; the guards keep cudarc's stream ordering until the
+    // launch is enqueued.
+    let (pa, _ga) = operand_ptrs(stream, a);
+    let (pb, _gb) = operand_ptrs(stream, b);
+    let args = ffi::qk_gemm_args {
+        a: pa,
+        b: pb,
+        k: shape.k as i64,
+        y: yp as *mut _,
+        y_type: out_type(O::TYPE),
+        bias: bias_ptr as *const _,
+        bias_type,
+        tile,
+    };
+    super::quantize::launch(stream, "qk_gemm_sm80", |s| {
+        // SAFETY: matches `int qk_gemm_sm80(const qk_gemm_args*, qk_stream_t)`. check_gemm
+        // and DeviceOperand::new checked every length against M, N, K and the parameter
+        // layouts; the views and guards keep the memory alive until the launch is enqueued.
+        unsafe { ffi::qk_gemm_sm80(&args, s) }
+    })
+}
+
+type Guards<'a> = Vec<cudarc::driver::SyncOnDrop<'a>>;
+
+fn operand_ptrs<'a>(stream: &'a CudaStream, o: &'a DeviceOperand) -> (ffi::qk_gemm_operand, Guards<'a>) {
+    let mut guards = Vec::new();
+    let mut ptr = |p: (u64, cudarc::driver::SyncOnDrop<'a>)| {
+        guards.push(p.1);
+        p.0
+    };
+    let data = ptr(o.data.device_ptr(stream));
+    let scale = o.scales.as_ref().map_or(0, |v| ptr(v.device_ptr(stream)));
+    let zero_point = o.zero_points.as_ref().map_or(0, |v| ptr(v.device_ptr(stream)));
+    let offset = o.offsets.as_ref().map_or(0, |v| ptr(v.device_ptr(stream)));
+    let row_sums = ptr(o.row_sums.device_ptr(stream));
+    let op = ffi::qk_gemm_operand {
+        data: data as *const _,
+        type_: int_type(o.meta.int_type),
+        rows: o.meta.rows as i64,
+        scale: scale as *const f32,
+        scale_layout: layout(o.meta.scale),
+        zero_point: zero_point as *const i32,
+        zero_point_layout: layout(o.meta.zero_point),
+        offset: offset as *const f32,
+        offset_layout: layout(o.meta.offset),
+        row_sums: row_sums as *const i32,
+    };
+    (op, guards)
+}
