@@ -1,0 +1,360 @@
+//! GPU GEMM vs the CPU reference, bit for bit: every A scheme × B scheme × output type ×
+//! bias type, M = 1..130, N and K around the tile sizes (and K of both load paths), primes,
+//! a large shape, operands at offsets inside larger allocations, the int32 extremes at the
+//! largest K the bound allows, and repeated runs.
+//!
+//! Without a GPU each test prints `SKIPPED: no CUDA device` and passes;
+//! `QKERNELS_REQUIRE_GPU=1` turns a missing device into a failure.
+
+mod common;
+
+use cudarc::driver::CudaSlice;
+use qkernels::cpu::{self, Bias, HostOperand, HostQuantized, RawMatrix};
+use qkernels::cuda::{self, DeviceBias, DeviceGemmOutput, DeviceOperand, DeviceQuantized, DeviceRaw, GemmPath, Gpu};
+use qkernels::gemm::{OperandMeta, ParamLayout};
+use qkernels::{Error, Granularity, IntType, QuantSpec, bf16, f16};
+
+/// Host operands of every kind the GEMM takes.
+enum HostOp {
+    Q(HostQuantized),
+    Raw(RawMatrix),
+}
+
+impl HostOp {
+    fn operand(&self) -> HostOperand<'_> {
+        match self {
+            HostOp::Q(q) => q.operand().unwrap(),
+            HostOp::Raw(r) => r.operand().unwrap(),
+        }
+    }
+}
+
+enum DevOp {
+    Q(DeviceQuantized),
+    Raw(DeviceRaw),
+}
+
+impl DevOp {
+    fn upload(g: &Gpu, h: &HostOp) -> Self {
+        match h {
+            HostOp::Q(q) => DevOp::Q(DeviceQuantized::upload(&g.stream, q).unwrap()),
+            HostOp::Raw(r) => DevOp::Raw(DeviceRaw::upload(&g.stream, r).unwrap()),
+        }
+    }
+    fn operand(&self) -> DeviceOperand<'_> {
+        match self {
+            DevOp::Q(q) => q.operand().unwrap(),
+            DevOp::Raw(r) => r.operand().unwrap(),
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Sym(Granularity),
+    Aff(IntType, Granularity),
+    MinOff(Granularity),
+    Raw(IntType, bool),
+}
+
+fn make(kind: Kind, rows: usize, k: usize, seed: u64) -> HostOp {
+    let x = common::random_f32(rows * k, seed, 2.0);
+    let q = |spec| HostOp::Q(cpu::quantize(&x, rows, k, spec, None, false).unwrap());
+    match kind {
+        Kind::Sym(g) => q(QuantSpec::symmetric(g).unwrap()),
+        Kind::Aff(t, g) => q(QuantSpec::affine(t, g).unwrap()),
+        Kind::MinOff(g) => q(QuantSpec::min_offset(g).unwrap()),
+        Kind::Raw(t, zp) => {
+            let data: Vec<u8> = x
+                .iter()
+                .map(|v| ((v * 64.0) as i32 + if t == IntType::U8 { 128 } else { 0 }) as u8)
+                .collect();
+            let zps = zp.then(|| {
+                (0..rows)
+                    .map(|r| {
+                        if t == IntType::U8 {
+                            (r * 13 % 256) as i32
+                        } else {
+                            (r * 13 % 256) as i32 - 128
+                        }
+                    })
+                    .collect()
+            });
+            HostOp::Raw(RawMatrix::new(t, rows, k, data, zps).unwrap())
+        }
+    }
+}
+
+const A_KINDS: &[Kind] = &[
+    Kind::Sym(Granularity::Row),
+    Kind::Sym(Granularity::Tensor),
+    Kind::Aff(IntType::U8, Granularity::Row),
+    Kind::Aff(IntType::U8, Granularity::Tensor),
+    Kind::Aff(IntType::I8, Granularity::Row),
+    Kind::MinOff(Granularity::Row),
+    Kind::MinOff(Granularity::Tensor),
+    Kind::Raw(IntType::I8, false),
+    Kind::Raw(IntType::U8, true),
+];
+
+const B_KINDS: &[Kind] = &[
+    Kind::Sym(Granularity::Row),
+    Kind::Sym(Granularity::Tensor),
+    Kind::Aff(IntType::I8, Granularity::Row),
+    Kind::Aff(IntType::U8, Granularity::Tensor),
+    Kind::Raw(IntType::I8, true),
+    Kind::Raw(IntType::U8, false),
+];
+
+/// Host and device biases of one type.
+fn biases(
+    g: &Gpu,
+    n: usize,
+) -> (
+    Vec<f32>,
+    Vec<f16>,
+    Vec<bf16>,
+    CudaSlice<f32>,
+    CudaSlice<f16>,
+    CudaSlice<bf16>,
+) {
+    let b32 = common::random_f32(n, 77, 3.0);
+    let b16: Vec<f16> = b32.iter().map(|&v| f16::from_f32(v)).collect();
+    let bb: Vec<bf16> = b32.iter().map(|&v| bf16::from_f32(v)).collect();
+    let d32 = g.stream.clone_htod(&b32).unwrap();
+    let d16 = g.stream.clone_htod(&b16).unwrap();
+    let db = g.stream.clone_htod(&bb).unwrap();
+    (b32, b16, bb, d32, d16, db)
+}
+
+/// Runs output type O with every bias choice; both paths must agree (values or errors).
+fn compare<O: DeviceGemmOutput + PartialEq>(
+    g: &Gpu,
+    ha: &HostOperand,
+    hb: &HostOperand,
+    da: &DeviceOperand,
+    db: &DeviceOperand,
+    what: &str,
+) {
+    let n = hb.meta.rows;
+    let (b32, b16, bb, d32, d16, dbb) = biases(g, n);
+    let cases: [(Option<Bias>, Option<DeviceBias>); 4] = [
+        (None, None),
+        (Some(Bias::F32(&b32)), Some(DeviceBias::F32(d32.as_view()))),
+        (Some(Bias::F16(&b16)), Some(DeviceBias::F16(d16.as_view()))),
+        (Some(Bias::BF16(&bb)), Some(DeviceBias::BF16(dbb.as_view()))),
+    ];
+    for (hbias, dbias) in cases {
+        let want = cpu::gemm::<O>(ha, hb, hbias);
+        let got = cuda::gemm::<O>(&g.stream, da, db, dbias.as_ref(), GemmPath::Auto);
+        match (want, got) {
+            (Ok(w), Ok(d)) => {
+                let d = g.stream.clone_dtoh(&d).unwrap();
+                assert!(
+                    d == w,
+                    "{what} out {:?} bias {:?}: GPU and CPU differ",
+                    O::TYPE,
+                    hbias.map(|_| "yes")
+                );
+            }
+            (Err(_), Err(_)) => {}
+            (w, d) => panic!("{what} out {:?}: CPU {:?} vs GPU {:?}", O::TYPE, w.err(), d.err()),
+        }
+    }
+}
+
+fn compare_all_outputs(g: &Gpu, ha: &HostOp, hb: &HostOp, what: &str) {
+    let (da, db) = (DevOp::upload(g, ha), DevOp::upload(g, hb));
+    let (ho_a, ho_b, do_a, do_b) = (ha.operand(), hb.operand(), da.operand(), db.operand());
+    compare::<i32>(g, &ho_a, &ho_b, &do_a, &do_b, what);
+    compare::<f32>(g, &ho_a, &ho_b, &do_a, &do_b, what);
+    compare::<f16>(g, &ho_a, &ho_b, &do_a, &do_b, what);
+    compare::<bf16>(g, &ho_a, &ho_b, &do_a, &do_b, what);
+}
+
+#[test]
+fn every_scheme_pair_output_and_bias() {
+    let Some(g) = common::gpu() else { return };
+    for (m, n, k) in [(5, 7, 64), (33, 130, 100)] {
+        for (i, &ka) in A_KINDS.iter().enumerate() {
+            for (j, &kb) in B_KINDS.iter().enumerate() {
+                let a = make(ka, m, k, i as u64 + 1);
+                let b = make(kb, n, k, j as u64 + 100);
+                compare_all_outputs(&g, &a, &b, &format!("{ka:?} x {kb:?} {m}x{n}x{k}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn every_m_up_to_130() {
+    let Some(g) = common::gpu() else { return };
+    let b = make(Kind::Sym(Granularity::Row), 72, 96, 2);
+    for m in 1..=130 {
+        let a = make(Kind::Aff(IntType::U8, Granularity::Row), m, 96, m as u64);
+        compare_all_outputs(&g, &a, &b, &format!("M = {m}"));
+    }
+}
+
+#[test]
+fn n_and_k_around_tiles_and_primes() {
+    let Some(g) = common::gpu() else { return };
+    let ks = [1, 3, 15, 16, 17, 31, 32, 33, 63, 64, 65, 127, 128, 129, 191, 257, 1009];
+    let ns = [1, 2, 7, 127, 128, 129, 255, 256, 257, 521];
+    for &k in &ks {
+        for &n in &ns {
+            for m in [1, 17, 129] {
+                let a = make(Kind::Sym(Granularity::Row), m, k, (k * 7 + m) as u64);
+                let b = make(Kind::Aff(IntType::I8, Granularity::Row), n, k, (n * 3 + k) as u64);
+                let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
+                let what = format!("{m}x{n}x{k}");
+                compare::<i32>(&g, &a.operand(), &b.operand(), &da.operand(), &db.operand(), &what);
+                compare::<bf16>(&g, &a.operand(), &b.operand(), &da.operand(), &db.operand(), &what);
+            }
+        }
+    }
+}
+
+#[test]
+fn a_large_shape() {
+    let Some(g) = common::gpu() else { return };
+    let a = make(Kind::Sym(Granularity::Row), 1024, 2048, 1);
+    let b = make(Kind::Sym(Granularity::Row), 1536, 2048, 2);
+    compare_all_outputs(&g, &a, &b, "1024x1536x2048");
+}
+
+/// An operand whose data sits at `offset` bytes inside a larger allocation.
+fn at_offset<'a>(big: &'a CudaSlice<u8>, offset: usize, d: &'a DeviceOperand<'a>) -> DeviceOperand<'a> {
+    let len = d.meta.rows * d.meta.cols;
+    DeviceOperand::new(
+        d.meta,
+        big.slice(offset..offset + len),
+        d.scales.as_ref().map(|v| v.slice(..)),
+        d.zero_points.as_ref().map(|v| v.slice(..)),
+        d.offsets.as_ref().map(|v| v.slice(..)),
+        d.row_sums.slice(..),
+    )
+    .unwrap()
+}
+
+#[test]
+fn operands_at_offsets_inside_larger_allocations() {
+    let Some(g) = common::gpu() else { return };
+    for (k, off) in [(64, 16), (64, 3), (96, 1), (33, 5)] {
+        let a = make(Kind::Aff(IntType::U8, Granularity::Row), 40, k, 1);
+        let b = make(Kind::Sym(Granularity::Row), 50, k, 2);
+        let (HostOp::Q(qa), HostOp::Q(qb)) = (&a, &b) else {
+            unreachable!()
+        };
+        let mut big_a = vec![0xA5u8; off + qa.data.len() + 7];
+        big_a[off..off + qa.data.len()].copy_from_slice(&qa.data);
+        let mut big_b = vec![0x5Au8; off + qb.data.len() + 7];
+        big_b[off..off + qb.data.len()].copy_from_slice(&qb.data);
+        let (dba, dbb) = (
+            g.stream.clone_htod(&big_a).unwrap(),
+            g.stream.clone_htod(&big_b).unwrap(),
+        );
+        let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
+        let (oa, ob) = (da.operand(), db.operand());
+        let (va, vb) = (at_offset(&dba, off, &oa), at_offset(&dbb, off, &ob));
+        let what = format!("K {k} offset {off}");
+        compare::<i32>(&g, &a.operand(), &b.operand(), &va, &vb, &what);
+        compare::<f16>(&g, &a.operand(), &b.operand(), &va, &vb, &what);
+    }
+}
+
+#[test]
+fn int32_extremes_at_the_largest_k() {
+    let Some(g) = common::gpu() else { return };
+    let k = 131_071;
+    for (va, vb) in [(-128i8, -128i8), (127, 127), (-128, 127)] {
+        let a = HostOp::Raw(RawMatrix::new(IntType::I8, 3, k, vec![va as u8; 3 * k], None).unwrap());
+        let b = HostOp::Raw(RawMatrix::new(IntType::I8, 5, k, vec![vb as u8; 5 * k], None).unwrap());
+        let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
+        compare::<i32>(
+            &g,
+            &a.operand(),
+            &b.operand(),
+            &da.operand(),
+            &db.operand(),
+            "i8 extremes",
+        );
+    }
+    let k = 65_793;
+    for (va, za, vb) in [(255u8, 0, -128i8), (0, 255, -128), (255, 0, 127), (0, 255, 127)] {
+        let a = HostOp::Raw(RawMatrix::new(IntType::U8, 2, k, vec![va; 2 * k], Some(vec![za])).unwrap());
+        let b = HostOp::Raw(RawMatrix::new(IntType::I8, 3, k, vec![vb as u8; 3 * k], None).unwrap());
+        let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
+        compare::<i32>(
+            &g,
+            &a.operand(),
+            &b.operand(),
+            &da.operand(),
+            &db.operand(),
+            "u8 x i8 extremes",
+        );
+        let got = cuda::gemm::<i32>(&g.stream, &da.operand(), &db.operand(), None, GemmPath::Auto).unwrap();
+        let got = g.stream.clone_dtoh(&got).unwrap();
+        assert_eq!(got[0] as i64, k as i64 * (va as i64 - za as i64) * vb as i64);
+    }
+}
+
+#[test]
+fn repeated_runs_give_the_same_bits() {
+    let Some(g) = common::gpu() else { return };
+    let a = make(Kind::Aff(IntType::U8, Granularity::Row), 300, 512, 1);
+    let b = make(Kind::Sym(Granularity::Row), 200, 512, 2);
+    let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
+    let run = || {
+        let y = cuda::gemm::<f32>(&g.stream, &da.operand(), &db.operand(), None, GemmPath::Auto).unwrap();
+        g.stream
+            .clone_dtoh(&y)
+            .unwrap()
+            .iter()
+            .map(|v| v.to_bits())
+            .collect::<Vec<_>>()
+    };
+    let first = run();
+    for _ in 0..5 {
+        assert_eq!(run(), first);
+    }
+}
+
+#[test]
+fn gpu_gemm_errors_are_typed() {
+    let Some(g) = common::gpu() else { return };
+    let a = make(Kind::Sym(Granularity::Row), 4, 16, 1);
+    let b = make(Kind::Sym(Granularity::Row), 3, 16, 2);
+    let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
+    let (oa, ob) = (da.operand(), db.operand());
+    let mut short = g.stream.alloc_zeros::<f32>(11).unwrap();
+    assert!(matches!(
+        cuda::gemm_into(&g.stream, &oa, &ob, None, &mut short, GemmPath::Auto),
+        Err(Error::Shape(_))
+    ));
+    assert!(matches!(
+        cuda::gemm::<f32>(&g.stream, &oa, &ob, None, GemmPath::Sm90),
+        Err(Error::Unsupported(_))
+    ));
+    let b8 = make(Kind::Sym(Granularity::Row), 3, 8, 2);
+    let db8 = DevOp::upload(&g, &b8);
+    assert!(matches!(
+        cuda::gemm::<f32>(&g.stream, &oa, &db8.operand(), None, GemmPath::Auto),
+        Err(Error::Shape(_))
+    ));
+    // A parameter buffer of the wrong length is caught when the operand is built.
+    let meta = OperandMeta {
+        scale: ParamLayout::PerRow,
+        ..oa.meta
+    };
+    let one = g.stream.alloc_zeros::<f32>(1).unwrap();
+    let bad = DeviceOperand::new(
+        meta,
+        oa.data.slice(..),
+        Some(one.as_view()),
+        None,
+        None,
+        oa.row_sums.slice(..),
+    );
+    assert!(matches!(bad, Err(Error::Shape(_))));
+}
