@@ -106,25 +106,31 @@ const B_KINDS: &[Kind] = &[
     Kind::Raw(IntType::U8, false),
 ];
 
-/// Host and device biases of one type.
-fn biases(
-    g: &Gpu,
-    n: usize,
-) -> (
-    Vec<f32>,
-    Vec<f16>,
-    Vec<bf16>,
-    CudaSlice<f32>,
-    CudaSlice<f16>,
-    CudaSlice<bf16>,
-) {
+/// The same bias values as f32, f16 and bf16, on the host and on the device.
+struct Biases {
+    b32: Vec<f32>,
+    b16: Vec<f16>,
+    bb: Vec<bf16>,
+    d32: CudaSlice<f32>,
+    d16: CudaSlice<f16>,
+    db: CudaSlice<bf16>,
+}
+
+fn biases(g: &Gpu, n: usize) -> Biases {
     let b32 = common::random_f32(n, 77, 3.0);
     let b16: Vec<f16> = b32.iter().map(|&v| f16::from_f32(v)).collect();
     let bb: Vec<bf16> = b32.iter().map(|&v| bf16::from_f32(v)).collect();
     let d32 = g.stream.clone_htod(&b32).unwrap();
     let d16 = g.stream.clone_htod(&b16).unwrap();
     let db = g.stream.clone_htod(&bb).unwrap();
-    (b32, b16, bb, d32, d16, db)
+    Biases {
+        b32,
+        b16,
+        bb,
+        d32,
+        d16,
+        db,
+    }
 }
 
 /// Runs output type O with every bias choice; both paths must agree (values or errors).
@@ -137,12 +143,12 @@ fn compare<O: DeviceGemmOutput + PartialEq>(
     what: &str,
 ) {
     let n = hb.meta.rows;
-    let (b32, b16, bb, d32, d16, dbb) = biases(g, n);
+    let bs = biases(g, n);
     let cases: [(Option<Bias>, Option<DeviceBias>); 4] = [
         (None, None),
-        (Some(Bias::F32(&b32)), Some(DeviceBias::F32(d32.as_view()))),
-        (Some(Bias::F16(&b16)), Some(DeviceBias::F16(d16.as_view()))),
-        (Some(Bias::BF16(&bb)), Some(DeviceBias::BF16(dbb.as_view()))),
+        (Some(Bias::F32(&bs.b32)), Some(DeviceBias::F32(bs.d32.as_view()))),
+        (Some(Bias::F16(&bs.b16)), Some(DeviceBias::F16(bs.d16.as_view()))),
+        (Some(Bias::BF16(&bs.bb)), Some(DeviceBias::BF16(bs.db.as_view()))),
     ];
     for (hbias, dbias) in cases {
         let want = cpu::gemm::<O>(ha, hb, hbias);
