@@ -81,7 +81,26 @@ pub fn read_float_matrix(path: &Path) -> Result<(FloatData, usize, usize)> {
     Ok((data, shape[0], shape[1]))
 }
 
-/// Reads an f32 array of any rank (scales, offsets, biases).
+/// Reads a float32 or float16 array of any rank (biases).
+pub fn read_floats(path: &Path) -> Result<(FloatData, Vec<usize>)> {
+    let (npy, shape, tc, size) = open(path)?;
+    let data = match (tc, size) {
+        (TypeChar::Float, 4) => FloatData::F32(npy.into_vec().map_err(|e| io_err(path, e))?),
+        (TypeChar::Float, 2) => FloatData::F16(npy.into_vec().map_err(|e| io_err(path, e))?),
+        _ => {
+            return Err(io_err(
+                path,
+                format!(
+                    "dtype {} is not supported; use float32 or float16",
+                    dtype_name(tc, size)
+                ),
+            ));
+        }
+    };
+    Ok((data, shape))
+}
+
+/// Reads an f32 array of any rank (scales, offsets).
 pub fn read_f32(path: &Path) -> Result<Array<f32>> {
     let (npy, shape, tc, size) = open(path)?;
     if (tc, size) != (TypeChar::Float, 4) {

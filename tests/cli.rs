@@ -6,7 +6,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use qkernels::npy;
+use qkernels::{bf16, f16, npy};
 
 fn qk(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_qk"))
@@ -233,4 +233,104 @@ fn info_runs_anywhere() {
         text.contains("kernels built for") || text.contains("CPU only"),
         "{text}"
     );
+}
+
+#[test]
+fn gemm_from_quantized_and_raw_folders() {
+    let d = tmp("gemm");
+    let (m, n, k) = (5, 6, 40);
+    let xa = d.join("a.npy");
+    let xb = d.join("b.npy");
+    npy::write(&xa, &common::random_f32(m * k, 1, 2.0), &[m, k]).unwrap();
+    npy::write(&xb, &common::random_f32(n * k, 2, 2.0), &[n, k]).unwrap();
+    let (qa, qb) = (d.join("qa"), d.join("qb"));
+    let args_a = [
+        "quantize",
+        s(&xa),
+        "--out",
+        s(&qa),
+        "--scheme",
+        "affine",
+        "--granularity",
+        "row",
+        "--device",
+        "cpu",
+    ];
+    assert!(qk(&args_a).status.success());
+    let args_b = [
+        "quantize",
+        s(&xb),
+        "--out",
+        s(&qb),
+        "--scheme",
+        "symmetric",
+        "--granularity",
+        "row",
+        "--device",
+        "cpu",
+    ];
+    assert!(qk(&args_b).status.success());
+    let bias = d.join("bias.npy");
+    let bias_v: Vec<f16> = (0..n).map(|i| f16::from_f32(i as f32 * 0.5)).collect();
+    npy::write(&bias, &bias_v, &[n]).unwrap();
+
+    let y = d.join("y.npy");
+    let run = |extra: &[&str]| {
+        let base = ["gemm", "--a", s(&qa), "--b", s(&qb), "--out", s(&y), "--device", "cpu"];
+        qk(&[&base[..], extra].concat())
+    };
+    let o = run(&["--out-dtype", "bf16", "--bias", s(&bias)]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let (got, r, c) = npy::read_float_matrix(&y).unwrap();
+    assert_eq!((r, c), (m, n));
+    let npy::FloatData::F32(got) = got else {
+        panic!("bf16 output is written as f32")
+    };
+    // The same numbers as the library's CPU reference, and exactly bf16 values.
+    let a = qkernels::cpu::quantize(&npy_f32(&xa), m, k, affine_row(), None, false).unwrap();
+    let b = qkernels::cpu::quantize(&npy_f32(&xb), n, k, sym_row(), None, false).unwrap();
+    let want = qkernels::cpu::gemm::<bf16>(
+        &a.operand().unwrap(),
+        &b.operand().unwrap(),
+        Some(qkernels::cpu::Bias::F16(&bias_v)),
+    )
+    .unwrap();
+    assert_eq!(got, want.iter().map(|v| v.to_f32()).collect::<Vec<_>>());
+
+    // Without meta.json the folder is read by the shapes of its files.
+    std::fs::remove_file(qa.join("meta.json")).unwrap();
+    std::fs::remove_file(qb.join("meta.json")).unwrap();
+    let o = run(&["--out-dtype", "f32"]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+
+    // Raw integer folders (q.npy only): i32 output only.
+    std::fs::remove_file(qb.join("scale.npy")).unwrap();
+    let o = run(&["--out-dtype", "f32"]);
+    assert!(!o.status.success());
+    assert!(stderr_of(&o).contains("i32"), "{}", stderr_of(&o));
+    let o = run(&["--out-dtype", "i32"]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let (yi, _) = npy::read_int(&y).unwrap();
+    assert_eq!(yi.shape, vec![m, n]);
+
+    // A bias of the wrong length is an error with one line.
+    npy::write(&bias, &[1.0f32; 3], &[3]).unwrap();
+    let o = run(&["--out-dtype", "f32", "--bias", s(&bias)]);
+    assert!(!o.status.success());
+    assert_eq!(stderr_of(&o).lines().count(), 1);
+}
+
+fn npy_f32(p: &Path) -> Vec<f32> {
+    match npy::read_float_matrix(p).unwrap().0 {
+        npy::FloatData::F32(v) => v,
+        npy::FloatData::F16(_) => panic!("f32 expected"),
+    }
+}
+
+fn affine_row() -> qkernels::QuantSpec {
+    qkernels::QuantSpec::affine(qkernels::IntType::U8, qkernels::Granularity::Row).unwrap()
+}
+
+fn sym_row() -> qkernels::QuantSpec {
+    qkernels::QuantSpec::symmetric(qkernels::Granularity::Row).unwrap()
 }

@@ -5,6 +5,7 @@
 
 mod bench;
 mod files;
+mod gemm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -32,6 +33,8 @@ enum Command {
     Quantize(files::QuantizeArgs),
     /// Dequantize a folder written by `qk quantize` into a .npy file.
     Dequantize(files::DequantizeArgs),
+    /// Y = dequant(A · Bᵀ): INT8 GEMM with the fused epilogue, from two quantized folders.
+    Gemm(gemm::GemmArgs),
     /// Benchmarks (GPU when there is one; otherwise the CPU reference, said plainly).
     Bench {
         #[command(subcommand)]
@@ -113,6 +116,7 @@ fn run(cli: Cli) -> Result<()> {
         Command::Info => info(),
         Command::Quantize(a) => files::quantize(a),
         Command::Dequantize(a) => files::dequantize(a),
+        Command::Gemm(a) => gemm::gemm(a),
         Command::Bench {
             which: BenchCommand::Quant { json },
         } => bench::quant(json.as_deref()),
