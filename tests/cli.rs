@@ -222,6 +222,42 @@ fn gpu_writes_the_same_files() {
             "{f}"
         );
     }
+    // qk gemm on both devices (per-group is not a GEMM operand: quantize per row).
+    let a = d.join("a");
+    let o = qk(&[
+        "quantize",
+        s(&x),
+        "--out",
+        s(&a),
+        "--scheme",
+        "affine",
+        "--granularity",
+        "row",
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    for dev in ["cpu", "cuda"] {
+        let y = d.join(format!("y-{dev}.npy"));
+        let o = qk(&[
+            "gemm",
+            "--a",
+            s(&a),
+            "--b",
+            s(&a),
+            "--out-dtype",
+            "f16",
+            "--out",
+            s(&y),
+            "--device",
+            dev,
+        ]);
+        assert!(o.status.success(), "{}", stderr_of(&o));
+    }
+    assert_eq!(
+        std::fs::read(d.join("y-cpu.npy")).unwrap(),
+        std::fs::read(d.join("y-cuda.npy")).unwrap()
+    );
 }
 
 #[test]
