@@ -4,6 +4,7 @@
 //! A build without nvcc keeps this module (so code that uses it compiles everywhere);
 //! every entry point then returns [`crate::Error::NoCudaKernels`].
 
+pub mod baseline;
 mod device;
 #[rustfmt::skip]
 pub mod ffi;

@@ -4,6 +4,7 @@
 //! the names of commands and flags are an interface. Errors print one line and exit 1.
 
 mod bench;
+mod bench_gemm;
 mod files;
 mod gemm;
 
@@ -49,6 +50,18 @@ enum BenchCommand {
         /// Write the results as JSON to FILE.
         #[arg(long)]
         json: Option<PathBuf>,
+    },
+    /// INT8 GEMM against cuBLASLt INT8 and cuBLAS BF16 (same process, same card).
+    Gemm {
+        /// Write the results as JSON to FILE.
+        #[arg(long)]
+        json: Option<PathBuf>,
+        /// Write an SVG plot (TOPS against M per (N, K)) to FILE.
+        #[arg(long)]
+        svg: Option<PathBuf>,
+        /// A handful of shapes instead of the full sweep.
+        #[arg(long)]
+        quick: bool,
     },
 }
 
@@ -120,6 +133,9 @@ fn run(cli: Cli) -> Result<()> {
         Command::Bench {
             which: BenchCommand::Quant { json },
         } => bench::quant(json.as_deref()),
+        Command::Bench {
+            which: BenchCommand::Gemm { json, svg, quick },
+        } => bench_gemm::gemm(json.as_deref(), svg.as_deref(), quick),
     }
 }
 

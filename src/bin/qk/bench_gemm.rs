@@ -1,0 +1,508 @@
+//! `qk bench gemm`: our INT8 GEMM against cuBLASLt INT8 (i8·i8 → i32, TN, best of the
+//! heuristic's algorithms with a 32 MiB workspace) and cuBLAS BF16 on the same shapes, in
+//! one process on one card, plus an empty launch and the copy bandwidth. Medians of
+//! CUDA-event timings after warm-up, inputs rotated through enough copies to exceed L2.
+//! Without a GPU it times the CPU reference and says so.
+
+use std::path::Path;
+use std::time::Instant;
+
+use cudarc::driver::{CudaSlice, CudaView};
+use indicatif::{ProgressBar, ProgressStyle};
+use plotters::prelude::*;
+use qkernels::cpu::{self, RawMatrix};
+use qkernels::cuda::baseline::{Bf16Gemm, LtInt8};
+use qkernels::cuda::{self, DeviceBias, DeviceOperand, GemmPath, Gpu};
+use qkernels::gemm::{OperandMeta, ParamLayout};
+use qkernels::{Error, IntType, Result, Scheme, bf16};
+use serde::Serialize;
+
+use crate::bench::{copy_gbps, date_utc, git_rev, time_us};
+
+/// Dense INT8 tensor-core peak of H100/H200 SXM (TOPS), the reference for "% of peak".
+const PEAK_TOPS: f64 = 1979.0;
+const SQUARES: [usize; 3] = [4096, 8192, 16384];
+const LLM_M: [usize; 7] = [1, 16, 128, 512, 1024, 2048, 4096];
+const LLM_NK: [(usize, usize); 8] = [
+    (4096, 4096),
+    (6144, 4096),
+    (14336, 4096),
+    (4096, 14336),
+    (13824, 5120),
+    (5120, 13824),
+    (28672, 8192),
+    (8192, 28672),
+];
+
+#[derive(Serialize, Clone)]
+struct Row {
+    m: usize,
+    n: usize,
+    k: usize,
+    kernel: String,
+    ours_i32_us: f64,
+    ours_bf16_fused_us: f64,
+    cublaslt_i8_us: f64,
+    cublaslt_algos_tried: usize,
+    cublas_bf16_us: f64,
+    ours_tops: f64,
+    percent_of_peak: f64,
+    /// cuBLASLt time / our time (> 1: we are faster).
+    vs_cublaslt: f64,
+    /// cuBLAS BF16 time / our time.
+    vs_cublas_bf16: f64,
+    /// Our bf16-out (scales + bias) time / our i32-out time − 1.
+    fused_epilogue_cost: f64,
+    /// M ≤ 16: weight bytes per second of our kernel, and that over the copy bandwidth.
+    weight_gbps: Option<f64>,
+    weight_fraction_of_copy: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct Report {
+    tool: &'static str,
+    backend: String,
+    device: String,
+    git_rev: String,
+    date_utc: String,
+    peak_tops: f64,
+    copy_gbps: Option<f64>,
+    empty_launch_us: Option<f64>,
+    rows: Vec<Row>,
+    note: String,
+}
+
+fn shapes(quick: bool) -> Vec<(usize, usize, usize)> {
+    if quick {
+        return vec![
+            (8192, 8192, 8192),
+            (1, 4096, 4096),
+            (16, 14336, 4096),
+            (512, 4096, 4096),
+            (4096, 14336, 4096),
+        ];
+    }
+    let mut v: Vec<_> = SQUARES.iter().map(|&s| (s, s, s)).collect();
+    for &(n, k) in &LLM_NK {
+        for &m in &LLM_M {
+            v.push((m, n, k));
+        }
+    }
+    v
+}
+
+/// Deterministic pseudo-random bytes (xorshift).
+fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(n + 8);
+    while out.len() < n {
+        s ^= s << 13;
+        s ^= s >> 7;
+        s ^= s << 17;
+        out.extend_from_slice(&s.to_le_bytes());
+    }
+    out.truncate(n);
+    out
+}
+
+fn raw_meta(rows: usize, k: usize) -> OperandMeta {
+    OperandMeta {
+        int_type: IntType::I8,
+        rows,
+        cols: k,
+        scheme: None,
+        scale: ParamLayout::None,
+        zero_point: ParamLayout::None,
+        offset: ParamLayout::None,
+    }
+}
+
+fn scaled_meta(rows: usize, k: usize) -> OperandMeta {
+    OperandMeta {
+        scheme: Some(Scheme::Symmetric),
+        scale: ParamLayout::PerRow,
+        ..raw_meta(rows, k)
+    }
+}
+
+/// Raw i8 operand (no zero point: the zero row sums are never read).
+fn raw<'a>(data: CudaView<'a, u8>, zeros: &'a CudaSlice<i32>, rows: usize, k: usize) -> Result<DeviceOperand<'a>> {
+    DeviceOperand::new(raw_meta(rows, k), data, None, None, None, zeros.as_view())
+}
+
+/// Symmetric i8 operand with per-row scales.
+fn scaled<'a>(
+    data: CudaView<'a, u8>,
+    scales: &'a CudaSlice<f32>,
+    zeros: &'a CudaSlice<i32>,
+    rows: usize,
+    k: usize,
+) -> Result<DeviceOperand<'a>> {
+    DeviceOperand::new(
+        scaled_meta(rows, k),
+        data,
+        Some(scales.as_view()),
+        None,
+        None,
+        zeros.as_view(),
+    )
+}
+
+/// One copy of the inputs of a shape.
+struct Inputs {
+    a: CudaSlice<u8>,
+    b: CudaSlice<u8>,
+    a16: CudaSlice<bf16>,
+    b16: CudaSlice<bf16>,
+}
+
+pub fn gemm(json: Option<&Path>, svg: Option<&Path>, quick: bool) -> Result<()> {
+    match Gpu::new(0) {
+        Ok(g) => gpu_gemm(&g, json, svg, quick),
+        Err(e) => {
+            println!("no usable CUDA device ({e}): benchmarking the CPU reference only");
+            cpu_gemm(json)
+        }
+    }
+}
+
+fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, quick: bool) -> Result<()> {
+    let s = &g.stream;
+    let name = g.ctx.name()?;
+    let l2 = g
+        .ctx
+        .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)? as usize;
+    println!("device: {name}; git {}; {}", git_rev(), date_utc());
+    let copy = copy_gbps(g)?;
+    const BATCH: usize = 200;
+    let empty = time_us(g, 2, 15, || {
+        for _ in 0..BATCH {
+            cuda::empty_kernel(s)?;
+        }
+        Ok(())
+    })? / BATCH as f64;
+    println!("copy {copy:.1} GB/s, empty launch {empty:.2} µs, L2 {} MiB", l2 >> 20);
+
+    let list = shapes(quick);
+    let max_bytes = list.iter().map(|&(m, n, k)| (m.max(n)) * k).max().unwrap_or(0);
+    let pool = random_bytes(max_bytes, 11);
+    let pool16: Vec<bf16> = pool.iter().map(|&b| bf16::from_f32((b as i8) as f32 / 64.0)).collect();
+    let bar = ProgressBar::new(list.len() as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").map_err(|e| Error::Io(e.to_string()))?);
+    let mut rows = Vec::new();
+    for &(m, n, k) in &list {
+        bar.set_message(format!("{m}x{n}x{k}"));
+        rows.push(bench_shape(g, m, n, k, l2, copy, &pool, &pool16)?);
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    print_table(&rows);
+    if let Some(p) = svg {
+        plot(p, &rows, &name)?;
+        println!("wrote {}", p.display());
+    }
+    write(
+        json,
+        &Report {
+            tool: "qk bench gemm",
+            backend: "cuda".into(),
+            device: name,
+            git_rev: git_rev(),
+            date_utc: date_utc(),
+            peak_tops: PEAK_TOPS,
+            copy_gbps: Some(copy),
+            empty_launch_us: Some(empty),
+            rows,
+            note: "ours i32 = raw i8·i8 → i32 like cuBLASLt; ours bf16 fused = per-token × per-channel scales + f32 \
+                   bias → bf16; medians of CUDA-event timings, inputs rotated beyond 2× L2"
+                .into(),
+        },
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench_shape(
+    g: &Gpu,
+    m: usize,
+    n: usize,
+    k: usize,
+    l2: usize,
+    copy: f64,
+    pool: &[u8],
+    pool16: &[bf16],
+) -> Result<Row> {
+    let s = &g.stream;
+    let per_set = (m + n) * k;
+    let sets = (2 * l2).div_ceil(per_set).clamp(1, 8);
+    let mut inputs = Vec::new();
+    for i in 0..sets {
+        let off = (i * 4099) % (pool.len() - m.max(n) * k + 1);
+        inputs.push(Inputs {
+            a: s.clone_htod(&pool[off..off + m * k])?,
+            b: s.clone_htod(&pool[off..off + n * k])?,
+            a16: s.clone_htod(&pool16[off..off + m * k])?,
+            b16: s.clone_htod(&pool16[off..off + n * k])?,
+        });
+    }
+    let zeros_m = s.alloc_zeros::<i32>(m)?;
+    let zeros_n = s.alloc_zeros::<i32>(n)?;
+    let scale_m = s.clone_htod(&vec![0.01f32; m])?;
+    let scale_n = s.clone_htod(&vec![0.02f32; n])?;
+    let bias = s.clone_htod(&vec![0.5f32; n])?;
+    let mut y32 = s.alloc_zeros::<i32>(m * n)?;
+    let mut y16 = s.alloc_zeros::<bf16>(m * n)?;
+    let (warm, iters) = if (m * n * k) as f64 > 1e12 { (1, 5) } else { (3, 15) };
+
+    let mut i = 0;
+    let ours_i32 = time_us(g, warm, iters, || {
+        let x = &inputs[i % sets];
+        i += 1;
+        cuda::gemm_into(
+            s,
+            &raw(x.a.as_view(), &zeros_m, m, k)?,
+            &raw(x.b.as_view(), &zeros_n, n, k)?,
+            None,
+            &mut y32,
+            GemmPath::Auto,
+        )
+    })?;
+    let dbias = DeviceBias::F32(bias.as_view());
+    let ours_bf16 = time_us(g, warm, iters, || {
+        let x = &inputs[i % sets];
+        i += 1;
+        let (a, b) = (
+            scaled(x.a.as_view(), &scale_m, &zeros_m, m, k)?,
+            scaled(x.b.as_view(), &scale_n, &zeros_n, n, k)?,
+        );
+        cuda::gemm_into(s, &a, &b, Some(&dbias), &mut y16, GemmPath::Auto)
+    })?;
+
+    let mut lt = LtInt8::new(s, m, n, k, 8)?;
+    let tried = lt.algo_count();
+    let mut best = (f64::INFINITY, 0);
+    for algo in 0..tried {
+        let t = time_us(g, 1, 3, || {
+            let x = &inputs[i % sets];
+            i += 1;
+            lt.run(s, algo, &x.a, &x.b, &mut y32)
+        });
+        if let Ok(t) = t
+            && t < best.0
+        {
+            best = (t, algo);
+        }
+    }
+    let lt_us = time_us(g, warm, iters, || {
+        let x = &inputs[i % sets];
+        i += 1;
+        lt.run(s, best.1, &x.a, &x.b, &mut y32)
+    })?;
+    let blas = Bf16Gemm::new(s)?;
+    let bf16_us = time_us(g, warm, iters, || {
+        let x = &inputs[i % sets];
+        i += 1;
+        blas.run(m, n, k, &x.a16, &x.b16, &mut y16)
+    })?;
+
+    let ops = 2.0 * (m * n * k) as f64;
+    let tops = ops / ours_i32 / 1e6;
+    let kernel = match cuda::choose_kernel(
+        g.ctx.compute_capability()?,
+        qkernels::gemm::GemmShape { m, n, k },
+        GemmPath::Auto,
+    )? {
+        cuda::GemmKernel::Sm80 { tile } => format!("sm80 {}x{}", tile.0, tile.1),
+    };
+    let weight_gbps = (m <= 16).then(|| (n * k) as f64 / ours_i32 / 1e3);
+    Ok(Row {
+        m,
+        n,
+        k,
+        kernel,
+        ours_i32_us: ours_i32,
+        ours_bf16_fused_us: ours_bf16,
+        cublaslt_i8_us: lt_us,
+        cublaslt_algos_tried: tried,
+        cublas_bf16_us: bf16_us,
+        ours_tops: tops,
+        percent_of_peak: 100.0 * tops / PEAK_TOPS,
+        vs_cublaslt: lt_us / ours_i32,
+        vs_cublas_bf16: bf16_us / ours_i32,
+        fused_epilogue_cost: ours_bf16 / ours_i32 - 1.0,
+        weight_gbps,
+        weight_fraction_of_copy: weight_gbps.map(|w| w / copy),
+    })
+}
+
+fn print_table(rows: &[Row]) {
+    println!(
+        "{:>6} {:>6} {:>6} {:>14} {:>10} {:>8} {:>6} {:>8} {:>8} {:>8} {:>9}",
+        "M", "N", "K", "kernel", "ours µs", "TOPS", "%peak", "vs LtI8", "vs BF16", "bf16 epi", "W/copy"
+    );
+    for r in rows {
+        let w = r
+            .weight_fraction_of_copy
+            .map_or("-".into(), |f| format!("{:.0}%", f * 100.0));
+        println!(
+            "{:>6} {:>6} {:>6} {:>14} {:>10.1} {:>8.1} {:>5.1}% {:>7.2}x {:>7.2}x {:>+7.1}% {:>9}",
+            r.m,
+            r.n,
+            r.k,
+            r.kernel,
+            r.ours_i32_us,
+            r.ours_tops,
+            r.percent_of_peak,
+            r.vs_cublaslt,
+            r.vs_cublas_bf16,
+            r.fused_epilogue_cost * 100.0,
+            w
+        );
+    }
+}
+
+/// TOPS against M for each (N, K): ours, cuBLASLt INT8, cuBLAS BF16.
+fn plot(path: &Path, rows: &[Row], device: &str) -> Result<()> {
+    let err = |e: &dyn std::fmt::Display| Error::Io(format!("{}: {e}", path.display()));
+    let root = SVGBackend::new(path, (1600, 1000)).into_drawing_area();
+    root.fill(&WHITE).map_err(|e| err(&e))?;
+    let root = root
+        .titled(&format!("INT8 GEMM on {device}: TOPS vs M"), ("sans-serif", 22))
+        .map_err(|e| err(&e))?;
+    let panels = root.split_evenly((2, 4));
+    for (panel, &(n, k)) in panels.iter().zip(LLM_NK.iter()) {
+        let pts: Vec<&Row> = rows.iter().filter(|r| (r.n, r.k) == (n, k)).collect();
+        if pts.is_empty() {
+            continue;
+        }
+        let ymax = pts
+            .iter()
+            .map(|r| {
+                let ops = 2.0 * (r.m * r.n * r.k) as f64;
+                (ops / r.cublaslt_i8_us.min(r.ours_i32_us).min(r.cublas_bf16_us) / 1e6).max(1.0)
+            })
+            .fold(1.0, f64::max)
+            * 1.1;
+        let mut chart = ChartBuilder::on(panel)
+            .caption(format!("N={n} K={k}"), ("sans-serif", 16))
+            .margin(8)
+            .x_label_area_size(30)
+            .y_label_area_size(45)
+            .build_cartesian_2d((1f64..4096f64).log_scale(), 0f64..ymax)
+            .map_err(|e| err(&e))?;
+        chart
+            .configure_mesh()
+            .x_desc("M")
+            .y_desc("TOPS")
+            .draw()
+            .map_err(|e| err(&e))?;
+        let series: [(&str, RGBColor, fn(&Row) -> f64); 3] = [
+            ("ours", RED, |r| r.ours_i32_us),
+            ("cuBLASLt INT8", BLUE, |r| r.cublaslt_i8_us),
+            ("cuBLAS BF16", GREEN, |r| r.cublas_bf16_us),
+        ];
+        for (label, color, time) in series {
+            let line: Vec<(f64, f64)> = pts
+                .iter()
+                .map(|r| (r.m as f64, 2.0 * (r.m * r.n * r.k) as f64 / time(r) / 1e6))
+                .collect();
+            chart
+                .draw_series(LineSeries::new(line.clone(), color.stroke_width(2)))
+                .map_err(|e| err(&e))?
+                .label(label)
+                .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 15, y)], color));
+            chart
+                .draw_series(line.into_iter().map(|p| Circle::new(p, 3, color.filled())))
+                .map_err(|e| err(&e))?;
+        }
+        chart
+            .configure_series_labels()
+            .border_style(BLACK)
+            .draw()
+            .map_err(|e| err(&e))?;
+    }
+    root.present().map_err(|e| err(&e))
+}
+
+fn write(path: Option<&Path>, report: &Report) -> Result<()> {
+    if let Some(p) = path {
+        let text = serde_json::to_string_pretty(report).map_err(|e| Error::Io(e.to_string()))?;
+        std::fs::write(p, text + "\n").map_err(|e| Error::Io(format!("{}: {e}", p.display())))?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+fn cpu_gemm(json: Option<&Path>) -> Result<()> {
+    let (n, k) = (1024, 1024);
+    let mut rows = Vec::new();
+    println!("{:>6} {:>6} {:>6} {:>12} {:>8}", "M", "N", "K", "median µs", "GOPS");
+    for m in [1, 16, 64] {
+        let a = RawMatrix::new(IntType::I8, m, k, random_bytes(m * k, 1), None)?;
+        let b = RawMatrix::new(IntType::I8, n, k, random_bytes(n * k, 2), None)?;
+        let (ao, bo) = (a.operand()?, b.operand()?);
+        let mut y = vec![0i32; m * n];
+        let mut times = Vec::new();
+        for _ in 0..5 {
+            let t = Instant::now();
+            cpu::gemm_into(&ao, &bo, None, &mut y)?;
+            times.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        times.sort_by(f64::total_cmp);
+        let us = times[times.len() / 2];
+        let gops = 2.0 * (m * n * k) as f64 / us / 1e3;
+        println!("{m:>6} {n:>6} {k:>6} {us:>12.1} {gops:>8.2}");
+        rows.push(serde_json::json!({"m": m, "n": n, "k": k, "median_us": us, "gops": gops}));
+    }
+    if let Some(p) = json {
+        let report = serde_json::json!({
+            "tool": "qk bench gemm", "backend": "cpu", "device": "CPU reference (no CUDA device)",
+            "git_rev": git_rev(), "date_utc": date_utc(), "rows": rows,
+            "note": "CPU reference (i32 output, rayon); not a GPU figure",
+        });
+        let text = serde_json::to_string_pretty(&report).map_err(|e| Error::Io(e.to_string()))?;
+        std::fs::write(p, text + "\n").map_err(|e| Error::Io(format!("{}: {e}", p.display())))?;
+        println!("wrote {}", p.display());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The plot renders every (N, K) panel from rows shaped like a real sweep (synthetic
+    /// timings: this checks the drawing, not any performance figure).
+    #[test]
+    fn plot_renders_all_panels() {
+        let rows: Vec<Row> = shapes(false)
+            .into_iter()
+            .map(|(m, n, k)| Row {
+                m,
+                n,
+                k,
+                kernel: "sm80 128x128".into(),
+                ours_i32_us: 1.0 + m as f64,
+                ours_bf16_fused_us: 1.0 + m as f64,
+                cublaslt_i8_us: 2.0 + m as f64,
+                cublaslt_algos_tried: 1,
+                cublas_bf16_us: 3.0 + m as f64,
+                ours_tops: 0.0,
+                percent_of_peak: 0.0,
+                vs_cublaslt: 1.0,
+                vs_cublas_bf16: 1.0,
+                fused_epilogue_cost: 0.0,
+                weight_gbps: None,
+                weight_fraction_of_copy: None,
+            })
+            .collect();
+        let path = std::env::temp_dir().join(format!("qk-plot-{}.svg", std::process::id()));
+        plot(&path, &rows, "test device").unwrap();
+        let svg = std::fs::read_to_string(&path).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(svg.starts_with("<svg"));
+        for (n, k) in LLM_NK {
+            assert!(svg.contains(&format!("N={n} K={k}")), "panel {n} {k}");
+        }
+        assert!(svg.contains("cuBLASLt INT8") && svg.contains("cuBLAS BF16"));
+    }
+}
