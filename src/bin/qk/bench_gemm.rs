@@ -360,6 +360,9 @@ fn print_table(rows: &[Row]) {
     }
 }
 
+/// A plotted line: its label, its color and the time it reads from a row.
+type Series = (&'static str, RGBColor, fn(&Row) -> f64);
+
 /// TOPS against M for each (N, K): ours, cuBLASLt INT8, cuBLAS BF16.
 fn plot(path: &Path, rows: &[Row], device: &str) -> Result<()> {
     let err = |e: &dyn std::fmt::Display| Error::Io(format!("{}: {e}", path.display()));
@@ -395,7 +398,7 @@ fn plot(path: &Path, rows: &[Row], device: &str) -> Result<()> {
             .y_desc("TOPS")
             .draw()
             .map_err(|e| err(&e))?;
-        let series: [(&str, RGBColor, fn(&Row) -> f64); 3] = [
+        let series: [Series; 3] = [
             ("ours", RED, |r| r.ours_i32_us),
             ("cuBLASLt INT8", BLUE, |r| r.cublaslt_i8_us),
             ("cuBLAS BF16", GREEN, |r| r.cublas_bf16_us),
