@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Checks the SASS of the kernels in the newest release build's static library:
-# sm_90a machine code exists for every quantize kernel, and no kernel touches local
+# Checks the SASS of the kernels in the newest release build's static library: machine
+# code for sm_80, sm_89 and sm_90a exists for the quantize kernels and for the sm_80 GEMM,
+# whose code uses the integer tensor-core instruction (IMMA); no kernel touches local
 # memory (LDL/STL: spills or stack arrays). Needs cuobjdump (install-cuda-toolchain.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,9 +12,16 @@ trap 'rm -f "$sass"' EXIT
 cuobjdump --dump-sass "$lib" > "$sass"
 fail=0
 for arch in sm_80 sm_89 sm_90a; do
-  n=$(cuobjdump --dump-sass --gpu-architecture "$arch" "$lib" | grep -c "Function : .*quantize_rows" || true)
-  echo "$arch: $n quantize_rows kernels"
-  [[ "$n" -gt 0 ]] || { echo "check-sass: no $arch SASS for quantize_rows" >&2; fail=1; }
+  arch_sass=$(cuobjdump --dump-sass --gpu-architecture "$arch" "$lib")
+  nq=$(grep -c "Function : .*quantize_rows" <<<"$arch_sass" || true)
+  ng=$(grep -c "Function : .*gemm_s80" <<<"$arch_sass" || true)
+  # IMMA per GEMM function: every gemm_s80 kernel must contain the instruction.
+  missing=$(awk '/Function :/ {if (f ~ /gemm_s80/ && !imma) print f; f=$3; imma=0} /IMMA/ {imma=1}
+                 END {if (f ~ /gemm_s80/ && !imma) print f}' <<<"$arch_sass")
+  echo "$arch: $nq quantize_rows kernels, $ng gemm_s80 kernels"
+  [[ "$nq" -gt 0 ]] || { echo "check-sass: no $arch SASS for quantize_rows" >&2; fail=1; }
+  [[ "$ng" -gt 0 ]] || { echo "check-sass: no $arch SASS for gemm_s80" >&2; fail=1; }
+  [[ -z "$missing" ]] || { echo "check-sass: $arch gemm_s80 kernels without IMMA: $missing" >&2; fail=1; }
 done
 if grep -qE "\b(LDL|STL)(\.[A-Z0-9]+)*\b" "$sass"; then
   echo "check-sass: local memory access (LDL/STL) in:" >&2

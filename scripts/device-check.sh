@@ -9,9 +9,11 @@
 #                                                 Rust): runs every test binary with
 #                                                 QKERNELS_REQUIRE_GPU=1, the GPU tests under
 #                                                 compute-sanitizer (memcheck, racecheck),
-#                                                 `qk info` and `qk bench quant --json`, and
-#                                                 writes report.txt, tests.log, sanitizer.log
-#                                                 and bench-quant.json into OUT (default $OUT).
+#                                                 `qk info`, `qk bench quant` and `qk bench
+#                                                 gemm`, and writes report.txt, tests.log,
+#                                                 sanitizer.log, bench-quant.json,
+#                                                 bench-gemm.json and bench-gemm.svg into OUT
+#                                                 (default $OUT).
 #
 # With the device tool: build here, then run with carry=["device-bundle"] and the command
 # `scripts/device-check.sh run`, a timeout that leaves room for one rerun, then give_back.
@@ -92,20 +94,27 @@ run() {
   grep -c "SKIPPED" "$out/tests.log" | sed 's/^/SKIPPED lines in tests.log: /' >>"$report"
 
   : >"$out/sanitizer.log"
-  local gpu="$bundle/tests/gpu_vs_cpu"
-  for tool in memcheck racecheck; do
-    local filter rc
-    filter=$([[ $tool == memcheck ]] && echo "small_shapes_f32 long_rows gpu_errors" || echo "long_rows")
-    echo "===== $tool: $filter" >>"$out/sanitizer.log"
+  # tool, test binary, test-name filters (subsets: the sanitizers slow kernels down a lot)
+  local runs=(
+    "memcheck gpu_vs_cpu small_shapes_f32 long_rows gpu_errors"
+    "racecheck gpu_vs_cpu long_rows"
+    "memcheck gemm_gpu operands_at_offsets a_large_shape gpu_gemm_errors"
+    "racecheck gemm_gpu operands_at_offsets"
+  )
+  for r in "${runs[@]}"; do
+    local tool bin filter rc
+    read -r tool bin filter <<<"$r"
+    echo "===== $tool $bin: $filter" >>"$out/sanitizer.log"
     # shellcheck disable=SC2086
-    timeout 600 compute-sanitizer --tool "$tool" --error-exitcode 9 "$gpu" --test-threads 1 $filter \
+    timeout 300 compute-sanitizer --tool "$tool" --error-exitcode 9 "$bundle/tests/$bin" --test-threads 1 $filter \
       >>"$out/sanitizer.log" 2>&1
     rc=$?
     [[ $rc -eq 0 ]] || failed=1
-    echo "compute-sanitizer $tool ($filter): rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer.log" | tail -1)" >>"$report"
+    echo "compute-sanitizer $tool $bin ($filter): rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer.log" | tail -1)" >>"$report"
   done
 
   "$bundle/qk" bench quant --json "$out/bench-quant.json" >>"$report" 2>&1 || failed=1
+  "$bundle/qk" bench gemm --json "$out/bench-gemm.json" --svg "$out/bench-gemm.svg" >>"$report" 2>&1 || failed=1
   echo "overall: $([[ $failed -eq 0 ]] && echo PASS || echo FAIL)" >>"$report"
   cat "$report"
   return $failed
