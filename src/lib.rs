@@ -20,3 +20,8 @@ pub use error::{Error, Result};
 pub use gemm::{GemmOutput, OutType};
 pub use half::{bf16, f16};
 pub use scheme::{Granularity, IntType, QuantParams, QuantSpec, Scheme};
+
+/// The README's Rust examples, compiled and run as doctests.
+#[doc = include_str!("../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
