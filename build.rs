@@ -27,7 +27,9 @@ const GENCODE: &[&str] = &[
     "-gencode=arch=compute_90a,code=sm_90a",
     "-gencode=arch=compute_80,code=compute_80",
 ];
-const ARCHS: &str = "sm_80,sm_89,sm_90a (+compute_80 PTX)";
+/// Files named `*_sm90.cu` use wgmma, setmaxnreg and TMA: sm_90a machine code only.
+const GENCODE_SM90A: &[&str] = &["-gencode=arch=compute_90a,code=sm_90a"];
+const ARCHS: &str = "sm_80,sm_89,sm_90a (+compute_80 PTX); wgmma GEMM: sm_90a";
 
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(qk_cuda)");
@@ -116,9 +118,6 @@ fn compile_kernels(manifest: &Path, nvcc: &Path) {
         .flag("-Xptxas=-v")
         .flag("-Xptxas=-warn-spills")
         .flag("-Xcudafe=--display_error_number");
-    for g in GENCODE {
-        build.flag(g);
-    }
     let base_cmd = build.get_compiler().to_command();
 
     let mut sources = Vec::new();
@@ -126,6 +125,8 @@ fn compile_kernels(manifest: &Path, nvcc: &Path) {
     let mut hasher = DefaultHasher::new();
     base_cmd.get_program().hash(&mut hasher);
     base_cmd.get_args().for_each(|a| a.hash(&mut hasher));
+    GENCODE.hash(&mut hasher);
+    GENCODE_SM90A.hash(&mut hasher);
     for s in &sources {
         s.strip_prefix(manifest).unwrap_or(s).hash(&mut hasher);
         fs::read(s).unwrap_or_default().hash(&mut hasher);
@@ -146,6 +147,11 @@ fn compile_kernels(manifest: &Path, nvcc: &Path) {
                 let obj = cache.join(format!("{stem}-{key:016x}.o"));
                 let report = cache.join(format!("{stem}-{key:016x}.ptxas.txt"));
                 let mut cmd = build.get_compiler().to_command();
+                cmd.args(if stem.ends_with("_sm90") {
+                    GENCODE_SM90A
+                } else {
+                    GENCODE
+                });
                 cmd.arg("-c").arg(src.as_path()).arg("-o").arg(&obj);
                 scope.spawn(move || compile_one(cmd, &obj, &report))
             })

@@ -22,7 +22,7 @@
 //   filled byte by byte with plain loads (correct, slower), never an error.
 #include <cuda_runtime.h>
 
-#include "common/epilogue.cuh"
+#include "common/gemm_epilogue.cuh"
 
 namespace qk {
 namespace sm80 {
@@ -65,13 +65,6 @@ __device__ __forceinline__ void mma(int32_t (&d)[4], const uint32_t (&a)[4], con
 #undef QK_MMA
 }
 
-__device__ __forceinline__ float param_f(const float *p, qk_param_layout l, int64_t r) {
-  return l == QK_PARAM_NONE ? 0.0f : p[l == QK_PARAM_ROW ? r : 0];
-}
-__device__ __forceinline__ int32_t param_i(const int32_t *p, qk_param_layout l, int64_t r) {
-  return l == QK_PARAM_NONE ? 0 : p[l == QK_PARAM_ROW ? r : 0];
-}
-
 // Fills one operand tile (rows r0.. of a [rows, K] matrix, K bytes k0..k0+BK) of `ROWS` rows.
 template <int ROWS, int THREADS, int LOADW>
 __device__ __forceinline__ void load_tile(uint32_t smem, const uint8_t *g, int64_t rows, int64_t K, int64_t r0,
@@ -93,62 +86,6 @@ __device__ __forceinline__ void load_tile(uint32_t smem, const uint8_t *g, int64
       asm volatile("st.shared.v4.u32 [%0], {%1, %2, %3, %4};\n" ::"r"(smem + swz(r, c)), "r"(w[0]), "r"(w[1]),
                    "r"(w[2]), "r"(w[3]));
     }
-  }
-}
-
-template <typename TOut>
-__device__ __forceinline__ void store_out(void *y, int64_t i, int32_t acc, float v);
-template <> __device__ __forceinline__ void store_out<int32_t>(void *y, int64_t i, int32_t acc, float) {
-  static_cast<int32_t *>(y)[i] = acc;
-}
-template <> __device__ __forceinline__ void store_out<float>(void *y, int64_t i, int32_t, float v) {
-  static_cast<float *>(y)[i] = v;
-}
-template <> __device__ __forceinline__ void store_out<__half>(void *y, int64_t i, int32_t, float v) {
-  static_cast<__half *>(y)[i] = __float2half_rn(v);
-}
-template <> __device__ __forceinline__ void store_out<__nv_bfloat16>(void *y, int64_t i, int32_t, float v) {
-  static_cast<__nv_bfloat16 *>(y)[i] = __float2bfloat16_rn(v);
-}
-
-// Two adjacent outputs (n, n + 1) of one row, paired into one store when aligned.
-template <typename TOut>
-__device__ __forceinline__ void store_pair(void *y, int64_t i, bool pair, const int32_t (&acc)[2], const float (&v)[2]) {
-  // NOTE: the caller passes pair == true only when element i is 2·sizeof(TOut)-aligned.
-  if (pair) {
-    if constexpr (sizeof(TOut) == 4) {
-      if constexpr (std::is_same<TOut, int32_t>::value) *reinterpret_cast<int2 *>(static_cast<int32_t *>(y) + i) = make_int2(acc[0], acc[1]);
-      else *reinterpret_cast<float2 *>(static_cast<float *>(y) + i) = make_float2(v[0], v[1]);
-    } else if constexpr (std::is_same<TOut, __half>::value) {
-      *reinterpret_cast<__half2 *>(static_cast<__half *>(y) + i) = __floats2half2_rn(v[0], v[1]);
-    } else {
-      *reinterpret_cast<__nv_bfloat162 *>(static_cast<__nv_bfloat16 *>(y) + i) = __floats2bfloat162_rn(v[0], v[1]);
-    }
-  } else {
-    store_out<TOut>(y, i, acc[0], v[0]);
-  }
-}
-
-// Stores outputs (n, n + 1) of one row (only n when !two) in the output type.
-__device__ __forceinline__ void store_outputs(const qk_gemm_args &args, int64_t i, bool two, bool paired,
-                                              const int32_t (&acc)[2], const float (&v)[2]) {
-  switch (args.y_type) {
-    case QK_OUT_I32:
-      if (paired) store_pair<int32_t>(args.y, i, true, acc, v);
-      else for (int e = 0; e < 1 + two; ++e) store_out<int32_t>(args.y, i + e, acc[e], v[e]);
-      break;
-    case QK_OUT_F32:
-      if (paired) store_pair<float>(args.y, i, true, acc, v);
-      else for (int e = 0; e < 1 + two; ++e) store_out<float>(args.y, i + e, acc[e], v[e]);
-      break;
-    case QK_OUT_F16:
-      if (paired) store_pair<__half>(args.y, i, true, acc, v);
-      else for (int e = 0; e < 1 + two; ++e) store_out<__half>(args.y, i + e, acc[e], v[e]);
-      break;
-    default:
-      if (paired) store_pair<__nv_bfloat16>(args.y, i, true, acc, v);
-      else for (int e = 0; e < 1 + two; ++e) store_out<__nv_bfloat16>(args.y, i + e, acc[e], v[e]);
-      break;
   }
 }
 
@@ -228,50 +165,18 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32)
   // Epilogue from registers: thread holds rows gid and gid + 8 of each m16 tile and
   // columns 2·tig, 2·tig + 1 of each n8 tile.
   const int gid = lane >> 2, tig = lane & 3;
-  const bool min_offset = A.offset_layout != QK_PARAM_NONE;
-  const bool has_bias = args.bias != nullptr;
-  const int out_bytes = args.y_type == QK_OUT_I32 || args.y_type == QK_OUT_F32 ? 4 : 2;
-  const bool float_out = args.y_type != QK_OUT_I32;
-  const bool pairs_aligned = (N % 2 == 0) && ((uintptr_t)args.y % (2 * out_bytes) == 0);
-  const int32_t k32 = (int32_t)K;
+  const EpilogueCtx ctx = make_epilogue_ctx(args);
 #pragma unroll
-  for (int i = 0; i < MT; ++i) {
+  for (int i = 0; i < MT; ++i)
 #pragma unroll
     for (int h = 0; h < 2; ++h) {
       const int64_t m = m0 + wm0 + i * 16 + gid + h * 8;
       if (m >= M) continue;
-      const int32_t za = param_i(A.zero_point, A.zero_point_layout, m), sum_a = A.row_sums[m];
-      const float sa_ = param_f(A.scale, A.scale_layout, m), off_a = param_f(A.offset, A.offset_layout, m);
+      const RowParams rp = row_params(args.a, m);
 #pragma unroll
-      for (int j = 0; j < NT; ++j) {
-        const int64_t n = n0 + wn0 + j * 8 + tig * 2;
-        if (n >= N) continue;
-        int32_t out_acc[2] = {0, 0};
-        float out_v[2] = {0.0f, 0.0f};
-#pragma unroll
-        for (int e = 0; e < 2; ++e) {
-          const int64_t nn = n + e;
-          if (nn >= N) break;
-          const int32_t zb = param_i(B.zero_point, B.zero_point_layout, nn), sum_b = B.row_sums[nn];
-          const int32_t c = corrected_acc(acc[i][j][h * 2 + e], k32, za, zb, sum_a, sum_b);
-          out_acc[e] = c;
-          if (float_out) {
-            float bias = 0.0f;
-            if (has_bias) {
-              if (args.bias_type == QK_F32) bias = static_cast<const float *>(args.bias)[nn];
-              else if (args.bias_type == QK_F16) bias = __half2float(static_cast<const __half *>(args.bias)[nn]);
-              else bias = __bfloat162float(static_cast<const __nv_bfloat16 *>(args.bias)[nn]);
-            }
-            const int32_t col_sum = (int32_t)((uint32_t)sum_b - (uint32_t)k32 * (uint32_t)zb);
-            out_v[e] = float_part(c, sa_, param_f(B.scale, B.scale_layout, nn), min_offset, off_a, col_sum,
-                                  has_bias, bias);
-          }
-        }
-        const bool two = n + 1 < N;
-        store_outputs(args, m * N + n, two, pairs_aligned && two, out_acc, out_v);
-      }
+      for (int j = 0; j < NT; ++j)
+        epilogue_pair(args, ctx, rp, m, n0 + wn0 + j * 8 + tig * 2, acc[i][j][h * 2], acc[i][j][h * 2 + 1]);
     }
-  }
 }
 
 // ---- launchers ----------------------------------------------------------------------------

@@ -97,7 +97,8 @@ pub type qk_param_layout = ::std::os::raw::c_uint;
 pub const qk_gemm_tile_QK_TILE_128x128: qk_gemm_tile = 0;
 pub const qk_gemm_tile_QK_TILE_64x128: qk_gemm_tile = 1;
 pub const qk_gemm_tile_QK_TILE_16x128: qk_gemm_tile = 2;
-#[doc = " Tile configurations of the sm_80 GEMM (rows of A x rows of B per block)."]
+pub const qk_gemm_tile_QK_TILE_128x256: qk_gemm_tile = 3;
+#[doc = " Tile configurations (rows of A x rows of B per block). sm_80: 128x128, 64x128, 16x128;\n  sm_90a: 128x256 and 128x128."]
 pub type qk_gemm_tile = ::std::os::raw::c_uint;
 #[doc = " One GEMM operand: a row-major [rows, k] 8-bit matrix with its parameters."]
 #[repr(C)]
@@ -126,10 +127,15 @@ pub struct qk_gemm_args {
     pub bias: *const ::std::os::raw::c_void,
     pub bias_type: qk_float_type,
     pub tile: qk_gemm_tile,
+    pub sms: i32,
 }
 unsafe extern "C" {
     #[doc = " The mma.sync (sm_80+) GEMM. Needs M, N >= 1; any K >= 0 (K % 16 == 0 with 16-byte aligned\n  operands takes the cp.async path, any other K a byte-wise path)."]
     pub fn qk_gemm_sm80(args: *const qk_gemm_args, stream: qk_stream_t) -> ::std::os::raw::c_int;
+}
+unsafe extern "C" {
+    #[doc = " The wgmma + TMA (sm_90a) GEMM: same arguments and results as qk_gemm_sm80. Declines\n  (returns cudaErrorNotSupported) K == 0, K % 16 != 0 and operands not 16-byte aligned."]
+    pub fn qk_gemm_sm90(args: *const qk_gemm_args, stream: qk_stream_t) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
     #[doc = " Launch one empty kernel (one block, 32 threads): the launch-overhead baseline of benchmarks."]

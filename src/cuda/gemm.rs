@@ -3,9 +3,16 @@
 //!
 //! Dispatch (all of it is in [`choose_kernel`]):
 //! - compute capability < 8.0 → `Error::Unsupported`;
-//! - sm_80 / sm_86 / sm_89 / sm_90 → the `mma.sync` kernel of `kernels/gemm_sm80.cu`, tile by
-//!   M: M ≤ 16 → 16×128 (decode), M ≤ 64 → 64×128, else 128×128;
-//! - `GemmPath::Sm90` (the wgmma path) → `Error::Unsupported` until that kernel exists.
+//! - `Auto` → the `mma.sync` kernel of `kernels/gemm_sm80.cu` on every device, tile by M:
+//!   M ≤ 16 → 16×128 (decode), M ≤ 64 → 64×128, else 128×128. The Hopper kernel is not the
+//!   default yet: it has not passed the GEMM test suite on a Hopper card (no session with a
+//!   GPU has run it), and nobody should get an unproven kernel by default. Once it has, and
+//!   the M crossover against sm_80 is measured, `Auto` on sm_90 picks it above that M.
+//! - `Sm80` forces the `mma.sync` kernel;
+//! - `Sm90` forces the wgmma + TMA kernel of `kernels/gemm_sm90.cu` (compute capability 9.x
+//!   only): 128×256 tiles, or 128×128 when 128×256 would leave SMs idle. It declines what
+//!   TMA cannot describe (K = 0, K % 16 ≠ 0, operands not 16-byte aligned) with
+//!   `Error::Unsupported`.
 
 use std::sync::Arc;
 
@@ -188,10 +195,25 @@ pub enum GemmPath {
 pub enum GemmKernel {
     /// `gemm_sm80.cu` with a tile of `rows_a x rows_b` outputs per block.
     Sm80 { tile: (usize, usize) },
+    /// `gemm_sm90.cu` (persistent, one CTA per SM) with a tile of `rows_a x rows_b` outputs.
+    Sm90 { tile: (usize, usize) },
 }
 
-/// The dispatcher: the kernel for a device of compute capability `cc` and a problem shape.
-pub fn choose_kernel(cc: (i32, i32), shape: GemmShape, path: GemmPath) -> Result<GemmKernel> {
+/// What the dispatcher needs to know about the device and operands beyond the shape.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DispatchInfo {
+    pub cc: (i32, i32),
+    pub sms: usize,
+    /// Both operands' data start 16-byte aligned (TMA needs it).
+    pub aligned16: bool,
+}
+
+/// Largest N: the sm_80 kernel's grid has ceil(N / 128) ≤ 65535 blocks along y.
+const MAX_N_SM80: usize = 65_535 * 128;
+
+/// The dispatcher: the kernel for a device and a problem.
+pub fn choose_kernel(info: DispatchInfo, shape: GemmShape, path: GemmPath) -> Result<GemmKernel> {
+    let cc = info.cc;
     if cc.0 < 8 {
         return Err(Error::Unsupported(format!(
             "compute capability {}.{}: the INT8 GEMM needs 8.0 or newer",
@@ -199,9 +221,28 @@ pub fn choose_kernel(cc: (i32, i32), shape: GemmShape, path: GemmPath) -> Result
         )));
     }
     if path == GemmPath::Sm90 {
-        return Err(Error::Unsupported(
-            "the sm_90a wgmma GEMM path is not implemented yet; use the sm80 path".into(),
-        ));
+        if cc.0 != 9 {
+            return Err(Error::Unsupported(format!(
+                "the wgmma GEMM needs an sm_90 (Hopper) device; this one is {}.{}",
+                cc.0, cc.1
+            )));
+        }
+        if shape.k == 0 || !shape.k.is_multiple_of(16) || !info.aligned16 {
+            return Err(Error::Unsupported(format!(
+                "the wgmma GEMM declines K = {} or unaligned operands (TMA needs K > 0, K % 16 == 0 and \
+                 16-byte aligned A and B); the sm80 path takes any K",
+                shape.k
+            )));
+        }
+        let tiles_256 = shape.m.div_ceil(128) * shape.n.div_ceil(256);
+        let tile = if tiles_256 < info.sms { (128, 128) } else { (128, 256) };
+        return Ok(GemmKernel::Sm90 { tile });
+    }
+    if shape.n > MAX_N_SM80 {
+        return Err(Error::Limit(format!(
+            "N = {} exceeds the sm80 GEMM's grid limit of {MAX_N_SM80}",
+            shape.n
+        )));
     }
     let tile = match shape.m {
         0..=16 => (16, 128),
@@ -270,11 +311,22 @@ pub fn gemm_into<O: DeviceGemmOutput>(
     if shape.m == 0 || shape.n == 0 {
         return Ok(());
     }
-    let cc = stream.context().compute_capability()?;
-    let GemmKernel::Sm80 { tile } = choose_kernel(cc, shape, path)?;
-    let tile = match tile {
-        (16, _) => ffi::qk_gemm_tile_QK_TILE_16x128,
-        (64, _) => ffi::qk_gemm_tile_QK_TILE_64x128,
+    let ctx = stream.context();
+    let aligned16 = {
+        let (pa, _ga) = a.data.device_ptr(stream);
+        let (pb, _gb) = b.data.device_ptr(stream);
+        pa % 16 == 0 && pb % 16 == 0
+    };
+    let info = DispatchInfo {
+        cc: ctx.compute_capability()?,
+        sms: ctx.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize,
+        aligned16,
+    };
+    let kernel = choose_kernel(info, shape, path)?;
+    let tile = match kernel {
+        GemmKernel::Sm80 { tile: (16, _) } => ffi::qk_gemm_tile_QK_TILE_16x128,
+        GemmKernel::Sm80 { tile: (64, _) } => ffi::qk_gemm_tile_QK_TILE_64x128,
+        GemmKernel::Sm90 { tile: (_, 256) } => ffi::qk_gemm_tile_QK_TILE_128x256,
         _ => ffi::qk_gemm_tile_QK_TILE_128x128,
     };
 
@@ -314,13 +366,21 @@ pub fn gemm_into<O: DeviceGemmOutput>(
         bias: bias_ptr as *const _,
         bias_type,
         tile,
+        sms: info.sms as i32,
     };
-    super::quantize::launch(stream, "qk_gemm_sm80", |s| {
-        // SAFETY: matches `int qk_gemm_sm80(const qk_gemm_args*, qk_stream_t)`. check_gemm
-        // and DeviceOperand::new checked every length against M, N, K and the parameter
-        // layouts; the views and guards keep the memory alive until the launch is enqueued.
-        unsafe { ffi::qk_gemm_sm80(&args, s) }
-    })
+    match kernel {
+        GemmKernel::Sm80 { .. } => super::quantize::launch(stream, "qk_gemm_sm80", |s| {
+            // SAFETY: matches `int qk_gemm_sm80(const qk_gemm_args*, qk_stream_t)`. check_gemm
+            // and DeviceOperand::new checked every length against M, N, K and the parameter
+            // layouts; the views and guards keep the memory alive until the launch is enqueued.
+            unsafe { ffi::qk_gemm_sm80(&args, s) }
+        }),
+        GemmKernel::Sm90 { .. } => super::quantize::launch(stream, "qk_gemm_sm90", |s| {
+            // SAFETY: matches `int qk_gemm_sm90(const qk_gemm_args*, qk_stream_t)`; the same
+            // checks as above, plus the dispatcher's K > 0, K % 16 == 0 and 16-byte alignment.
+            unsafe { ffi::qk_gemm_sm90(&args, s) }
+        }),
+    }
 }
 
 type Guards<'a> = Vec<cudarc::driver::SyncOnDrop<'a>>;
@@ -349,4 +409,64 @@ fn operand_ptrs<'a>(stream: &'a CudaStream, o: &'a DeviceOperand) -> (ffi::qk_ge
         row_sums: row_sums as *const i32,
     };
     (op, guards)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(cc: (i32, i32)) -> DispatchInfo {
+        DispatchInfo {
+            cc,
+            sms: 132,
+            aligned16: true,
+        }
+    }
+
+    #[test]
+    fn dispatch_table() {
+        let s = |m, n, k| GemmShape { m, n, k };
+        let auto = |i, sh| choose_kernel(i, sh, GemmPath::Auto).unwrap();
+        assert_eq!(
+            auto(info((9, 0)), s(1, 4096, 4096)),
+            GemmKernel::Sm80 { tile: (16, 128) }
+        );
+        assert_eq!(
+            auto(info((8, 0)), s(64, 4096, 4096)),
+            GemmKernel::Sm80 { tile: (64, 128) }
+        );
+        assert_eq!(
+            auto(info((8, 9)), s(65, 4096, 4096)),
+            GemmKernel::Sm80 { tile: (128, 128) }
+        );
+        let sm90 = |i, sh| choose_kernel(i, sh, GemmPath::Sm90);
+        assert_eq!(
+            sm90(info((9, 0)), s(8192, 8192, 8192)).unwrap(),
+            GemmKernel::Sm90 { tile: (128, 256) }
+        );
+        assert_eq!(
+            sm90(info((9, 0)), s(512, 4096, 4096)).unwrap(),
+            GemmKernel::Sm90 { tile: (128, 128) }
+        );
+        for bad in [s(128, 128, 0), s(128, 128, 40)] {
+            assert!(matches!(sm90(info((9, 0)), bad), Err(Error::Unsupported(_))));
+        }
+        let unaligned = DispatchInfo {
+            aligned16: false,
+            ..info((9, 0))
+        };
+        assert!(matches!(sm90(unaligned, s(128, 128, 64)), Err(Error::Unsupported(_))));
+        assert!(matches!(
+            sm90(info((8, 0)), s(128, 128, 64)),
+            Err(Error::Unsupported(_))
+        ));
+        assert!(matches!(
+            choose_kernel(info((7, 5)), s(1, 1, 1), GemmPath::Auto),
+            Err(Error::Unsupported(_))
+        ));
+        assert!(matches!(
+            choose_kernel(info((8, 0)), s(1, MAX_N_SM80 + 1, 16), GemmPath::Auto),
+            Err(Error::Limit(_))
+        ));
+    }
 }

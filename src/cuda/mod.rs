@@ -13,7 +13,8 @@ mod quantize;
 
 pub use device::{DeviceInfo, Gpu, devices, gpu_available, kernels_built};
 pub use gemm::{
-    DeviceBias, DeviceGemmOutput, DeviceOperand, DeviceRaw, GemmKernel, GemmPath, choose_kernel, gemm, gemm_into,
+    DeviceBias, DeviceGemmOutput, DeviceOperand, DeviceRaw, DispatchInfo, GemmKernel, GemmPath, choose_kernel, gemm,
+    gemm_into,
 };
 pub use quantize::{
     DeviceElement, DeviceQuantized, dequantize, dequantize_into, empty_kernel, quantize, quantize_into, row_sums,

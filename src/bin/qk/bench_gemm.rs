@@ -39,8 +39,12 @@ struct Row {
     m: usize,
     n: usize,
     k: usize,
+    /// The faster of our two kernel families for this shape (its tile).
     kernel: String,
     ours_i32_us: f64,
+    sm80_i32_us: f64,
+    /// `None` where the wgmma path does not run (not Hopper, or the problem is declined).
+    sm90_i32_us: Option<f64>,
     ours_bf16_fused_us: f64,
     cublaslt_i8_us: f64,
     cublaslt_algos_tried: usize,
@@ -213,7 +217,7 @@ fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, quick: bool) -> Re
             copy_gbps: Some(copy),
             empty_launch_us: Some(empty),
             rows,
-            note: "ours i32 = raw i8·i8 → i32 like cuBLASLt; ours bf16 fused = per-token × per-channel scales + f32 \
+            note: "ours i32 = raw i8·i8 → i32 like cuBLASLt, the faster of the sm80 and sm90 kernels (both reported); ours bf16 fused = per-token × per-channel scales + f32 \
                    bias → bf16; medians of CUDA-event timings, inputs rotated beyond 2× L2"
                 .into(),
         },
@@ -253,19 +257,23 @@ fn bench_shape(
     let mut y16 = s.alloc_zeros::<bf16>(m * n)?;
     let (warm, iters) = if (m * n * k) as f64 > 1e12 { (1, 5) } else { (3, 15) };
 
+    // Both kernel families, i32 out; the faster one is "ours" (on non-Hopper devices, or
+    // where the wgmma path declines the problem, only sm80 runs).
     let mut i = 0;
-    let ours_i32 = time_us(g, warm, iters, || {
-        let x = &inputs[i % sets];
-        i += 1;
-        cuda::gemm_into(
-            s,
-            &raw(x.a.as_view(), &zeros_m, m, k)?,
-            &raw(x.b.as_view(), &zeros_n, n, k)?,
-            None,
-            &mut y32,
-            GemmPath::Auto,
-        )
-    })?;
+    let mut time_path = |path: GemmPath, i: &mut usize| {
+        time_us(g, warm, iters, || {
+            let x = &inputs[*i % sets];
+            *i += 1;
+            let (a, b) = (raw(x.a.as_view(), &zeros_m, m, k)?, raw(x.b.as_view(), &zeros_n, n, k)?);
+            cuda::gemm_into(s, &a, &b, None, &mut y32, path)
+        })
+    };
+    let sm80 = time_path(GemmPath::Sm80, &mut i)?;
+    let sm90 = time_path(GemmPath::Sm90, &mut i).ok();
+    let (path, ours_i32) = match sm90 {
+        Some(t) if t < sm80 => (GemmPath::Sm90, t),
+        _ => (GemmPath::Sm80, sm80),
+    };
     let dbias = DeviceBias::F32(bias.as_view());
     let ours_bf16 = time_us(g, warm, iters, || {
         let x = &inputs[i % sets];
@@ -274,7 +282,7 @@ fn bench_shape(
             scaled(x.a.as_view(), &scale_m, &zeros_m, m, k)?,
             scaled(x.b.as_view(), &scale_n, &zeros_n, n, k)?,
         );
-        cuda::gemm_into(s, &a, &b, Some(&dbias), &mut y16, GemmPath::Auto)
+        cuda::gemm_into(s, &a, &b, Some(&dbias), &mut y16, path)
     })?;
 
     let mut lt = LtInt8::new(s, m, n, k, 8)?;
@@ -306,12 +314,17 @@ fn bench_shape(
 
     let ops = 2.0 * (m * n * k) as f64;
     let tops = ops / ours_i32 / 1e6;
-    let kernel = match cuda::choose_kernel(
-        g.ctx.compute_capability()?,
-        qkernels::gemm::GemmShape { m, n, k },
-        GemmPath::Auto,
-    )? {
+    let info = cuda::DispatchInfo {
+        cc: g.ctx.compute_capability()?,
+        sms: g
+            .ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?
+            as usize,
+        aligned16: true,
+    };
+    let kernel = match cuda::choose_kernel(info, qkernels::gemm::GemmShape { m, n, k }, path)? {
         cuda::GemmKernel::Sm80 { tile } => format!("sm80 {}x{}", tile.0, tile.1),
+        cuda::GemmKernel::Sm90 { tile } => format!("sm90 {}x{}", tile.0, tile.1),
     };
     let weight_gbps = (m <= 16).then(|| (n * k) as f64 / ours_i32 / 1e3);
     Ok(Row {
@@ -320,6 +333,8 @@ fn bench_shape(
         k,
         kernel,
         ours_i32_us: ours_i32,
+        sm80_i32_us: sm80,
+        sm90_i32_us: sm90,
         ours_bf16_fused_us: ours_bf16,
         cublaslt_i8_us: lt_us,
         cublaslt_algos_tried: tried,
@@ -336,20 +351,22 @@ fn bench_shape(
 
 fn print_table(rows: &[Row]) {
     println!(
-        "{:>6} {:>6} {:>6} {:>14} {:>10} {:>8} {:>6} {:>8} {:>8} {:>8} {:>9}",
-        "M", "N", "K", "kernel", "ours µs", "TOPS", "%peak", "vs LtI8", "vs BF16", "bf16 epi", "W/copy"
+        "{:>6} {:>6} {:>6} {:>14} {:>10} {:>10} {:>8} {:>6} {:>8} {:>8} {:>8} {:>9}",
+        "M", "N", "K", "best kernel", "sm80 µs", "sm90 µs", "TOPS", "%peak", "vs LtI8", "vs BF16", "bf16 epi", "W/copy"
     );
     for r in rows {
         let w = r
             .weight_fraction_of_copy
             .map_or("-".into(), |f| format!("{:.0}%", f * 100.0));
+        let sm90 = r.sm90_i32_us.map_or("-".into(), |t| format!("{t:.1}"));
         println!(
-            "{:>6} {:>6} {:>6} {:>14} {:>10.1} {:>8.1} {:>5.1}% {:>7.2}x {:>7.2}x {:>+7.1}% {:>9}",
+            "{:>6} {:>6} {:>6} {:>14} {:>10.1} {:>10} {:>8.1} {:>5.1}% {:>7.2}x {:>7.2}x {:>+7.1}% {:>9}",
             r.m,
             r.n,
             r.k,
             r.kernel,
-            r.ours_i32_us,
+            r.sm80_i32_us,
+            sm90,
             r.ours_tops,
             r.percent_of_peak,
             r.vs_cublaslt,
@@ -485,6 +502,8 @@ mod tests {
                 k,
                 kernel: "sm80 128x128".into(),
                 ours_i32_us: 1.0 + m as f64,
+                sm80_i32_us: 1.0 + m as f64,
+                sm90_i32_us: None,
                 ours_bf16_fused_us: 1.0 + m as f64,
                 cublaslt_i8_us: 2.0 + m as f64,
                 cublaslt_algos_tried: 1,

@@ -1,0 +1,135 @@
+// gemm_epilogue.cuh — the fused GEMM epilogue shared by the sm_80 and sm_90a kernels: zero-
+// point corrections, scales, MinOffset term, bias, rounding and (paired) stores. The
+// arithmetic is common/epilogue.cuh (twin of src/cpu/epilogue.rs).
+#pragma once
+
+#include <type_traits>
+
+#include "epilogue.cuh"
+
+namespace qk {
+
+__device__ __forceinline__ float param_f(const float *p, qk_param_layout l, int64_t r) {
+  return l == QK_PARAM_NONE ? 0.0f : p[l == QK_PARAM_ROW ? r : 0];
+}
+__device__ __forceinline__ int32_t param_i(const int32_t *p, qk_param_layout l, int64_t r) {
+  return l == QK_PARAM_NONE ? 0 : p[l == QK_PARAM_ROW ? r : 0];
+}
+
+// Per-launch constants of the epilogue.
+struct EpilogueCtx {
+  int32_t k;
+  bool float_out, min_offset, has_bias, pairs_aligned;
+};
+
+__device__ __forceinline__ EpilogueCtx make_epilogue_ctx(const qk_gemm_args &args) {
+  EpilogueCtx c;
+  c.k = (int32_t)args.k;
+  c.float_out = args.y_type != QK_OUT_I32;
+  c.min_offset = args.a.offset_layout != QK_PARAM_NONE;
+  c.has_bias = args.bias != nullptr;
+  const int out_bytes = args.y_type == QK_OUT_I32 || args.y_type == QK_OUT_F32 ? 4 : 2;
+  c.pairs_aligned = (args.b.rows % 2 == 0) && ((uintptr_t)args.y % (2 * out_bytes) == 0);
+  return c;
+}
+
+// Parameters of one row of A.
+struct RowParams {
+  int32_t za, sum_a;
+  float sa, off_a;
+};
+
+__device__ __forceinline__ RowParams row_params(const qk_gemm_operand &A, int64_t m) {
+  return {param_i(A.zero_point, A.zero_point_layout, m), A.row_sums[m], param_f(A.scale, A.scale_layout, m),
+          param_f(A.offset, A.offset_layout, m)};
+}
+
+template <typename TOut>
+__device__ __forceinline__ void store_out(void *y, int64_t i, int32_t acc, float v);
+template <> __device__ __forceinline__ void store_out<int32_t>(void *y, int64_t i, int32_t acc, float) {
+  static_cast<int32_t *>(y)[i] = acc;
+}
+template <> __device__ __forceinline__ void store_out<float>(void *y, int64_t i, int32_t, float v) {
+  static_cast<float *>(y)[i] = v;
+}
+template <> __device__ __forceinline__ void store_out<__half>(void *y, int64_t i, int32_t, float v) {
+  static_cast<__half *>(y)[i] = __float2half_rn(v);
+}
+template <> __device__ __forceinline__ void store_out<__nv_bfloat16>(void *y, int64_t i, int32_t, float v) {
+  static_cast<__nv_bfloat16 *>(y)[i] = __float2bfloat16_rn(v);
+}
+
+// Two adjacent outputs (n, n + 1) of one row, paired into one store when aligned.
+template <typename TOut>
+__device__ __forceinline__ void store_pair(void *y, int64_t i, bool pair, const int32_t (&acc)[2], const float (&v)[2]) {
+  // NOTE: the caller passes pair == true only when element i is 2·sizeof(TOut)-aligned.
+  if (pair) {
+    if constexpr (sizeof(TOut) == 4) {
+      if constexpr (std::is_same<TOut, int32_t>::value) *reinterpret_cast<int2 *>(static_cast<int32_t *>(y) + i) = make_int2(acc[0], acc[1]);
+      else *reinterpret_cast<float2 *>(static_cast<float *>(y) + i) = make_float2(v[0], v[1]);
+    } else if constexpr (std::is_same<TOut, __half>::value) {
+      *reinterpret_cast<__half2 *>(static_cast<__half *>(y) + i) = __floats2half2_rn(v[0], v[1]);
+    } else {
+      *reinterpret_cast<__nv_bfloat162 *>(static_cast<__nv_bfloat16 *>(y) + i) = __floats2bfloat162_rn(v[0], v[1]);
+    }
+  } else {
+    store_out<TOut>(y, i, acc[0], v[0]);
+  }
+}
+
+// Stores outputs (n, n + 1) of one row (only n when !two) in the output type.
+__device__ __forceinline__ void store_outputs(const qk_gemm_args &args, int64_t i, bool two, bool paired,
+                                              const int32_t (&acc)[2], const float (&v)[2]) {
+  switch (args.y_type) {
+    case QK_OUT_I32:
+      if (paired) store_pair<int32_t>(args.y, i, true, acc, v);
+      else for (int e = 0; e < 1 + two; ++e) store_out<int32_t>(args.y, i + e, acc[e], v[e]);
+      break;
+    case QK_OUT_F32:
+      if (paired) store_pair<float>(args.y, i, true, acc, v);
+      else for (int e = 0; e < 1 + two; ++e) store_out<float>(args.y, i + e, acc[e], v[e]);
+      break;
+    case QK_OUT_F16:
+      if (paired) store_pair<__half>(args.y, i, true, acc, v);
+      else for (int e = 0; e < 1 + two; ++e) store_out<__half>(args.y, i + e, acc[e], v[e]);
+      break;
+    default:
+      if (paired) store_pair<__nv_bfloat16>(args.y, i, true, acc, v);
+      else for (int e = 0; e < 1 + two; ++e) store_out<__nv_bfloat16>(args.y, i + e, acc[e], v[e]);
+      break;
+  }
+}
+
+// Outputs (m, n) and (m, n + 1) from their raw accumulators (n + 1 only when < N).
+__device__ __forceinline__ void epilogue_pair(const qk_gemm_args &args, const EpilogueCtx &ctx, const RowParams &rp,
+                                              int64_t m, int64_t n, int32_t acc0, int32_t acc1) {
+  const int64_t N = args.b.rows;
+  if (n >= N) return;
+  const qk_gemm_operand &B = args.b;
+  int32_t out_acc[2] = {0, 0};
+  float out_v[2] = {0.0f, 0.0f};
+  const int32_t raw[2] = {acc0, acc1};
+#pragma unroll
+  for (int e = 0; e < 2; ++e) {
+    const int64_t nn = n + e;
+    if (nn >= N) break;
+    const int32_t zb = param_i(B.zero_point, B.zero_point_layout, nn), sum_b = B.row_sums[nn];
+    const int32_t c = corrected_acc(raw[e], ctx.k, rp.za, zb, rp.sum_a, sum_b);
+    out_acc[e] = c;
+    if (ctx.float_out) {
+      float bias = 0.0f;
+      if (ctx.has_bias) {
+        if (args.bias_type == QK_F32) bias = static_cast<const float *>(args.bias)[nn];
+        else if (args.bias_type == QK_F16) bias = __half2float(static_cast<const __half *>(args.bias)[nn]);
+        else bias = __bfloat162float(static_cast<const __nv_bfloat16 *>(args.bias)[nn]);
+      }
+      const int32_t col_sum = (int32_t)((uint32_t)sum_b - (uint32_t)ctx.k * (uint32_t)zb);
+      out_v[e] = float_part(c, rp.sa, param_f(B.scale, B.scale_layout, nn), ctx.min_offset, rp.off_a, col_sum,
+                            ctx.has_bias, bias);
+    }
+  }
+  const bool two = n + 1 < N;
+  store_outputs(args, m * N + n, two, ctx.pairs_aligned && two, out_acc, out_v);
+}
+
+}  // namespace qk

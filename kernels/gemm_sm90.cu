@@ -1,0 +1,338 @@
+// gemm_sm90.cu — INT8 GEMM for Hopper (sm_90a): wgmma + TMA, warp-specialized and
+// persistent, with the same fused epilogue as the sm_80 path (common/gemm_epilogue.cuh),
+// so the results are bit-identical to it and to the CPU reference.
+//
+// Y[m, n] = epilogue(Σ_k A[m, k] · B[n, k]); A [M, K], B [N, K] row-major i8/u8 (K-major:
+// the only layout wgmma takes for 8-bit types). Compiled for sm_90a only.
+//
+// Structure (one CTA per SM, looping over output tiles):
+// - warpgroup 0 (producer; registers lowered with setmaxnreg): one thread issues TMA loads
+//   (cp.async.bulk.tensor, 128-byte swizzle) of a BM x 128 A tile and a BN x 128 B tile per
+//   stage into a STAGES-deep ring; each stage has a "full" mbarrier (TMA transaction
+//   bytes) and an "empty" mbarrier (one arrival per consumer warpgroup).
+// - warpgroups 1 and 2 (consumers; registers raised): each owns 64 rows of the tile and
+//   issues wgmma.m64nBNk32 from shared-memory descriptors, 4 per stage, keeping one wgmma
+//   group in flight; then the epilogue runs from the accumulator registers.
+// - tiles are visited in bands of GROUP_M tile-rows (L2 reuse of the B tiles), the grid is
+//   the device's SM count (passed in by the host, never hard-coded).
+// TMA zero-fills rows beyond M and N and bytes beyond K, so tails need no predication in
+// the main loop; the epilogue predicates its stores.
+//
+// Kernel versions and why each exists:
+//   gemm_s90<TA, TB, BN=256>  128x256x128 tiles, 128 accumulators per consumer thread:
+//                             the large-shape configuration (most MACs per byte loaded).
+//   gemm_s90<TA, TB, BN=128>  128x128x128 tiles: twice the tiles for shapes whose 128x256
+//                             tile count leaves SMs idle.
+// The host declines (QK status cudaErrorNotSupported) what TMA cannot describe: K == 0,
+// K % 16 != 0 or operands not 16-byte aligned; the Rust dispatcher then uses sm_80.
+#include <cuda.h>
+#include <cudaTypedefs.h>
+#include <cuda_runtime.h>
+
+#include "common/gemm_epilogue.cuh"
+
+namespace qk {
+namespace sm90 {
+
+constexpr int BM = 128;      // two consumer warpgroups x 64 rows
+constexpr int BK = 128;      // K bytes per stage: exactly one 128-byte swizzle row
+constexpr int STAGES = 4;    // 4 x (16 + 32) KiB = 192 KiB of the 227 KiB per block
+constexpr int THREADS = 384; // producer warpgroup + two consumer warpgroups
+constexpr int GROUP_M = 8;   // tile rasterization band
+
+template <int BN> struct Cfg {
+  static constexpr int A_BYTES = BM * BK;
+  static constexpr int STAGE_BYTES = (BM + BN) * BK;
+  static constexpr int ACC = BN / 2;  // int32 accumulators per consumer thread: 64 x BN / 128
+  static constexpr int SMEM = STAGES * STAGE_BYTES + 1024 + 2 * STAGES * 8;  // + alignment + barriers
+  static_assert(STAGE_BYTES % 1024 == 0, "128-byte-swizzled tiles must start 1024-byte aligned");
+};
+
+// ---- PTX wrappers -------------------------------------------------------------------------
+
+__device__ __forceinline__ void mbar_init(uint32_t bar, uint32_t count) {
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(count));
+}
+__device__ __forceinline__ void mbar_expect_tx(uint32_t bar, uint32_t bytes) {
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes) : "memory");
+}
+__device__ __forceinline__ void mbar_arrive(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+__device__ __forceinline__ void mbar_wait(uint32_t bar, uint32_t parity) {
+  asm volatile(
+      "{\n.reg .pred done;\nWAIT:\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 done, [%0], %1;\n"
+      "@!done bra WAIT;\n}\n" ::"r"(bar),
+      "r"(parity)
+      : "memory");
+}
+
+__device__ __forceinline__ void tma_load_2d(uint32_t dst, const CUtensorMap *map, uint32_t bar, int32_t c0, int32_t c1) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes [%0], [%1, {%3, %4}], [%2];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1)
+      : "memory");
+}
+
+__device__ __forceinline__ void wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+__device__ __forceinline__ void wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+template <int N> __device__ __forceinline__ void wgmma_wait() {
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Keeps the compiler from moving accumulator accesses across wgmma fences and waits.
+template <int N> __device__ __forceinline__ void fence_operands(int32_t (&d)[N]) {
+#pragma unroll
+  for (int i = 0; i < N; ++i) asm volatile("" : "+r"(d[i])::"memory");
+}
+
+// Shared-memory matrix descriptor of a K-major tile with 128-byte swizzle: rows of 128
+// bytes, 8-row core groups 1024 bytes apart (stride byte offset). The leading byte offset
+// is unused for swizzled K-major layouts. Advancing the start address by 32 bytes selects
+// the next k32 slice inside the swizzle row (the hardware applies the swizzle to the
+// address bits, and the tile base is 1024-byte aligned so the base offset stays 0).
+__device__ __forceinline__ uint64_t smem_desc(uint32_t addr) {
+  uint64_t d = (uint64_t)((addr & 0x3FFFF) >> 4);
+  d |= (uint64_t)1 << 16;
+  d |= (uint64_t)(1024 >> 4) << 32;
+  d |= (uint64_t)1 << 62;
+  return d;
+}
+
+#define QK_WGMMA_M64N256K32(AT, BT)                                                          \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %130, 0;\n"                                \
+               "wgmma.mma_async.sync.aligned.m64n256k32.s32." AT "." BT " {"                   \
+               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15," \
+               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31," \
+               "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47," \
+               "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63," \
+               "%64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79," \
+               "%80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95," \
+               "%96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111," \
+               "%112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127" \
+               "}, %128, %129, p;\n}\n" \
+               : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]) \
+                 , "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]) \
+                 , "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]) \
+                 , "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]) \
+                 , "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]) \
+                 , "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]) \
+                 , "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]) \
+                 , "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]) \
+                 , "+r"(d[64]), "+r"(d[65]), "+r"(d[66]), "+r"(d[67]), "+r"(d[68]), "+r"(d[69]), "+r"(d[70]), "+r"(d[71]) \
+                 , "+r"(d[72]), "+r"(d[73]), "+r"(d[74]), "+r"(d[75]), "+r"(d[76]), "+r"(d[77]), "+r"(d[78]), "+r"(d[79]) \
+                 , "+r"(d[80]), "+r"(d[81]), "+r"(d[82]), "+r"(d[83]), "+r"(d[84]), "+r"(d[85]), "+r"(d[86]), "+r"(d[87]) \
+                 , "+r"(d[88]), "+r"(d[89]), "+r"(d[90]), "+r"(d[91]), "+r"(d[92]), "+r"(d[93]), "+r"(d[94]), "+r"(d[95]) \
+                 , "+r"(d[96]), "+r"(d[97]), "+r"(d[98]), "+r"(d[99]), "+r"(d[100]), "+r"(d[101]), "+r"(d[102]), "+r"(d[103]) \
+                 , "+r"(d[104]), "+r"(d[105]), "+r"(d[106]), "+r"(d[107]), "+r"(d[108]), "+r"(d[109]), "+r"(d[110]), "+r"(d[111]) \
+                 , "+r"(d[112]), "+r"(d[113]), "+r"(d[114]), "+r"(d[115]), "+r"(d[116]), "+r"(d[117]), "+r"(d[118]), "+r"(d[119]) \
+                 , "+r"(d[120]), "+r"(d[121]), "+r"(d[122]), "+r"(d[123]), "+r"(d[124]), "+r"(d[125]), "+r"(d[126]), "+r"(d[127]) \
+               : "l"(da), "l"(db), "r"(scale_d))
+
+#define QK_WGMMA_M64N128K32(AT, BT)                                                          \
+  asm volatile("{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"                                \
+               "wgmma.mma_async.sync.aligned.m64n128k32.s32." AT "." BT " {"                   \
+               "%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15," \
+               "%16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31," \
+               "%32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47," \
+               "%48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63" \
+               "}, %64, %65, p;\n}\n" \
+               : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3]), "+r"(d[4]), "+r"(d[5]), "+r"(d[6]), "+r"(d[7]) \
+                 , "+r"(d[8]), "+r"(d[9]), "+r"(d[10]), "+r"(d[11]), "+r"(d[12]), "+r"(d[13]), "+r"(d[14]), "+r"(d[15]) \
+                 , "+r"(d[16]), "+r"(d[17]), "+r"(d[18]), "+r"(d[19]), "+r"(d[20]), "+r"(d[21]), "+r"(d[22]), "+r"(d[23]) \
+                 , "+r"(d[24]), "+r"(d[25]), "+r"(d[26]), "+r"(d[27]), "+r"(d[28]), "+r"(d[29]), "+r"(d[30]), "+r"(d[31]) \
+                 , "+r"(d[32]), "+r"(d[33]), "+r"(d[34]), "+r"(d[35]), "+r"(d[36]), "+r"(d[37]), "+r"(d[38]), "+r"(d[39]) \
+                 , "+r"(d[40]), "+r"(d[41]), "+r"(d[42]), "+r"(d[43]), "+r"(d[44]), "+r"(d[45]), "+r"(d[46]), "+r"(d[47]) \
+                 , "+r"(d[48]), "+r"(d[49]), "+r"(d[50]), "+r"(d[51]), "+r"(d[52]), "+r"(d[53]), "+r"(d[54]), "+r"(d[55]) \
+                 , "+r"(d[56]), "+r"(d[57]), "+r"(d[58]), "+r"(d[59]), "+r"(d[60]), "+r"(d[61]), "+r"(d[62]), "+r"(d[63]) \
+               : "l"(da), "l"(db), "r"(scale_d))
+
+template <typename TA, typename TB, int N>
+__device__ __forceinline__ void wgmma(int32_t (&d)[N / 2], uint64_t da, uint64_t db, int scale_d) {
+  constexpr bool sa = std::is_same<TA, int8_t>::value, sb = std::is_same<TB, int8_t>::value;
+  if constexpr (N == 256) {
+    if constexpr (sa && sb) QK_WGMMA_M64N256K32("s8", "s8");
+    else if constexpr (sa) QK_WGMMA_M64N256K32("s8", "u8");
+    else if constexpr (sb) QK_WGMMA_M64N256K32("u8", "s8");
+    else QK_WGMMA_M64N256K32("u8", "u8");
+  } else {
+    static_assert(N == 128, "wgmma tiles are 64x256 or 64x128");
+    if constexpr (sa && sb) QK_WGMMA_M64N128K32("s8", "s8");
+    else if constexpr (sa) QK_WGMMA_M64N128K32("s8", "u8");
+    else if constexpr (sb) QK_WGMMA_M64N128K32("u8", "s8");
+    else QK_WGMMA_M64N128K32("u8", "u8");
+  }
+}
+
+// Tile `t` of a tiles_m x tiles_n grid, visited in bands of GROUP_M tile-rows: consecutive
+// CTAs share a B tile, and a band's A tiles stay in L2 while it sweeps N.
+__device__ __forceinline__ void tile_coords(int64_t t, int64_t tiles_m, int64_t tiles_n, int64_t &tm, int64_t &tn) {
+  const int64_t span = GROUP_M * tiles_n;
+  const int64_t first = (t / span) * GROUP_M;
+  const int64_t rows = min((int64_t)GROUP_M, tiles_m - first);
+  const int64_t r = t % span;
+  tm = first + r % rows;
+  tn = r / rows;
+}
+
+template <typename TA, typename TB, int BN>
+__global__ void __launch_bounds__(THREADS, 1)
+    gemm_s90(const qk_gemm_args args, const __grid_constant__ CUtensorMap map_a,
+             const __grid_constant__ CUtensorMap map_b) {
+  using C = Cfg<BN>;
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  // NOTE: 128-byte swizzled TMA tiles and the wgmma descriptors assume 1024-byte aligned
+  // tiles; the dynamic allocation is over-sized by 1024 bytes for this.
+  const uint32_t base = ((uint32_t)__cvta_generic_to_shared(smem_raw) + 1023u) & ~1023u;
+  const uint32_t full = base + STAGES * C::STAGE_BYTES, empty = full + STAGES * 8;
+
+  const int64_t M = args.a.rows, N = args.b.rows, K = args.k;
+  const int64_t tiles_m = (M + BM - 1) / BM, tiles_n = (N + BN - 1) / BN, tiles = tiles_m * tiles_n;
+  const int64_t ktiles = (K + BK - 1) / BK;
+  const int wg = threadIdx.x / 128;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < STAGES; ++s) {
+      mbar_init(full + 8 * s, 1);   // the producer's arrive.expect_tx
+      mbar_init(empty + 8 * s, 2);  // one arrival per consumer warpgroup
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    // NOTE: setmaxnreg needs the kernel's register cap (__launch_bounds__(THREADS, 1)) and
+    // each warpgroup's role in one branch; the producer gives registers to the consumers.
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    if (threadIdx.x == 0) {
+      int64_t it = 0;
+      for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+        int64_t tm, tn;
+        tile_coords(t, tiles_m, tiles_n, tm, tn);
+        for (int64_t kt = 0; kt < ktiles; ++kt, ++it) {
+          const int s = (int)(it % STAGES);
+          const int64_t round = it / STAGES;
+          // NOTE: round r reuses the stage the consumers released in round r - 1.
+          if (round > 0) mbar_wait(empty + 8 * s, (uint32_t)((round - 1) & 1));
+          const uint32_t sa = base + s * C::STAGE_BYTES;
+          mbar_expect_tx(full + 8 * s, C::STAGE_BYTES);
+          tma_load_2d(sa, &map_a, full + 8 * s, (int32_t)(kt * BK), (int32_t)(tm * BM));
+          tma_load_2d(sa + C::A_BYTES, &map_b, full + 8 * s, (int32_t)(kt * BK), (int32_t)(tn * BN));
+        }
+      }
+    }
+    return;
+  }
+
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+  const int c = wg - 1;                    // consumer index: rows 64c..64c+63 of the tile
+  const int tw = threadIdx.x % 128, warp = tw / 32, lane = tw % 32;
+  const int gid = lane >> 2, tig = lane & 3;
+  const bool leader = tw == 0;
+  const EpilogueCtx ctx = make_epilogue_ctx(args);
+  int64_t it = 0;
+  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
+    int64_t tm, tn;
+    tile_coords(t, tiles_m, tiles_n, tm, tn);
+    int32_t acc[C::ACC];
+#pragma unroll
+    for (int i = 0; i < C::ACC; ++i) acc[i] = 0;
+    int prev = -1;
+    for (int64_t kt = 0; kt < ktiles; ++kt, ++it) {
+      const int s = (int)(it % STAGES);
+      mbar_wait(full + 8 * s, (uint32_t)((it / STAGES) & 1));
+      const uint32_t sa = base + s * C::STAGE_BYTES + c * 64 * BK, sb = base + s * C::STAGE_BYTES + C::A_BYTES;
+      fence_operands(acc);
+      wgmma_fence();
+#pragma unroll
+      for (int j = 0; j < BK / 32; ++j) wgmma<TA, TB, BN>(acc, smem_desc(sa + 32 * j), smem_desc(sb + 32 * j), 1);
+      wgmma_commit();
+      fence_operands(acc);
+      // NOTE: keep this stage's group in flight; once the previous group has completed,
+      // its stage's shared memory is no longer read and goes back to the producer.
+      wgmma_wait<1>();
+      if (prev >= 0 && leader) mbar_arrive(empty + 8 * prev);
+      prev = s;
+    }
+    wgmma_wait<0>();
+    fence_operands(acc);
+    if (prev >= 0 && leader) mbar_arrive(empty + 8 * prev);
+
+    // Epilogue: warp `warp` holds rows 16·warp + gid (+8) of this warpgroup's 64 rows and,
+    // for each n8 block j, columns 8j + 2·tig and 8j + 2·tig + 1.
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t m = tm * BM + c * 64 + warp * 16 + gid + h * 8;
+      if (m >= M) continue;
+      const RowParams rp = row_params(args.a, m);
+#pragma unroll
+      for (int j = 0; j < BN / 8; ++j)
+        epilogue_pair(args, ctx, rp, m, tn * BN + j * 8 + tig * 2, acc[j * 4 + h * 2], acc[j * 4 + h * 2 + 1]);
+    }
+  }
+}
+
+// ---- host side ----------------------------------------------------------------------------
+
+// cuTensorMapEncodeTiled through the runtime's driver entry point (no link-time libcuda).
+static PFN_cuTensorMapEncodeTiled_v12000 encode_tiled() {
+  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
+  if (fn == nullptr) {
+    void *p = nullptr;
+    cudaDriverEntryPointQueryResult q;
+    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) == cudaSuccess &&
+        q == cudaDriverEntryPointSuccess)
+      fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
+  }
+  return fn;
+}
+
+// A [rows, k] row-major 8-bit matrix as a 2-D tensor map with box {BK, box_rows}.
+static cudaError_t make_map(CUtensorMap *map, const void *data, int64_t rows, int64_t k, int box_rows) {
+  PFN_cuTensorMapEncodeTiled_v12000 encode = encode_tiled();
+  if (encode == nullptr) return cudaErrorNotSupported;
+  const cuuint64_t dims[2] = {(cuuint64_t)k, (cuuint64_t)rows};
+  const cuuint64_t strides[1] = {(cuuint64_t)k};
+  const cuuint32_t box[2] = {(cuuint32_t)BK, (cuuint32_t)box_rows};
+  const cuuint32_t elem_strides[2] = {1, 1};
+  const CUresult r = encode(map, CU_TENSOR_MAP_DATA_TYPE_UINT8, 2, const_cast<void *>(data), dims, strides, box,
+                            elem_strides, CU_TENSOR_MAP_INTERLEAVE_NONE, CU_TENSOR_MAP_SWIZZLE_128B,
+                            CU_TENSOR_MAP_L2_PROMOTION_L2_256B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
+  return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
+}
+
+template <typename TA, typename TB, int BN>
+cudaError_t launch(const qk_gemm_args &a, cudaStream_t s) {
+  CUtensorMap map_a, map_b;
+  cudaError_t err = make_map(&map_a, a.a.data, a.a.rows, a.k, BM);
+  if (err == cudaSuccess) err = make_map(&map_b, a.b.data, a.b.rows, a.k, BN);
+  if (err != cudaSuccess) return err;
+  auto kernel = gemm_s90<TA, TB, BN>;
+  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg<BN>::SMEM);
+  if (err != cudaSuccess) return err;
+  const int64_t tiles = ((a.a.rows + BM - 1) / BM) * ((a.b.rows + BN - 1) / BN);
+  const int grid = (int)(tiles < a.sms ? tiles : a.sms);
+  kernel<<<grid, THREADS, Cfg<BN>::SMEM, s>>>(a, map_a, map_b);
+  return cudaGetLastError();
+}
+
+template <typename TA, typename TB>
+cudaError_t launch_tile(const qk_gemm_args &a, cudaStream_t s) {
+  return a.tile == QK_TILE_128x128 ? launch<TA, TB, 128>(a, s) : launch<TA, TB, 256>(a, s);
+}
+
+}  // namespace sm90
+}  // namespace qk
+
+extern "C" int qk_gemm_sm90(const qk_gemm_args *args, qk_stream_t stream) {
+  const qk_gemm_args a = *args;
+  cudaStream_t s = static_cast<cudaStream_t>(stream);
+  if (a.a.rows == 0 || a.b.rows == 0) return 0;
+  if (a.k == 0 || a.k % 16 != 0 || (uintptr_t)a.a.data % 16 != 0 || (uintptr_t)a.b.data % 16 != 0 || a.sms < 1)
+    return (int)cudaErrorNotSupported;
+  const bool as = a.a.type == QK_S8, bs = a.b.type == QK_S8;
+  if (as && bs) return (int)qk::sm90::launch_tile<int8_t, int8_t>(a, s);
+  if (as) return (int)qk::sm90::launch_tile<int8_t, uint8_t>(a, s);
+  if (bs) return (int)qk::sm90::launch_tile<uint8_t, int8_t>(a, s);
+  return (int)qk::sm90::launch_tile<uint8_t, uint8_t>(a, s);
+}
