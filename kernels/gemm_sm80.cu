@@ -185,8 +185,8 @@ template <typename TA, typename TB, int BM, int BN, int WM, int WN, int STAGES, 
 cudaError_t launch_cfg(const qk_gemm_args &a, cudaStream_t s) {
   constexpr int THREADS = (BM / WM) * (BN / WN) * 32;
   constexpr int SMEM = STAGES * (BM + BN) * BK;
-  auto kernel = gemm_s80<TA, TB, BM, BN, WM, WN, STAGES, LOADW>;
-  cudaError_t err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM);
+  constexpr auto kernel = gemm_s80<TA, TB, BM, BN, WM, WN, STAGES, LOADW>;
+  const cudaError_t err = set_smem_limit_once<kernel>(SMEM);
   if (err != cudaSuccess) return err;
   const dim3 grid((unsigned)((a.a.rows + BM - 1) / BM), (unsigned)((a.b.rows + BN - 1) / BN));
   kernel<<<grid, THREADS, SMEM, s>>>(a);

@@ -307,8 +307,8 @@ cudaError_t launch(const qk_gemm_args &a, cudaStream_t s) {
   cudaError_t err = make_map(&map_a, a.a.data, a.a.rows, a.k, BM);
   if (err == cudaSuccess) err = make_map(&map_b, a.b.data, a.b.rows, a.k, BN);
   if (err != cudaSuccess) return err;
-  auto kernel = gemm_s90<TA, TB, BN>;
-  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, Cfg<BN>::SMEM);
+  constexpr auto kernel = gemm_s90<TA, TB, BN>;
+  err = set_smem_limit_once<kernel>(Cfg<BN>::SMEM);
   if (err != cudaSuccess) return err;
   const int64_t tiles = ((a.a.rows + BM - 1) / BM) * ((a.b.rows + BN - 1) / BN);
   const int grid = (int)(tiles < a.sms ? tiles : a.sms);

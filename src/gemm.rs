@@ -164,6 +164,18 @@ pub fn check_gemm(
         n: b.rows,
         k: a.cols,
     };
+    for (name, o) in [("A", a), ("B", b)] {
+        if (o.scheme == Some(Scheme::MinOffset)) != (o.offset != ParamLayout::None) {
+            return Err(Error::InvalidArgument(format!(
+                "operand {name}: offsets go with the MinOffset scheme and only with it ({o:?})"
+            )));
+        }
+        if o.scheme.is_some() != (o.scale != ParamLayout::None) {
+            return Err(Error::InvalidArgument(format!(
+                "operand {name}: quantized operands carry scales and raw ones do not ({o:?})"
+            )));
+        }
+    }
     if b.scheme == Some(Scheme::MinOffset) || b.offset != ParamLayout::None {
         return Err(Error::Unsupported(
             "MinOffset weights (B); quantize B as Symmetric or Affine".into(),

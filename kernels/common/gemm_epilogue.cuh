@@ -3,7 +3,10 @@
 // arithmetic is common/epilogue.cuh (twin of src/cpu/epilogue.rs).
 #pragma once
 
+#include <atomic>
 #include <type_traits>
+
+#include <cuda_runtime.h>
 
 #include "epilogue.cuh"
 
@@ -130,6 +133,20 @@ __device__ __forceinline__ void epilogue_pair(const qk_gemm_args &args, const Ep
   }
   const bool two = n + 1 < N;
   store_outputs(args, m * N + n, two, ctx.pairs_aligned && two, out_acc, out_v);
+}
+
+// Raises a kernel's dynamic shared-memory limit once per device (host side).
+template <auto Kernel>
+cudaError_t set_smem_limit_once(int bytes) {
+  static std::atomic<unsigned> done{0};  // bit d: set on device d
+  int dev = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err != cudaSuccess) return err;
+  const unsigned bit = dev < 32 ? 1u << dev : 0u;
+  if (bit != 0 && (done.load(std::memory_order_relaxed) & bit)) return cudaSuccess;
+  err = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (err == cudaSuccess) done.fetch_or(bit, std::memory_order_relaxed);
+  return err;
 }
 
 }  // namespace qk
