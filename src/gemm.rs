@@ -8,7 +8,7 @@
 //! one rounding to the output type.
 
 use crate::error::{Error, Result};
-use crate::scheme::{Granularity, IntType, Scheme};
+use crate::scheme::{Granularity, IntType, QuantSpec, Scheme};
 use half::{bf16, f16};
 
 /// The GEMM's output element type.
@@ -98,6 +98,15 @@ impl ParamLayout {
             _ => 0,
         }
     }
+
+    /// Number of values for an operand of `rows` rows.
+    pub fn len(self, rows: usize) -> usize {
+        match self {
+            ParamLayout::None => 0,
+            ParamLayout::Tensor => 1,
+            ParamLayout::PerRow => rows,
+        }
+    }
 }
 
 /// What the check needs to know about one operand (both paths build it from their buffers).
@@ -115,6 +124,54 @@ pub struct OperandMeta {
 }
 
 impl OperandMeta {
+    /// A quantized `[rows, cols]` matrix (per-tensor or per-row parameters only).
+    pub fn quantized(spec: &QuantSpec, rows: usize, cols: usize) -> Result<Self> {
+        let layout = ParamLayout::from_granularity(spec.granularity(), "GEMM operand")?;
+        let scheme = spec.scheme();
+        let only = |s: Scheme| if scheme == s { layout } else { ParamLayout::None };
+        Ok(Self {
+            int_type: spec.int_type(),
+            rows,
+            cols,
+            scheme: Some(scheme),
+            scale: layout,
+            zero_point: only(Scheme::Affine),
+            offset: only(Scheme::MinOffset),
+        })
+    }
+
+    /// Raw integers with `zero_points` zero points (None: none; 1: per tensor; rows: per row).
+    pub fn raw(int_type: IntType, rows: usize, cols: usize, zero_points: Option<usize>) -> Result<Self> {
+        let zero_point = match zero_points {
+            Some(n) => ParamLayout::from_len(n, rows, "zero points")?,
+            None => ParamLayout::None,
+        };
+        Ok(Self {
+            int_type,
+            rows,
+            cols,
+            scheme: None,
+            scale: ParamLayout::None,
+            zero_point,
+            offset: ParamLayout::None,
+        })
+    }
+
+    /// Checks buffer lengths (data, scales, zero points, offsets, row sums) against this.
+    pub fn check_lengths(&self, data: usize, scales: usize, zps: usize, offsets: usize, row_sums: usize) -> Result<()> {
+        let r = self.rows;
+        let ok = Some(data) == r.checked_mul(self.cols)
+            && scales == self.scale.len(r)
+            && zps == self.zero_point.len(r)
+            && offsets == self.offset.len(r)
+            && row_sums == r;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Shape(format!("GEMM operand buffers do not match {self:?}")))
+        }
+    }
+
     /// Largest |q| of the type, and largest |q − zp| once a zero point is subtracted.
     fn magnitudes(&self) -> (i64, i64) {
         let raw = match self.int_type {

@@ -24,7 +24,7 @@ use super::quantize::{DeviceQuantized, int_type};
 use crate::cpu::RawMatrix;
 use crate::error::{Error, Result};
 use crate::gemm::{BiasType, GemmOutput, GemmShape, OperandMeta, OutType, ParamLayout, check_gemm};
-use crate::scheme::{IntType, Scheme};
+use crate::scheme::IntType;
 use half::{bf16, f16};
 
 /// A GEMM operand in device memory: an 8-bit `[rows, K]` matrix (a view, so it may sit at
@@ -39,14 +39,6 @@ pub struct DeviceOperand<'a> {
     pub row_sums: CudaView<'a, i32>,
 }
 
-fn layout_len(l: ParamLayout, rows: usize) -> usize {
-    match l {
-        ParamLayout::None => 0,
-        ParamLayout::Tensor => 1,
-        ParamLayout::PerRow => rows,
-    }
-}
-
 impl<'a> DeviceOperand<'a> {
     /// Checks that every buffer has the length `meta` implies.
     pub fn new(
@@ -57,17 +49,9 @@ impl<'a> DeviceOperand<'a> {
         offsets: Option<CudaView<'a, f32>>,
         row_sums: CudaView<'a, i32>,
     ) -> Result<Self> {
-        let r = meta.rows;
-        let len = |v: &Option<CudaView<'a, _>>| v.as_ref().map_or(0, |v| v.len());
-        let len_i = |v: &Option<CudaView<'a, i32>>| v.as_ref().map_or(0, |v| v.len());
-        let ok = Some(data.len()) == r.checked_mul(meta.cols)
-            && len(&scales) == layout_len(meta.scale, r)
-            && len_i(&zero_points) == layout_len(meta.zero_point, r)
-            && len(&offsets) == layout_len(meta.offset, r)
-            && row_sums.len() == r;
-        if !ok {
-            return Err(Error::Shape(format!("GEMM operand buffers do not match {meta:?}")));
-        }
+        let len = |v: &Option<CudaView<'a, f32>>| v.as_ref().map_or(0, |v| v.len());
+        let zps = zero_points.as_ref().map_or(0, |v| v.len());
+        meta.check_lengths(data.len(), len(&scales), zps, len(&offsets), row_sums.len())?;
         Ok(Self {
             meta,
             data,
@@ -82,26 +66,8 @@ impl<'a> DeviceOperand<'a> {
 impl DeviceQuantized {
     /// This matrix as a GEMM operand (per-tensor or per-row parameters only).
     pub fn operand(&self) -> Result<DeviceOperand<'_>> {
-        let layout = ParamLayout::from_granularity(self.spec.granularity(), "GEMM operand")?;
-        let scheme = self.spec.scheme();
         DeviceOperand::new(
-            OperandMeta {
-                int_type: self.spec.int_type(),
-                rows: self.rows,
-                cols: self.cols,
-                scheme: Some(scheme),
-                scale: layout,
-                zero_point: if scheme == Scheme::Affine {
-                    layout
-                } else {
-                    ParamLayout::None
-                },
-                offset: if scheme == Scheme::MinOffset {
-                    layout
-                } else {
-                    ParamLayout::None
-                },
-            },
+            OperandMeta::quantized(&self.spec, self.rows, self.cols)?,
             self.data.as_view(),
             Some(self.scales.as_view()),
             self.zero_points.as_ref().map(|z| z.as_view()),
@@ -138,20 +104,9 @@ impl DeviceRaw {
 
     /// This matrix as a GEMM operand.
     pub fn operand(&self) -> Result<DeviceOperand<'_>> {
-        let zero_point = match &self.zero_points {
-            Some(z) => ParamLayout::from_len(z.len(), self.rows, "zero points")?,
-            None => ParamLayout::None,
-        };
+        let zps = self.zero_points.as_ref().map(|z| z.len());
         DeviceOperand::new(
-            OperandMeta {
-                int_type: self.int_type,
-                rows: self.rows,
-                cols: self.cols,
-                scheme: None,
-                scale: ParamLayout::None,
-                zero_point,
-                offset: ParamLayout::None,
-            },
+            OperandMeta::raw(self.int_type, self.rows, self.cols, zps)?,
             self.data.as_view(),
             None,
             self.zero_points.as_ref().map(|z| z.as_view()),
