@@ -23,8 +23,10 @@
 //                             the large-shape configuration (most MACs per byte loaded).
 //   gemm_s90<TA, TB, BN=128>  128x128x128 tiles: twice the tiles for shapes whose 128x256
 //                             tile count leaves SMs idle.
-// The host declines (QK status cudaErrorNotSupported) what TMA cannot describe: K == 0,
-// K % 16 != 0 or operands not 16-byte aligned; the Rust dispatcher then uses sm_80.
+// The launcher declines (cudaErrorNotSupported) what TMA cannot describe: K == 0,
+// K % 16 != 0, operands not 16-byte aligned, 2^31 rows or more. The Rust dispatcher
+// (src/cuda/gemm.rs) rejects the same cases first with Error::Unsupported; the default
+// path (sm_80) takes all of them.
 #include <cuda.h>
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
@@ -39,6 +41,10 @@ constexpr int BK = 128;      // K bytes per stage: exactly one 128-byte swizzle 
 constexpr int STAGES = 4;    // 4 x (16 + 32) KiB = 192 KiB of the 227 KiB per block
 constexpr int THREADS = 384; // producer warpgroup + two consumer warpgroups
 constexpr int GROUP_M = 8;   // tile rasterization band
+constexpr int PRODUCER_REGS = 40, CONSUMER_REGS = 232;
+// NOTE: setmaxnreg.inc blocks until registers are free: the two budgets must fit in what
+// __launch_bounds__(THREADS, 1) allocates (65536 / 384 = 170, rounded down to 168).
+static_assert(PRODUCER_REGS * 128 + CONSUMER_REGS * 256 <= 168 * THREADS, "register budgets exceed the CTA's");
 
 template <int BN> struct Cfg {
   static constexpr int A_BYTES = BM * BK;
@@ -203,7 +209,7 @@ __global__ void __launch_bounds__(THREADS, 1)
   if (wg == 0) {
     // NOTE: setmaxnreg needs the kernel's register cap (__launch_bounds__(THREADS, 1)) and
     // each warpgroup's role in one branch; the producer gives registers to the consumers.
-    asm volatile("setmaxnreg.dec.sync.aligned.u32 40;\n");
+    asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PRODUCER_REGS));
     if (threadIdx.x == 0) {
       int64_t it = 0;
       for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
@@ -224,7 +230,7 @@ __global__ void __launch_bounds__(THREADS, 1)
     return;
   }
 
-  asm volatile("setmaxnreg.inc.sync.aligned.u32 232;\n");
+  asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(CONSUMER_REGS));
   const int c = wg - 1;                    // consumer index: rows 64c..64c+63 of the tile
   const int tw = threadIdx.x % 128, warp = tw / 32, lane = tw % 32;
   const int gid = lane >> 2, tig = lane & 3;
@@ -276,14 +282,15 @@ __global__ void __launch_bounds__(THREADS, 1)
 
 // cuTensorMapEncodeTiled through the runtime's driver entry point (no link-time libcuda).
 static PFN_cuTensorMapEncodeTiled_v12000 encode_tiled() {
-  static PFN_cuTensorMapEncodeTiled_v12000 fn = nullptr;
-  if (fn == nullptr) {
+  // NOTE: a function-local static is initialized once, thread-safely.
+  static const PFN_cuTensorMapEncodeTiled_v12000 fn = [] {
     void *p = nullptr;
     cudaDriverEntryPointQueryResult q;
-    if (cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) == cudaSuccess &&
-        q == cudaDriverEntryPointSuccess)
-      fn = reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p);
-  }
+    const bool ok = cudaGetDriverEntryPointByVersion("cuTensorMapEncodeTiled", &p, 12000, cudaEnableDefault, &q) ==
+                        cudaSuccess &&
+                    q == cudaDriverEntryPointSuccess;
+    return ok ? reinterpret_cast<PFN_cuTensorMapEncodeTiled_v12000>(p) : nullptr;
+  }();
   return fn;
 }
 
@@ -318,7 +325,11 @@ cudaError_t launch(const qk_gemm_args &a, cudaStream_t s) {
 
 template <typename TA, typename TB>
 cudaError_t launch_tile(const qk_gemm_args &a, cudaStream_t s) {
-  return a.tile == QK_TILE_128x128 ? launch<TA, TB, 128>(a, s) : launch<TA, TB, 256>(a, s);
+  switch (a.tile) {
+    case QK_TILE_128x256: return launch<TA, TB, 256>(a, s);
+    case QK_TILE_128x128: return launch<TA, TB, 128>(a, s);
+    default: return cudaErrorInvalidValue;  // an sm_80 tile: not a configuration of this kernel
+  }
 }
 
 }  // namespace sm90
@@ -328,7 +339,9 @@ extern "C" int qk_gemm_sm90(const qk_gemm_args *args, qk_stream_t stream) {
   const qk_gemm_args a = *args;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (a.a.rows == 0 || a.b.rows == 0) return 0;
-  if (a.k == 0 || a.k % 16 != 0 || (uintptr_t)a.a.data % 16 != 0 || (uintptr_t)a.b.data % 16 != 0 || a.sms < 1)
+  const int64_t max_rows = (int64_t)1 << 31;  // TMA coordinates are 32-bit
+  if (a.k == 0 || a.k % 16 != 0 || (uintptr_t)a.a.data % 16 != 0 || (uintptr_t)a.b.data % 16 != 0 || a.sms < 1 ||
+      a.a.rows >= max_rows || a.b.rows >= max_rows)
     return (int)cudaErrorNotSupported;
   const bool as = a.a.type == QK_S8, bs = a.b.type == QK_S8;
   if (as && bs) return (int)qk::sm90::launch_tile<int8_t, int8_t>(a, s);

@@ -182,6 +182,11 @@ pub fn choose_kernel(info: DispatchInfo, shape: GemmShape, path: GemmPath) -> Re
                 cc.0, cc.1
             )));
         }
+        if shape.m >= 1 << 31 || shape.n >= 1 << 31 {
+            return Err(Error::Unsupported(
+                "the wgmma GEMM takes fewer than 2^31 rows per operand".into(),
+            ));
+        }
         if shape.k == 0 || !shape.k.is_multiple_of(16) || !info.aligned16 {
             return Err(Error::Unsupported(format!(
                 "the wgmma GEMM declines K = {} or unaligned operands (TMA needs K > 0, K % 16 == 0 and \
