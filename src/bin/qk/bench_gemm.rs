@@ -60,6 +60,8 @@ struct Row {
     /// M ≤ 16: weight bytes per second of our kernel, and that over the copy bandwidth.
     weight_gbps: Option<f64>,
     weight_fraction_of_copy: Option<f64>,
+    /// Why a baseline has no time for this shape (its time fields are then null).
+    baseline_errors: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -285,32 +287,48 @@ fn bench_shape(
         cuda::gemm_into(s, &a, &b, Some(&dbias), &mut y16, path)
     })?;
 
-    let mut lt = LtInt8::new(s, m, n, k, 8)?;
-    let tried = lt.algo_count();
-    let mut best = (f64::INFINITY, 0);
-    for algo in 0..tried {
-        let t = time_us(g, 1, 3, || {
+    // The baselines: a shape a vendor library rejects is recorded (NaN time, the reason in
+    // `baseline_errors`), not fatal to the sweep.
+    let mut baseline_errors = Vec::new();
+    let mut lt_bench = || -> Result<(f64, usize)> {
+        let mut lt = LtInt8::new(s, m, n, k, 8)?;
+        let tried = lt.algo_count();
+        let mut best = (f64::INFINITY, 0);
+        for algo in 0..tried {
+            let t = time_us(g, 1, 3, || {
+                let x = &inputs[i % sets];
+                i += 1;
+                lt.run(s, algo, &x.a, &x.b, &mut y32)
+            });
+            if let Ok(t) = t
+                && t < best.0
+            {
+                best = (t, algo);
+            }
+        }
+        let us = time_us(g, warm, iters, || {
             let x = &inputs[i % sets];
             i += 1;
-            lt.run(s, algo, &x.a, &x.b, &mut y32)
+            lt.run(s, best.1, &x.a, &x.b, &mut y32)
+        })?;
+        Ok((us, tried))
+    };
+    let (lt_us, tried) = lt_bench().unwrap_or_else(|e| {
+        baseline_errors.push(format!("cuBLASLt INT8: {e}"));
+        (f64::NAN, 0)
+    });
+    let bf16_us = Bf16Gemm::new(s)
+        .and_then(|blas| {
+            time_us(g, warm, iters, || {
+                let x = &inputs[i % sets];
+                i += 1;
+                blas.run(m, n, k, &x.a16, &x.b16, &mut y16)
+            })
+        })
+        .unwrap_or_else(|e| {
+            baseline_errors.push(format!("cuBLAS BF16: {e}"));
+            f64::NAN
         });
-        if let Ok(t) = t
-            && t < best.0
-        {
-            best = (t, algo);
-        }
-    }
-    let lt_us = time_us(g, warm, iters, || {
-        let x = &inputs[i % sets];
-        i += 1;
-        lt.run(s, best.1, &x.a, &x.b, &mut y32)
-    })?;
-    let blas = Bf16Gemm::new(s)?;
-    let bf16_us = time_us(g, warm, iters, || {
-        let x = &inputs[i % sets];
-        i += 1;
-        blas.run(m, n, k, &x.a16, &x.b16, &mut y16)
-    })?;
 
     let ops = 2.0 * (m * n * k) as f64;
     let tops = ops / ours_i32 / 1e6;
@@ -346,6 +364,7 @@ fn bench_shape(
         fused_epilogue_cost: ours_bf16 / ours_i32 - 1.0,
         weight_gbps,
         weight_fraction_of_copy: weight_gbps.map(|w| w / copy),
+        baseline_errors,
     })
 }
 
@@ -423,6 +442,7 @@ fn plot(path: &Path, rows: &[Row], device: &str) -> Result<()> {
         for (label, color, time) in series {
             let line: Vec<(f64, f64)> = pts
                 .iter()
+                .filter(|r| time(r).is_finite())
                 .map(|r| (r.m as f64, 2.0 * (r.m * r.n * r.k) as f64 / time(r) / 1e6))
                 .collect();
             chart
@@ -505,7 +525,8 @@ mod tests {
                 sm80_i32_us: 1.0 + m as f64,
                 sm90_i32_us: None,
                 ours_bf16_fused_us: 1.0 + m as f64,
-                cublaslt_i8_us: 2.0 + m as f64,
+                // A baseline that rejected the shape (M = 1) has no time.
+                cublaslt_i8_us: if m == 1 { f64::NAN } else { 2.0 + m as f64 },
                 cublaslt_algos_tried: 1,
                 cublas_bf16_us: 3.0 + m as f64,
                 ours_tops: 0.0,
@@ -515,6 +536,7 @@ mod tests {
                 fused_epilogue_cost: 0.0,
                 weight_gbps: None,
                 weight_fraction_of_copy: None,
+                baseline_errors: Vec::new(),
             })
             .collect();
         let path = std::env::temp_dir().join(format!("qk-plot-{}.svg", std::process::id()));
@@ -526,5 +548,9 @@ mod tests {
             assert!(svg.contains(&format!("N={n} K={k}")), "panel {n} {k}");
         }
         assert!(svg.contains("cuBLASLt INT8") && svg.contains("cuBLAS BF16"));
+        assert!(!svg.contains("NaN"));
+        // A missing baseline is written as null in the JSON.
+        let json = serde_json::to_string(&rows[3]).unwrap();
+        assert!(json.contains("\"cublaslt_i8_us\":null"), "{json}");
     }
 }
