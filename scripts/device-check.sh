@@ -17,6 +17,8 @@
 #
 # With the device tool: build here, then run with carry=["device-bundle"] and the command
 # `scripts/device-check.sh run`, a timeout that leaves room for one rerun, then give_back.
+# Every step has its own timeout (tests 240 s per binary, sanitizers 120 s per run) so one
+# hang cannot eat the lease; expect about 5 minutes on an H100/H200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -86,7 +88,7 @@ run() {
     local name rc
     name=$(basename "$t")
     echo "===== $name" >>"$out/tests.log"
-    timeout 600 "$t" --test-threads 4 >>"$out/tests.log" 2>&1
+    timeout 240 "$t" --test-threads 4 >>"$out/tests.log" 2>&1
     rc=$?
     [[ $rc -eq 0 ]] || failed=1
     echo "test $name: rc=$rc $(grep -E '^test result' "$out/tests.log" | tail -1)" >>"$report"
@@ -106,7 +108,7 @@ run() {
     read -r tool bin filter <<<"$r"
     echo "===== $tool $bin: $filter" >>"$out/sanitizer.log"
     # shellcheck disable=SC2086
-    timeout 300 compute-sanitizer --tool "$tool" --error-exitcode 9 "$bundle/tests/$bin" --test-threads 1 $filter \
+    timeout 120 compute-sanitizer --tool "$tool" --error-exitcode 9 "$bundle/tests/$bin" --test-threads 1 $filter \
       >>"$out/sanitizer.log" 2>&1
     rc=$?
     [[ $rc -eq 0 ]] || failed=1
