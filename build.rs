@@ -112,7 +112,7 @@ fn compile_kernels(manifest: &Path, nvcc: &Path) {
         .no_default_flags(true)
         .warnings(false)
         .flag("-Xcompiler=-fPIC")
-        .flag("-std=c++17")
+        .flag("-std=c++20")
         .flag("-O3")
         .flag("-fmad=false")
         .flag("-Xptxas=-v")

@@ -16,8 +16,8 @@
 //   gemm_s80<TA, TB, BM=64,  BN=128, WM=32, WN=64, 4 stages, 16>   medium M (17..64)
 //   gemm_s80<TA, TB, BM=16,  BN=128, WM=16, WN=32, 4 stages, 16>   decode, M = 1..16: the
 //                                                                   weights stream once
-//   The output type is a run-time switch in the epilogue (outside the K loop), which keeps
-//   the number of instantiations (and the build time) down.
+//   The output type is switched once per tile in the epilogue (outside the K loop), which
+//   keeps the number of instantiations (and the build time) down.
 //   LOADW = 1 instead of 16: any K (not a multiple of 16) or unaligned operands; tiles are
 //   filled byte by byte with plain loads (correct, slower), never an error.
 #include <cuda_runtime.h>
@@ -166,17 +166,19 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32)
   // columns 2·tig, 2·tig + 1 of each n8 tile.
   const int gid = lane >> 2, tig = lane & 3;
   const EpilogueCtx ctx = make_epilogue_ctx(args);
+  with_out_type(args.y_type, [&]<typename TOut>() {
 #pragma unroll
-  for (int i = 0; i < MT; ++i)
-#pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t m = m0 + wm0 + i * 16 + gid + h * 8;
-      if (m >= M) continue;
-      const RowParams rp = row_params(args.a, m);
+    for (int i = 0; i < MT; ++i) {
+      const int64_t mr0 = m0 + wm0 + i * 16 + gid, mr1 = mr0 + 8;
+      const bool ok0 = mr0 < M, ok1 = mr1 < M;
+      if (!ok0) continue;
+      const RowParams r0 = row_params(args.a, mr0), r1 = ok1 ? row_params(args.a, mr1) : r0;
 #pragma unroll
       for (int j = 0; j < NT; ++j)
-        epilogue_pair(args, ctx, rp, m, n0 + wn0 + j * 8 + tig * 2, acc[i][j][h * 2], acc[i][j][h * 2 + 1]);
+        epilogue_quad<TOut>(args, ctx, mr0, ok0, r0, mr1, ok1, r1, n0 + wn0 + j * 8 + tig * 2, acc[i][j][0],
+                            acc[i][j][1], acc[i][j][2], acc[i][j][3]);
     }
+  });
 }
 
 // ---- launchers ----------------------------------------------------------------------------

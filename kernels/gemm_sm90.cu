@@ -266,14 +266,16 @@ __global__ void __launch_bounds__(THREADS, 1)
 
     // Epilogue: warp `warp` holds rows 16·warp + gid (+8) of this warpgroup's 64 rows and,
     // for each n8 block j, columns 8j + 2·tig and 8j + 2·tig + 1.
+    const int64_t mr0 = tm * BM + c * 64 + warp * 16 + gid, mr1 = mr0 + 8;
+    const bool ok0 = mr0 < M, ok1 = mr1 < M;
+    if (ok0) {
+      const RowParams r0 = row_params(args.a, mr0), r1 = ok1 ? row_params(args.a, mr1) : r0;
+      with_out_type(args.y_type, [&]<typename TOut>() {
 #pragma unroll
-    for (int h = 0; h < 2; ++h) {
-      const int64_t m = tm * BM + c * 64 + warp * 16 + gid + h * 8;
-      if (m >= M) continue;
-      const RowParams rp = row_params(args.a, m);
-#pragma unroll
-      for (int j = 0; j < BN / 8; ++j)
-        epilogue_pair(args, ctx, rp, m, tn * BN + j * 8 + tig * 2, acc[j * 4 + h * 2], acc[j * 4 + h * 2 + 1]);
+        for (int j = 0; j < BN / 8; ++j)
+          epilogue_quad<TOut>(args, ctx, mr0, ok0, r0, mr1, ok1, r1, tn * BN + j * 8 + tig * 2, acc[j * 4],
+                              acc[j * 4 + 1], acc[j * 4 + 2], acc[j * 4 + 3]);
+      });
     }
   }
 }

@@ -80,59 +80,77 @@ __device__ __forceinline__ void store_pair(void *y, int64_t i, bool pair, const 
   }
 }
 
-// Stores outputs (n, n + 1) of one row (only n when !two) in the output type.
-__device__ __forceinline__ void store_outputs(const qk_gemm_args &args, int64_t i, bool two, bool paired,
-                                              const int32_t (&acc)[2], const float (&v)[2]) {
-  switch (args.y_type) {
-    case QK_OUT_I32:
-      if (paired) store_pair<int32_t>(args.y, i, true, acc, v);
-      else for (int e = 0; e < 1 + two; ++e) store_out<int32_t>(args.y, i + e, acc[e], v[e]);
-      break;
-    case QK_OUT_F32:
-      if (paired) store_pair<float>(args.y, i, true, acc, v);
-      else for (int e = 0; e < 1 + two; ++e) store_out<float>(args.y, i + e, acc[e], v[e]);
-      break;
-    case QK_OUT_F16:
-      if (paired) store_pair<__half>(args.y, i, true, acc, v);
-      else for (int e = 0; e < 1 + two; ++e) store_out<__half>(args.y, i + e, acc[e], v[e]);
-      break;
-    default:
-      if (paired) store_pair<__nv_bfloat16>(args.y, i, true, acc, v);
-      else for (int e = 0; e < 1 + two; ++e) store_out<__nv_bfloat16>(args.y, i + e, acc[e], v[e]);
-      break;
+// Parameters of one column of B (one output channel), loaded once per column.
+struct ColParams {
+  int32_t zb, sum_b, col_sum;  // col_sum = ΣB − K·zb (the MinOffset term's integer)
+  float sb, bias;
+};
+
+__device__ __forceinline__ ColParams col_params(const qk_gemm_args &args, const EpilogueCtx &ctx, int64_t n) {
+  const qk_gemm_operand &B = args.b;
+  ColParams c;
+  c.zb = param_i(B.zero_point, B.zero_point_layout, n);
+  c.sum_b = B.row_sums[n];
+  c.col_sum = (int32_t)((uint32_t)c.sum_b - (uint32_t)ctx.k * (uint32_t)c.zb);
+  c.sb = param_f(B.scale, B.scale_layout, n);
+  c.bias = 0.0f;
+  if (ctx.has_bias) {
+    if (args.bias_type == QK_F32) c.bias = static_cast<const float *>(args.bias)[n];
+    else if (args.bias_type == QK_F16) c.bias = __half2float(static_cast<const __half *>(args.bias)[n]);
+    else c.bias = __bfloat162float(static_cast<const __nv_bfloat16 *>(args.bias)[n]);
+  }
+  return c;
+}
+
+// The 2 x 2 outputs a thread holds in an m16n8 (or wgmma) fragment: rows m0 and m1 (each
+// skipped when invalid), columns n and n + 1 (n + 1 only when < N); acc_he is row h,
+// column n + e. Column parameters are loaded once for both rows.
+template <typename TOut>
+__device__ __forceinline__ void epilogue_quad(const qk_gemm_args &args, const EpilogueCtx &ctx, int64_t m0, bool ok0,
+                                              const RowParams &r0, int64_t m1, bool ok1, const RowParams &r1, int64_t n,
+                                              int32_t acc00, int32_t acc01, int32_t acc10, int32_t acc11) {
+  const int64_t N = args.b.rows;
+  if (n >= N) return;
+  const bool two = n + 1 < N;
+  const ColParams c0 = col_params(args, ctx, n);
+  const ColParams c1 = two ? col_params(args, ctx, n + 1) : c0;
+  const int32_t raw[2][2] = {{acc00, acc01}, {acc10, acc11}};
+  const int64_t rows[2] = {m0, m1};
+  const bool ok[2] = {ok0, ok1};
+  const RowParams *rp[2] = {&r0, &r1};
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (!ok[h]) continue;
+    int32_t out_acc[2] = {0, 0};
+    float out_v[2] = {0.0f, 0.0f};
+#pragma unroll
+    for (int e = 0; e < 2; ++e) {
+      if (e == 1 && !two) break;
+      const ColParams &c = e == 0 ? c0 : c1;
+      out_acc[e] = corrected_acc(raw[h][e], ctx.k, rp[h]->za, c.zb, rp[h]->sum_a, c.sum_b);
+      if constexpr (!std::is_same<TOut, int32_t>::value)
+        out_v[e] = float_part(out_acc[e], rp[h]->sa, c.sb, ctx.min_offset, rp[h]->off_a, c.col_sum, ctx.has_bias, c.bias);
+    }
+    const int64_t i = rows[h] * N + n;
+    if (ctx.pairs_aligned && two) {
+      store_pair<TOut>(args.y, i, true, out_acc, out_v);
+    } else {
+      store_out<TOut>(args.y, i, out_acc[0], out_v[0]);
+      if (two) store_out<TOut>(args.y, i + 1, out_acc[1], out_v[1]);
+    }
   }
 }
 
-// Outputs (m, n) and (m, n + 1) from their raw accumulators (n + 1 only when < N).
-__device__ __forceinline__ void epilogue_pair(const qk_gemm_args &args, const EpilogueCtx &ctx, const RowParams &rp,
-                                              int64_t m, int64_t n, int32_t acc0, int32_t acc1) {
-  const int64_t N = args.b.rows;
-  if (n >= N) return;
-  const qk_gemm_operand &B = args.b;
-  int32_t out_acc[2] = {0, 0};
-  float out_v[2] = {0.0f, 0.0f};
-  const int32_t raw[2] = {acc0, acc1};
-#pragma unroll
-  for (int e = 0; e < 2; ++e) {
-    const int64_t nn = n + e;
-    if (nn >= N) break;
-    const int32_t zb = param_i(B.zero_point, B.zero_point_layout, nn), sum_b = B.row_sums[nn];
-    const int32_t c = corrected_acc(raw[e], ctx.k, rp.za, zb, rp.sum_a, sum_b);
-    out_acc[e] = c;
-    if (ctx.float_out) {
-      float bias = 0.0f;
-      if (ctx.has_bias) {
-        if (args.bias_type == QK_F32) bias = static_cast<const float *>(args.bias)[nn];
-        else if (args.bias_type == QK_F16) bias = __half2float(static_cast<const __half *>(args.bias)[nn]);
-        else bias = __bfloat162float(static_cast<const __nv_bfloat16 *>(args.bias)[nn]);
-      }
-      const int32_t col_sum = (int32_t)((uint32_t)sum_b - (uint32_t)ctx.k * (uint32_t)zb);
-      out_v[e] = float_part(c, rp.sa, param_f(B.scale, B.scale_layout, nn), ctx.min_offset, rp.off_a, col_sum,
-                            ctx.has_bias, bias);
-    }
+// Runs `body.template operator()<TOut>()` with the output type of `args` (one switch per
+// tile, outside the unrolled store loops).
+template <typename Body>
+__device__ __forceinline__ void with_out_type(qk_out_type t, Body &&body) {
+  switch (t) {
+    case QK_OUT_I32: body.template operator()<int32_t>(); break;
+    case QK_OUT_F32: body.template operator()<float>(); break;
+    case QK_OUT_F16: body.template operator()<__half>(); break;
+    default: body.template operator()<__nv_bfloat16>(); break;
   }
-  const bool two = n + 1 < N;
-  store_outputs(args, m * N + n, two, ctx.pairs_aligned && two, out_acc, out_v);
 }
 
 // Raises a kernel's dynamic shared-memory limit once per device (host side).
