@@ -57,6 +57,20 @@ impl Range {
     }
 }
 
+/// Round half to even, exactly `f32::round_ties_even` (and CUDA's `rintf`), without the
+/// libm call that baseline x86-64 (no SSE4.1) makes for it: for |x| < 2^23, adding and
+/// subtracting 2^23 rounds to an integer in the default round-to-nearest-even mode; larger
+/// magnitudes (and ±Inf) are already integers, NaN passes through.
+#[inline]
+pub fn rne(x: f32) -> f32 {
+    const TWO_23: f32 = 8_388_608.0;
+    if x.abs() < TWO_23 {
+        ((x.abs() + TWO_23) - TWO_23).copysign(x)
+    } else {
+        x
+    }
+}
+
 /// The range of quantized values of a scheme and integer type.
 pub fn q_range(scheme: Scheme, int_type: IntType) -> (i32, i32) {
     match scheme {
@@ -95,7 +109,7 @@ pub fn params_from_range(scheme: Scheme, (qmin, qmax): (i32, i32), r: Range) -> 
             let hi = mx.max(0.0);
             if hi != lo {
                 p.scale = span_scale(hi, lo, (qmax - qmin) as f32);
-                let z = qmin as f32 - (lo / p.scale).round_ties_even();
+                let z = qmin as f32 - rne(lo / p.scale);
                 p.zp = z.max(qmin as f32).min(qmax as f32) as i32;
             }
         }
@@ -133,7 +147,7 @@ pub fn quantize_value(x: f32, scheme: Scheme, (qmin, qmax): (i32, i32), p: Param
     } else {
         x / p.scale
     };
-    let t = t.round_ties_even().max((qmin - zp) as f32).min((qmax - zp) as f32);
+    let t = rne(t).max((qmin - zp) as f32).min((qmax - zp) as f32);
     t as i32 + zp
 }
 
@@ -163,6 +177,43 @@ mod tests {
         assert_eq!(quantize_value(3.5, Scheme::Symmetric, (-127, 127), p, &mut n), 4);
         assert_eq!(quantize_value(-2.5, Scheme::Symmetric, (-127, 127), p, &mut n), -2);
         assert_eq!(n, 0);
+    }
+
+    #[test]
+    fn rne_matches_round_ties_even_everywhere() {
+        // Every f32 in [-2^24, 2^24] at a fine stride, the halves, and the specials.
+        let mut x = -16_777_216.0f32;
+        while x <= 16_777_216.0 {
+            for v in [x, x + 0.5, x + 0.25, -x - 0.5] {
+                assert_eq!(rne(v).to_bits(), v.round_ties_even().to_bits(), "{v}");
+            }
+            x += 12_345.67;
+        }
+        for v in [
+            0.0,
+            -0.0,
+            0.5,
+            -0.5,
+            1.5,
+            2.5,
+            -2.5,
+            8_388_607.5,
+            4_194_304.5,
+            f32::MAX,
+            f32::INFINITY,
+            f32::MIN_POSITIVE,
+        ] {
+            assert_eq!(rne(v).to_bits(), v.round_ties_even().to_bits(), "{v}");
+        }
+        assert!(rne(f32::NAN).is_nan());
+        let mut bits = 0u32;
+        while bits < u32::MAX - 65_521 {
+            let v = f32::from_bits(bits);
+            if !v.is_nan() {
+                assert_eq!(rne(v).to_bits(), v.round_ties_even().to_bits(), "{v}");
+            }
+            bits += 65_521;
+        }
     }
 
     #[test]
