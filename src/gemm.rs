@@ -191,25 +191,13 @@ pub struct GemmShape {
     pub k: usize,
 }
 
-/// The bias element type.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum BiasType {
-    F32,
-    F16,
-    BF16,
-}
-
-/// Checks a GEMM (`bias` is its type and length) and returns its shape. Both paths call it.
+/// Checks a GEMM (`bias_len`: the bias's length, when there is one) and returns its shape.
+/// Both paths call it.
 ///
 /// int32 exactness: `K · max|a| · max|b| < 2^31` for the raw operands and for the
 /// zero-point-corrected ones, with the magnitudes the operand types allow (|q − zp| ≤ 255
 /// when a zero point is present), so i8·i8 allows K ≤ 131071 and u8·i8 K ≤ 65793.
-pub fn check_gemm(
-    a: &OperandMeta,
-    b: &OperandMeta,
-    out: OutType,
-    bias: Option<(BiasType, usize)>,
-) -> Result<GemmShape> {
+pub fn check_gemm(a: &OperandMeta, b: &OperandMeta, out: OutType, bias_len: Option<usize>) -> Result<GemmShape> {
     if a.cols != b.cols {
         return Err(Error::Shape(format!(
             "A is {} x {} and B is {} x {}: both must have K columns (Y = A·Bᵀ)",
@@ -233,7 +221,7 @@ pub fn check_gemm(
             )));
         }
     }
-    if b.scheme == Some(Scheme::MinOffset) || b.offset != ParamLayout::None {
+    if b.scheme == Some(Scheme::MinOffset) {
         return Err(Error::Unsupported(
             "MinOffset weights (B); quantize B as Symmetric or Affine".into(),
         ));
@@ -252,7 +240,7 @@ pub fn check_gemm(
             "i32 output of a MinOffset A: its float offset needs the float epilogue (f32, f16 or bf16 output)".into(),
         ));
     }
-    if let Some((_, len)) = bias {
+    if let Some(len) = bias_len {
         if out == OutType::I32 {
             return Err(Error::Unsupported(
                 "a bias needs a float output (f32, f16 or bf16), not i32".into(),

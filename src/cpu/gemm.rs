@@ -7,7 +7,7 @@ use super::epilogue::{corrected, float_part};
 use super::quantize::HostQuantized;
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::gemm::{BiasType, GemmOutput, GemmShape, OperandMeta, ParamLayout, check_gemm};
+use crate::gemm::{GemmOutput, GemmShape, OperandMeta, OutType, check_gemm};
 use crate::scheme::{IntType, Scheme};
 use half::{bf16, f16};
 
@@ -33,8 +33,8 @@ impl RawMatrix {
         zero_points: Option<Vec<i32>>,
     ) -> Result<Self> {
         let row_sums = super::row_sums(&data, int_type, rows, cols)?;
+        OperandMeta::raw(int_type, rows, cols, zero_points.as_ref().map(Vec::len))?;
         if let Some(z) = &zero_points {
-            ParamLayout::from_len(z.len(), rows, "zero points")?;
             let (lo, hi) = int_type.range();
             if let Some(bad) = z.iter().find(|v| !(lo..=hi).contains(*v)) {
                 return Err(Error::InvalidArgument(format!(
@@ -54,23 +54,12 @@ impl RawMatrix {
 
     /// This matrix as a GEMM operand.
     pub fn operand(&self) -> Result<HostOperand<'_>> {
-        let zero_point = match &self.zero_points {
-            Some(z) => ParamLayout::from_len(z.len(), self.rows, "zero points")?,
-            None => ParamLayout::None,
-        };
+        let zps = self.zero_points.as_deref();
         HostOperand::new(
-            OperandMeta {
-                int_type: self.int_type,
-                rows: self.rows,
-                cols: self.cols,
-                scheme: None,
-                scale: ParamLayout::None,
-                zero_point,
-                offset: ParamLayout::None,
-            },
+            OperandMeta::raw(self.int_type, self.rows, self.cols, zps.map(<[i32]>::len))?,
             &self.data,
             &[],
-            self.zero_points.as_deref().unwrap_or(&[]),
+            zps.unwrap_or(&[]),
             &[],
             &self.row_sums,
         )
@@ -80,26 +69,8 @@ impl RawMatrix {
 impl HostQuantized {
     /// This matrix as a GEMM operand (per-tensor or per-row parameters only).
     pub fn operand(&self) -> Result<HostOperand<'_>> {
-        let layout = ParamLayout::from_granularity(self.spec.granularity(), "GEMM operand")?;
-        let scheme = self.spec.scheme();
         HostOperand::new(
-            OperandMeta {
-                int_type: self.spec.int_type(),
-                rows: self.rows,
-                cols: self.cols,
-                scheme: Some(scheme),
-                scale: layout,
-                zero_point: if scheme == Scheme::Affine {
-                    layout
-                } else {
-                    ParamLayout::None
-                },
-                offset: if scheme == Scheme::MinOffset {
-                    layout
-                } else {
-                    ParamLayout::None
-                },
-            },
+            OperandMeta::quantized(&self.spec, self.rows, self.cols)?,
             &self.data,
             &self.scales,
             self.zero_points.as_deref().unwrap_or(&[]),
@@ -121,14 +92,6 @@ pub struct HostOperand<'a> {
     pub row_sums: &'a [i32],
 }
 
-fn layout_len(l: ParamLayout, rows: usize) -> usize {
-    match l {
-        ParamLayout::None => 0,
-        ParamLayout::Tensor => 1,
-        ParamLayout::PerRow => rows,
-    }
-}
-
 impl<'a> HostOperand<'a> {
     /// Checks that every slice has the length `meta` implies.
     pub fn new(
@@ -139,15 +102,13 @@ impl<'a> HostOperand<'a> {
         offsets: &'a [f32],
         row_sums: &'a [i32],
     ) -> Result<Self> {
-        let r = meta.rows;
-        let ok = Some(data.len()) == r.checked_mul(meta.cols)
-            && scales.len() == layout_len(meta.scale, r)
-            && zero_points.len() == layout_len(meta.zero_point, r)
-            && offsets.len() == layout_len(meta.offset, r)
-            && row_sums.len() == r;
-        if !ok {
-            return Err(Error::Shape(format!("GEMM operand buffers do not match {meta:?}")));
-        }
+        meta.check_lengths(
+            data.len(),
+            scales.len(),
+            zero_points.len(),
+            offsets.len(),
+            row_sums.len(),
+        )?;
         Ok(Self {
             meta,
             data,
@@ -176,11 +137,12 @@ pub enum Bias<'a> {
 }
 
 impl Bias<'_> {
-    pub(crate) fn describe(&self) -> (BiasType, usize) {
+    /// Number of values (N).
+    pub(crate) fn len(&self) -> usize {
         match self {
-            Bias::F32(b) => (BiasType::F32, b.len()),
-            Bias::F16(b) => (BiasType::F16, b.len()),
-            Bias::BF16(b) => (BiasType::BF16, b.len()),
+            Bias::F32(b) => b.len(),
+            Bias::F16(b) => b.len(),
+            Bias::BF16(b) => b.len(),
         }
     }
 
@@ -200,10 +162,10 @@ pub fn gemm<O: GemmOutput>(a: &HostOperand, b: &HostOperand, bias: Option<Bias>)
     Ok(out)
 }
 
-/// `Y = epilogue(A · Bᵀ)` into `out` (`M · N` outputs, row-major; no allocation beyond a
-/// widened copy of B).
+/// `Y = epilogue(A · Bᵀ)` into `out` (`M · N` outputs, row-major). The operands are
+/// widened to i16 once (B whole, A a row at a time) so the dot products vectorize.
 pub fn gemm_into<O: GemmOutput>(a: &HostOperand, b: &HostOperand, bias: Option<Bias>, out: &mut [O]) -> Result<()> {
-    let GemmShape { m, n, k } = check_gemm(&a.meta, &b.meta, O::TYPE, bias.map(|b| b.describe()))?;
+    let GemmShape { m, n, k } = check_gemm(&a.meta, &b.meta, O::TYPE, bias.map(|b| b.len()))?;
     if out.len() != m * n {
         return Err(Error::Shape(format!(
             "output has {} elements; M x N = {m} x {n} needs {}",
@@ -232,7 +194,7 @@ pub fn gemm_into<O: GemmOutput>(a: &HostOperand, b: &HostOperand, bias: Option<B
             let acc: i32 = aw.iter().zip(bk).map(|(&x, &w)| x as i32 * w as i32).sum();
             let zb = b.zp(ni);
             let acc = corrected(acc, k as i32, za, zb, a.row_sums[mi], b.row_sums[ni]);
-            if O::TYPE == crate::gemm::OutType::I32 {
+            if O::TYPE == OutType::I32 {
                 *y = O::store(acc, 0.0);
                 continue;
             }

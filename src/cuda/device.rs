@@ -1,7 +1,7 @@
 //! Finding a CUDA device, the kernels this build carries, and turning launcher statuses
 //! into errors.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use cudarc::driver::{CudaContext, CudaStream, sys::CUdevice_attribute};
 
@@ -87,6 +87,24 @@ pub fn devices() -> Result<Vec<DeviceInfo>> {
             })
         })
         .collect()
+}
+
+/// Compute capability and multiprocessor count of a context's device, read from the driver
+/// once per device (the GEMM dispatcher needs them on every launch).
+pub(crate) fn device_props(ctx: &CudaContext) -> Result<((i32, i32), usize)> {
+    static CACHE: [OnceLock<((i32, i32), usize)>; 64] = [const { OnceLock::new() }; 64];
+    let read = || -> Result<((i32, i32), usize)> {
+        let sms = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
+        Ok((ctx.compute_capability()?, sms as usize))
+    };
+    let Some(cell) = CACHE.get(ctx.ordinal()) else {
+        return read();
+    };
+    if let Some(props) = cell.get() {
+        return Ok(*props);
+    }
+    let props = read()?;
+    Ok(*cell.get_or_init(|| props))
 }
 
 /// Turns a launcher's CUDA status into a result.

@@ -18,12 +18,12 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, ValidAsZeroBits};
 
-use super::device::{check_aligned, kernels_built};
+use super::device::{check_aligned, device_props, kernels_built};
 use super::ffi;
 use super::quantize::{DeviceQuantized, int_type};
 use crate::cpu::RawMatrix;
 use crate::error::{Error, Result};
-use crate::gemm::{BiasType, GemmOutput, GemmShape, OperandMeta, OutType, ParamLayout, check_gemm};
+use crate::gemm::{GemmOutput, GemmShape, OperandMeta, OutType, ParamLayout, check_gemm};
 use crate::scheme::IntType;
 use half::{bf16, f16};
 
@@ -125,11 +125,12 @@ pub enum DeviceBias<'a> {
 }
 
 impl DeviceBias<'_> {
-    fn describe(&self) -> (BiasType, usize) {
+    /// Number of values (N).
+    pub(crate) fn len(&self) -> usize {
         match self {
-            DeviceBias::F32(b) => (BiasType::F32, b.len()),
-            DeviceBias::F16(b) => (BiasType::F16, b.len()),
-            DeviceBias::BF16(b) => (BiasType::BF16, b.len()),
+            DeviceBias::F32(b) => b.len(),
+            DeviceBias::F16(b) => b.len(),
+            DeviceBias::BF16(b) => b.len(),
         }
     }
 }
@@ -242,7 +243,9 @@ pub fn gemm<O: DeviceGemmOutput>(
     path: GemmPath,
 ) -> Result<CudaSlice<O>> {
     kernels_built()?;
-    let mut out = stream.alloc_zeros::<O>(a.meta.rows * b.meta.rows)?;
+    // SAFETY: uninitialized; the kernel writes all M · N outputs (K = 0 included) before the
+    // buffer is returned (on error it is dropped unread).
+    let mut out = unsafe { stream.alloc::<O>(a.meta.rows * b.meta.rows) }?;
     gemm_into(stream, a, b, bias, &mut out, path)?;
     Ok(out)
 }
@@ -258,7 +261,7 @@ pub fn gemm_into<O: DeviceGemmOutput>(
     path: GemmPath,
 ) -> Result<()> {
     kernels_built()?;
-    let shape = check_gemm(&a.meta, &b.meta, O::TYPE, bias.map(|b| b.describe()))?;
+    let shape = check_gemm(&a.meta, &b.meta, O::TYPE, bias.map(|b| b.len()))?;
     if out.len() != shape.m * shape.n {
         return Err(Error::Shape(format!(
             "output has {} elements; M x N = {} x {} needs {}",
@@ -271,16 +274,15 @@ pub fn gemm_into<O: DeviceGemmOutput>(
     if shape.m == 0 || shape.n == 0 {
         return Ok(());
     }
-    let ctx = stream.context();
-    let aligned16 = {
-        let (pa, _ga) = a.data.device_ptr(stream);
-        let (pb, _gb) = b.data.device_ptr(stream);
-        pa % 16 == 0 && pb % 16 == 0
-    };
+    // Device pointers of both operands; the guards keep cudarc's stream ordering until the
+    // launch is enqueued.
+    let (pa, _ga) = operand_ptrs(stream, a);
+    let (pb, _gb) = operand_ptrs(stream, b);
+    let (cc, sms) = device_props(stream.context())?;
     let info = DispatchInfo {
-        cc: ctx.compute_capability()?,
-        sms: ctx.attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)? as usize,
-        aligned16,
+        cc,
+        sms,
+        aligned16: (pa.data as usize).is_multiple_of(16) && (pb.data as usize).is_multiple_of(16),
     };
     let kernel = choose_kernel(info, shape, path)?;
     let tile = match kernel {
@@ -313,10 +315,6 @@ pub fn gemm_into<O: DeviceGemmOutput>(
     };
     check_aligned(bias_ptr, bias_align, "bias")?;
 
-    // Device pointers of both operands; the guards keep cudarc's stream ordering until the
-    // launch is enqueued.
-    let (pa, _ga) = operand_ptrs(stream, a);
-    let (pb, _gb) = operand_ptrs(stream, b);
     let args = ffi::qk_gemm_args {
         a: pa,
         b: pb,
