@@ -149,18 +149,78 @@ impl QuantSpec {
 
     /// Number of parameter sets for a `[rows, cols]` matrix.
     pub fn num_params(&self, rows: usize, cols: usize) -> usize {
-        self.param_shape(rows, cols).iter().product()
+        match self.granularity {
+            Granularity::Tensor => 1,
+            Granularity::Row => rows,
+            Granularity::Col => cols,
+            Granularity::Group(g) => rows * (cols / g),
+        }
     }
 
-    /// Index of the parameter set of element `(row, col)`.
-    pub fn param_index(&self, rows_cols: (usize, usize), row: usize, col: usize) -> usize {
+    /// Index of the parameter set of element `(row, col)` of a matrix `cols` wide.
+    #[inline]
+    pub fn param_index(&self, cols: usize, row: usize, col: usize) -> usize {
         match self.granularity {
             Granularity::Tensor => 0,
             Granularity::Row => row,
             Granularity::Col => col,
-            Granularity::Group(g) => row * (rows_cols.1 / g) + col / g,
+            Granularity::Group(g) => row * (cols / g) + col / g,
         }
     }
+
+    /// Checks the buffer lengths of a quantized `[rows, cols]` matrix (host or device):
+    /// data, scales, zero points (`Some` exactly for Affine), offsets (`Some` exactly for
+    /// MinOffset) and row sums.
+    pub(crate) fn check_buffers(
+        &self,
+        (rows, cols): (usize, usize),
+        data: usize,
+        scales: usize,
+        zero_points: Option<usize>,
+        offsets: Option<usize>,
+        row_sums: usize,
+    ) -> Result<()> {
+        self.check(rows, cols)?;
+        let n = self.num_params(rows, cols);
+        let ok = data == rows * cols
+            && scales == n
+            && zero_points == (self.scheme == Scheme::Affine).then_some(n)
+            && offsets == (self.scheme == Scheme::MinOffset).then_some(n)
+            && row_sums == rows;
+        if ok {
+            Ok(())
+        } else {
+            Err(Error::Shape(format!(
+                "quantized matrix buffers do not match {self:?} on {rows} x {cols}"
+            )))
+        }
+    }
+}
+
+/// Checks that a buffer of `len` elements holds a `[rows, cols]` matrix.
+pub(crate) fn check_matrix_len(len: usize, rows: usize, cols: usize, what: &str) -> Result<()> {
+    match rows.checked_mul(cols) {
+        Some(n) if n == len => Ok(()),
+        _ => Err(Error::Shape(format!(
+            "{what} has {len} elements; a {rows} x {cols} matrix needs {}",
+            rows.saturating_mul(cols)
+        ))),
+    }
+}
+
+/// Checks the arguments of a row-sums call: `data` holds `[rows, cols]`, the sums stay exact
+/// in int32, and `out` has one entry per row.
+pub(crate) fn check_row_sums(data: usize, rows: usize, cols: usize, out: usize) -> Result<()> {
+    check_matrix_len(data, rows, cols, "quantized data")?;
+    if cols > MAX_COLS {
+        return Err(Error::Limit(format!(
+            "rows of {cols} elements overflow int32 row sums (at most {MAX_COLS})"
+        )));
+    }
+    if out != rows {
+        return Err(Error::Shape(format!("row sums buffer has {out} entries; need {rows}")));
+    }
+    Ok(())
 }
 
 /// Given (static) quantization parameters, one entry per parameter set.

@@ -40,7 +40,7 @@ proptest! {
             for c in 0..cols {
                 let v = q.value(r, c);
                 prop_assert!((lo..=hi).contains(&v));
-                let s = q.scales[spec.param_index((rows, cols), r, c)];
+                let s = q.scales[spec.param_index(cols, r, c)];
                 let (xv, yv) = (x[r * cols + c], y[r * cols + c]);
                 // Half a step, plus the f32 roundings of the division and dequantization.
                 let slack = s / 2.0 + xv.abs().max(yv.abs()) * 4.0 * f32::EPSILON + f32::MIN_POSITIVE;

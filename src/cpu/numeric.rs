@@ -2,7 +2,7 @@
 //! `kernels/common/numeric.cuh` is its twin: the same IEEE f32 operations in the same
 //! order, so CPU and GPU agree bit for bit. Change one, change both.
 
-use crate::scheme::{IntType, Scheme};
+use crate::scheme::Scheme;
 
 /// The smallest positive normal f32: a computed scale is never subnormal.
 pub const MIN_NORMAL: f32 = f32::MIN_POSITIVE;
@@ -68,14 +68,6 @@ pub fn rne(x: f32) -> f32 {
         ((x.abs() + TWO_23) - TWO_23).copysign(x)
     } else {
         x
-    }
-}
-
-/// The range of quantized values of a scheme and integer type.
-pub fn q_range(scheme: Scheme, int_type: IntType) -> (i32, i32) {
-    match scheme {
-        Scheme::Symmetric => (-127, 127),
-        _ => int_type.range(),
     }
 }
 

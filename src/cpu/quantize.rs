@@ -4,10 +4,10 @@
 
 use rayon::prelude::*;
 
-use super::numeric::{Params, Range, dequantize_value, params_from_range, q_range, quantize_value};
+use super::numeric::{Params, Range, dequantize_value, params_from_range, quantize_value};
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::scheme::{Granularity, IntType, QuantParams, QuantSpec, Scheme};
+use crate::scheme::{Granularity, IntType, QuantParams, QuantSpec, Scheme, check_matrix_len, check_row_sums};
 
 /// A quantized `[rows, cols]` matrix in host memory with its parameters and row sums.
 #[derive(Clone, Debug, PartialEq)]
@@ -153,23 +153,14 @@ impl HostQuantized {
 
     /// Checks that every buffer has the length the spec and shape require.
     pub fn check(&self) -> Result<()> {
-        self.spec.check(self.rows, self.cols)?;
-        let n = self.spec.num_params(self.rows, self.cols);
-        let want_zp = self.spec.scheme() == Scheme::Affine;
-        let want_off = self.spec.scheme() == Scheme::MinOffset;
-        let ok = self.data.len() == self.rows * self.cols
-            && self.scales.len() == n
-            && self.zero_points.as_ref().map(Vec::len) == want_zp.then_some(n)
-            && self.offsets.as_ref().map(Vec::len) == want_off.then_some(n)
-            && self.row_sums.len() == self.rows;
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::Shape(format!(
-                "quantized matrix buffers do not match {:?} on {} x {}",
-                self.spec, self.rows, self.cols
-            )))
-        }
+        self.spec.check_buffers(
+            (self.rows, self.cols),
+            self.data.len(),
+            self.scales.len(),
+            self.zero_points.as_ref().map(Vec::len),
+            self.offsets.as_ref().map(Vec::len),
+            self.row_sums.len(),
+        )
     }
 }
 
@@ -178,17 +169,6 @@ fn decode(b: u8, t: IntType) -> i32 {
     match t {
         IntType::I8 => b as i8 as i32,
         IntType::U8 => b as i32,
-    }
-}
-
-fn check_len<T>(x: &[T], rows: usize, cols: usize, what: &str) -> Result<()> {
-    match rows.checked_mul(cols) {
-        Some(n) if n == x.len() => Ok(()),
-        _ => Err(Error::Shape(format!(
-            "{what} has {} elements; a {rows} x {cols} matrix needs {}",
-            x.len(),
-            rows.saturating_mul(cols)
-        ))),
     }
 }
 
@@ -227,7 +207,7 @@ pub fn quantize_into<T: Element>(
         )));
     }
     out.check()?;
-    check_len(x, rows, cols, "input")?;
+    check_matrix_len(x.len(), rows, cols, "input")?;
     let spec = out.spec;
     if let Some(p) = params {
         p.check(&spec, rows, cols)?;
@@ -247,7 +227,7 @@ pub fn quantize_into<T: Element>(
         out.row_sums.fill(0);
         return Ok(());
     }
-    let qr = q_range(spec.scheme(), spec.int_type());
+    let qr = spec.q_range();
     let dynamic = params.is_none();
 
     // Per-tensor and per-column dynamic parameters need the whole matrix first.
@@ -263,10 +243,6 @@ pub fn quantize_into<T: Element>(
         }
     }
     let row_dynamic = dynamic && matches!(spec.granularity(), Granularity::Row | Granularity::Group(_));
-    let ngroups = match spec.granularity() {
-        Granularity::Group(g) => cols / g,
-        _ => 1,
-    };
     let group = match spec.granularity() {
         Granularity::Group(g) => g,
         Granularity::Row => cols,
@@ -291,15 +267,10 @@ pub fn quantize_into<T: Element>(
         }
     }
 
-    // Quantize with the parameters now in `out`.
+    // Quantize with the parameters now in `out` (a snapshot: `out.data` is written in
+    // parallel below).
     let scheme = spec.scheme();
-    let gran = spec.granularity();
-    let params_of = |i: usize| Params {
-        scale: out.scales[i],
-        zp: out.zero_points.as_ref().map_or(0, |z| z[i]),
-        offset: out.offsets.as_ref().map_or(0.0, |o| o[i]),
-    };
-    let all: Vec<Params> = (0..out.scales.len()).map(params_of).collect();
+    let all: Vec<Params> = (0..out.scales.len()).map(|i| out.params_at(i)).collect();
     let results: Vec<(i32, u64)> = out
         .data
         .par_chunks_mut(cols)
@@ -309,13 +280,8 @@ pub fn quantize_into<T: Element>(
             let mut sum = 0i32;
             let mut nonfinite = 0u64;
             for (c, (qv, xv)) in qrow.iter_mut().zip(xrow).enumerate() {
-                let i = match gran {
-                    Granularity::Tensor => 0,
-                    Granularity::Row => r,
-                    Granularity::Col => c,
-                    Granularity::Group(g) => r * ngroups + c / g,
-                };
-                let q = quantize_value(xv.to_f32(), scheme, qr, all[i], &mut nonfinite);
+                let p = all[spec.param_index(cols, r, c)];
+                let q = quantize_value(xv.to_f32(), scheme, qr, p, &mut nonfinite);
                 sum += q;
                 *qv = q as u8;
             }
@@ -369,18 +335,17 @@ pub fn dequantize<T: Element>(q: &HostQuantized) -> Result<Vec<T>> {
 /// Dequantizes into `out` (length `rows * cols`; no allocation).
 pub fn dequantize_into<T: Element>(q: &HostQuantized, out: &mut [T]) -> Result<()> {
     q.check()?;
-    check_len(out, q.rows, q.cols, "output")?;
+    check_matrix_len(out.len(), q.rows, q.cols, "output")?;
     if q.cols == 0 {
         return Ok(());
     }
     let spec = q.spec;
-    let all: Vec<Params> = (0..q.scales.len()).map(|i| q.params_at(i)).collect();
     out.par_chunks_mut(q.cols)
         .zip(q.data.par_chunks(q.cols))
         .enumerate()
         .for_each(|(r, (yrow, qrow))| {
             for (c, (y, &b)) in yrow.iter_mut().zip(qrow).enumerate() {
-                let p = all[spec.param_index((q.rows, q.cols), r, c)];
+                let p = q.params_at(spec.param_index(q.cols, r, c));
                 *y = T::from_f32(dequantize_value(decode(b, spec.int_type()), spec.scheme(), p));
             }
         });
@@ -396,16 +361,7 @@ pub fn row_sums(data: &[u8], int_type: IntType, rows: usize, cols: usize) -> Res
 
 /// Row sums into `out` (length `rows`).
 pub fn row_sums_into(data: &[u8], int_type: IntType, rows: usize, cols: usize, out: &mut [i32]) -> Result<()> {
-    check_len(data, rows, cols, "quantized data")?;
-    if cols > crate::scheme::MAX_COLS {
-        return Err(Error::Limit(format!("rows of {cols} elements overflow int32 row sums")));
-    }
-    if out.len() != rows {
-        return Err(Error::Shape(format!(
-            "row sums buffer has {} entries; need {rows}",
-            out.len()
-        )));
-    }
+    check_row_sums(data.len(), rows, cols, out.len())?;
     if cols == 0 {
         out.fill(0);
         return Ok(());

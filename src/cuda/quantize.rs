@@ -12,7 +12,7 @@ use super::ffi;
 use crate::cpu::HostQuantized;
 use crate::element::{Element, FloatType};
 use crate::error::{Error, Result};
-use crate::scheme::{Granularity, IntType, QuantParams, QuantSpec, Scheme};
+use crate::scheme::{Granularity, IntType, QuantParams, QuantSpec, Scheme, check_matrix_len, check_row_sums};
 
 /// Words of the non-finite counter buffer: the count and two words of kernel scratch.
 const NONFINITE_WORDS: usize = 3;
@@ -109,22 +109,14 @@ impl DeviceQuantized {
     }
 
     fn check(&self) -> Result<()> {
-        self.spec.check(self.rows, self.cols)?;
-        let n = self.spec.num_params(self.rows, self.cols);
-        let ok = self.data.len() == self.rows * self.cols
-            && self.scales.len() == n
-            && self.zero_points.as_ref().map(|z| z.len()) == (self.spec.scheme() == Scheme::Affine).then_some(n)
-            && self.offsets.as_ref().map(|o| o.len()) == (self.spec.scheme() == Scheme::MinOffset).then_some(n)
-            && self.row_sums.len() == self.rows
-            && self.nonfinite.len() == NONFINITE_WORDS;
-        if ok {
-            Ok(())
-        } else {
-            Err(Error::Shape(format!(
-                "device quantized matrix buffers do not match {:?} on {} x {}",
-                self.spec, self.rows, self.cols
-            )))
-        }
+        self.spec.check_buffers(
+            (self.rows, self.cols),
+            self.data.len(),
+            self.scales.len(),
+            self.zero_points.as_ref().map(|z| z.len()),
+            self.offsets.as_ref().map(|o| o.len()),
+            self.row_sums.len(),
+        )
     }
 }
 
@@ -157,16 +149,6 @@ fn granularity(g: Granularity) -> (ffi::qk_granularity, i64) {
         Granularity::Row => (ffi::qk_granularity_QK_ROW, 0),
         Granularity::Col => (ffi::qk_granularity_QK_COL, 0),
         Granularity::Group(n) => (ffi::qk_granularity_QK_GROUP, n as i64),
-    }
-}
-
-fn check_len(len: usize, rows: usize, cols: usize, what: &str) -> Result<()> {
-    match rows.checked_mul(cols) {
-        Some(n) if n == len => Ok(()),
-        _ => Err(Error::Shape(format!(
-            "{what} has {len} elements; a {rows} x {cols} matrix needs {}",
-            rows.saturating_mul(cols)
-        ))),
     }
 }
 
@@ -205,7 +187,7 @@ pub fn quantize_into<T: DeviceElement>(
         )));
     }
     out.check()?;
-    check_len(x.len(), rows, cols, "input")?;
+    check_matrix_len(x.len(), rows, cols, "input")?;
     let spec = out.spec;
     if let Some(p) = params {
         p.check(&spec, rows, cols)?;
@@ -276,7 +258,9 @@ pub fn quantize_into<T: DeviceElement>(
 /// Dequantizes into a new device buffer of `rows * cols` elements.
 pub fn dequantize<T: DeviceElement>(stream: &Arc<CudaStream>, q: &DeviceQuantized) -> Result<CudaSlice<T>> {
     kernels_built()?;
-    let mut out = stream.alloc_zeros::<T>(q.rows * q.cols)?;
+    // SAFETY: uninitialized device memory of `rows * cols` elements; the kernel writes every
+    // element before the buffer is returned (on error it is dropped unread).
+    let mut out = unsafe { stream.alloc::<T>(q.rows * q.cols) }?;
     dequantize_into(stream, q, &mut out)?;
     Ok(out)
 }
@@ -289,7 +273,7 @@ pub fn dequantize_into<T: DeviceElement>(
 ) -> Result<()> {
     kernels_built()?;
     q.check()?;
-    check_len(out.len(), q.rows, q.cols, "output")?;
+    check_matrix_len(out.len(), q.rows, q.cols, "output")?;
     if q.rows == 0 || q.cols == 0 {
         return Ok(());
     }
@@ -344,16 +328,7 @@ pub fn row_sums_into(
     out: &mut impl DevicePtrMut<i32>,
 ) -> Result<()> {
     kernels_built()?;
-    check_len(data.len(), rows, cols, "quantized data")?;
-    if cols > crate::scheme::MAX_COLS {
-        return Err(Error::Limit(format!("rows of {cols} elements overflow int32 row sums")));
-    }
-    if out.len() != rows {
-        return Err(Error::Shape(format!(
-            "row sums buffer has {} entries; need {rows}",
-            out.len()
-        )));
-    }
+    check_row_sums(data.len(), rows, cols, out.len())?;
     if rows == 0 {
         return Ok(());
     }
@@ -377,7 +352,9 @@ pub fn row_sums(
     cols: usize,
 ) -> Result<CudaSlice<i32>> {
     kernels_built()?;
-    let mut out = stream.alloc_zeros(rows)?;
+    // SAFETY: uninitialized; the kernel writes every row's sum (cols == 0 included) before
+    // the buffer is returned.
+    let mut out = unsafe { stream.alloc::<i32>(rows) }?;
     row_sums_into(stream, data, int_type_, rows, cols, &mut out)?;
     Ok(out)
 }
