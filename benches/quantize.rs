@@ -5,20 +5,12 @@
 use std::time::Duration;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use cudarc::driver::sys::CUevent_flags;
+use qkernels::bench::{elapsed, random_f32};
 use qkernels::cuda::{self, DeviceQuantized, Gpu};
 use qkernels::{Granularity, IntType, QuantSpec, bf16, cpu};
 
 fn input(n: usize) -> Vec<bf16> {
-    let mut s = 0x2545_F491_4F6C_DD1Du64;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            bf16::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0)
-        })
-        .collect()
+    random_f32(n, 3, 4.0).into_iter().map(bf16::from_f32).collect()
 }
 
 fn specs() -> [(&'static str, QuantSpec); 3] {
@@ -62,15 +54,10 @@ fn gpu_kernels(c: &mut Criterion) {
         let mut out = DeviceQuantized::alloc(&g.stream, spec, rows, cols).unwrap();
         group.bench_function(BenchmarkId::new(name, format!("{rows}x{cols}")), |b| {
             b.iter_custom(|iters| {
-                let start = g.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
-                let end = g.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT)).unwrap();
-                start.record(&g.stream).unwrap();
-                for _ in 0..iters {
-                    cuda::quantize_into(&g.stream, &x, rows, cols, None, &mut out).unwrap();
-                }
-                end.record(&g.stream).unwrap();
-                end.synchronize().unwrap();
-                Duration::from_secs_f64(start.elapsed_ms(&end).unwrap() as f64 / 1e3)
+                elapsed(&g, iters, || {
+                    cuda::quantize_into(&g.stream, &x, rows, cols, None, &mut out)
+                })
+                .unwrap()
             })
         });
     }

@@ -7,6 +7,7 @@
 //!
 //! The numeric contract both paths follow is in the README and DESIGN.md section 2.
 
+pub mod bench;
 pub mod cpu;
 pub mod cuda;
 mod element;

@@ -197,7 +197,7 @@ fn gpu_writes_the_same_files() {
     let Some(_g) = common::gpu() else { return };
     let d = tmp("gpu");
     let x = d.join("x.npy");
-    let v = common::random_f32(37 * 64, 5, 2.0);
+    let v = qkernels::bench::random_f32(37 * 64, 5, 2.0);
     npy::write(&x, &v, &[37, 64]).unwrap();
     for dev in ["cpu", "cuda"] {
         let out = d.join(dev);
@@ -277,8 +277,8 @@ fn gemm_from_quantized_and_raw_folders() {
     let (m, n, k) = (5, 6, 40);
     let xa = d.join("a.npy");
     let xb = d.join("b.npy");
-    npy::write(&xa, &common::random_f32(m * k, 1, 2.0), &[m, k]).unwrap();
-    npy::write(&xb, &common::random_f32(n * k, 2, 2.0), &[n, k]).unwrap();
+    npy::write(&xa, &qkernels::bench::random_f32(m * k, 1, 2.0), &[m, k]).unwrap();
+    npy::write(&xb, &qkernels::bench::random_f32(n * k, 2, 2.0), &[n, k]).unwrap();
     let (qa, qb) = (d.join("qa"), d.join("qb"));
     let args_a = [
         "quantize",

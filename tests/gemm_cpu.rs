@@ -8,7 +8,7 @@ use qkernels::cpu::{self, Bias, HostQuantized, RawMatrix};
 use qkernels::{Error, Granularity, IntType, QuantSpec, bf16, f16};
 
 fn full_range(n: usize, t: IntType, seed: u64) -> Vec<u8> {
-    common::random_f32(n, seed, 1.0)
+    qkernels::bench::random_f32(n, seed, 1.0)
         .iter()
         .map(|v| match t {
             IntType::I8 => ((v * 128.0).floor().clamp(-128.0, 127.0) as i8) as u8,
@@ -104,14 +104,14 @@ fn extremes_at_the_largest_k_are_exact() {
 }
 
 fn quantized(spec: QuantSpec, rows: usize, k: usize, seed: u64) -> HostQuantized {
-    let x = common::random_f32(rows * k, seed, 2.0);
+    let x = qkernels::bench::random_f32(rows * k, seed, 2.0);
     cpu::quantize(&x, rows, k, spec, None, false).unwrap()
 }
 
 #[test]
 fn float_epilogue_matches_f64_within_rounding() {
     let (m, n, k) = (9, 13, 100);
-    let bias: Vec<f32> = common::random_f32(n, 4, 1.0);
+    let bias: Vec<f32> = qkernels::bench::random_f32(n, 4, 1.0);
     for a_spec in [
         QuantSpec::symmetric(Granularity::Row).unwrap(),
         QuantSpec::affine(IntType::U8, Granularity::Row).unwrap(),

@@ -66,7 +66,7 @@ enum Kind {
 }
 
 fn make(kind: Kind, rows: usize, k: usize, seed: u64) -> HostOp {
-    let x = common::random_f32(rows * k, seed, 2.0);
+    let x = qkernels::bench::random_f32(rows * k, seed, 2.0);
     let q = |spec| HostOp::Q(cpu::quantize(&x, rows, k, spec, None, false).unwrap());
     match kind {
         Kind::Sym(g) => q(QuantSpec::symmetric(g).unwrap()),
@@ -125,7 +125,7 @@ struct Biases {
 }
 
 fn biases(g: &Gpu, n: usize) -> Biases {
-    let b32 = common::random_f32(n, 77, 3.0);
+    let b32 = qkernels::bench::random_f32(n, 77, 3.0);
     let b16: Vec<f16> = b32.iter().map(|&v| f16::from_f32(v)).collect();
     let bb: Vec<bf16> = b32.iter().map(|&v| bf16::from_f32(v)).collect();
     let d32 = g.stream.clone_htod(&b32).unwrap();

@@ -31,7 +31,7 @@ fn all_specs(cols: usize) -> Vec<QuantSpec> {
 
 /// Test data: random rows, with an all-zero row, a constant row and (optionally) NaN/±Inf.
 fn data(rows: usize, cols: usize, seed: u64, nonfinite: bool) -> Vec<f32> {
-    let mut x = common::random_f32(rows * cols, seed, 3.0);
+    let mut x = qkernels::bench::random_f32(rows * cols, seed, 3.0);
     if rows > 2 {
         x[cols..2 * cols].fill(0.0);
         x[2 * cols..3 * cols].fill(-1.25);

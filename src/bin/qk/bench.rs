@@ -6,12 +6,10 @@
 use std::path::Path;
 use std::time::Instant;
 
-use cudarc::driver::sys::CUevent_flags;
+use qkernels::bench::{copy_gbps, median, random_f32, time_us};
 use qkernels::cuda::{self, DeviceQuantized, Gpu};
 use qkernels::{Error, Granularity, QuantSpec, Result, bf16, cpu};
 use serde::Serialize;
-
-use crate::files::pseudo_random;
 
 /// Widths of the LLM hidden dimensions the issue names.
 const WIDTHS: [usize; 4] = [4096, 5120, 8192, 14336];
@@ -66,38 +64,6 @@ pub fn date_utc() -> String {
     format!("{y:04}-{m:02}-{d:02}")
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Median over `iters` timed runs of `f` (CUDA events around each run), in microseconds.
-pub fn time_us(g: &Gpu, warmup: usize, iters: usize, mut f: impl FnMut() -> Result<()>) -> Result<f64> {
-    let start = g.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-    let end = g.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-    for _ in 0..warmup {
-        f()?;
-    }
-    let mut times = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        start.record(&g.stream)?;
-        f()?;
-        end.record(&g.stream)?;
-        end.synchronize()?;
-        times.push(start.elapsed_ms(&end)? as f64 * 1e3);
-    }
-    Ok(median(times))
-}
-
-/// Device-to-device copy bandwidth (bytes read + bytes written per second), in GB/s.
-pub fn copy_gbps(g: &Gpu) -> Result<f64> {
-    let n = 1usize << 28; // 1 GiB of u32, far beyond L2
-    let src = g.stream.alloc_zeros::<u32>(n)?;
-    let mut dst = g.stream.alloc_zeros::<u32>(n)?;
-    let us = time_us(g, 2, 10, || Ok(g.stream.memcpy_dtod(&src, &mut dst)?))?;
-    Ok(2.0 * (n * 4) as f64 / us / 1e3)
-}
-
 fn write_json(path: Option<&Path>, report: &Report) -> Result<()> {
     if let Some(p) = path {
         let text = serde_json::to_string_pretty(report).map_err(|e| Error::Io(e.to_string()))?;
@@ -140,7 +106,10 @@ fn gpu_quant(g: &Gpu, json: Option<&Path>) -> Result<()> {
     println!("device-to-device copy: {copy:.1} GB/s (read + write)");
     let spec = QuantSpec::symmetric(Granularity::Row)?;
     let kmax = *WIDTHS.iter().max().unwrap_or(&4096);
-    let host: Vec<bf16> = pseudo_random(ROWS * kmax, 7);
+    let host: Vec<bf16> = random_f32(ROWS * kmax, 7, 4.0)
+        .into_iter()
+        .map(bf16::from_f32)
+        .collect();
     let x = g.stream.clone_htod(&host)?;
     drop(host);
     let mut results = Vec::new();
@@ -208,7 +177,10 @@ fn cpu_quant(json: Option<&Path>) -> Result<()> {
     let spec = QuantSpec::symmetric(Granularity::Row)?;
     let mut results = Vec::new();
     for &k in &WIDTHS {
-        let x: Vec<bf16> = pseudo_random(CPU_ROWS * k, 7);
+        let x: Vec<bf16> = random_f32(CPU_ROWS * k, 7, 4.0)
+            .into_iter()
+            .map(bf16::from_f32)
+            .collect();
         let mut out = cpu::HostQuantized::zeroed(spec, CPU_ROWS, k)?;
         let mut times = Vec::new();
         for _ in 0..7 {

@@ -10,6 +10,7 @@ use std::time::Instant;
 use cudarc::driver::{CudaSlice, CudaView};
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
+use qkernels::bench::{copy_gbps, median, random_bytes, time_us};
 use qkernels::cpu::{self, RawMatrix};
 use qkernels::cuda::baseline::{Bf16Gemm, LtInt8};
 use qkernels::cuda::{self, DeviceBias, DeviceOperand, GemmPath, Gpu};
@@ -17,7 +18,7 @@ use qkernels::gemm::{OperandMeta, ParamLayout};
 use qkernels::{Error, IntType, Result, Scheme, bf16};
 use serde::Serialize;
 
-use crate::bench::{copy_gbps, date_utc, git_rev, time_us};
+use crate::bench::{date_utc, git_rev};
 
 /// Dense INT8 tensor-core peak of H100/H200 SXM (TOPS), the reference for "% of peak".
 const PEAK_TOPS: f64 = 1979.0;
@@ -95,20 +96,6 @@ fn shapes(quick: bool) -> Vec<(usize, usize, usize)> {
         }
     }
     v
-}
-
-/// Deterministic pseudo-random bytes (xorshift).
-fn random_bytes(n: usize, seed: u64) -> Vec<u8> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    let mut out = Vec::with_capacity(n + 8);
-    while out.len() < n {
-        s ^= s << 13;
-        s ^= s >> 7;
-        s ^= s << 17;
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    out.truncate(n);
-    out
 }
 
 fn raw_meta(rows: usize, k: usize) -> OperandMeta {
@@ -487,8 +474,7 @@ fn cpu_gemm(json: Option<&Path>) -> Result<()> {
             cpu::gemm_into(&ao, &bo, None, &mut y)?;
             times.push(t.elapsed().as_secs_f64() * 1e6);
         }
-        times.sort_by(f64::total_cmp);
-        let us = times[times.len() / 2];
+        let us = median(times);
         let gops = 2.0 * (m * n * k) as f64 / us / 1e3;
         println!("{m:>6} {n:>6} {k:>6} {us:>12.1} {gops:>8.2}");
         rows.push(serde_json::json!({"m": m, "n": n, "k": k, "median_us": us, "gops": gops}));

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use clap::{Args, ValueEnum};
 use qkernels::cpu::{self, HostQuantized};
 use qkernels::npy::{self, FloatData, IntKind};
-use qkernels::{Element, Error, Granularity, IntType, QuantParams, QuantSpec, Result, Scheme, cuda, f16};
+use qkernels::{Error, Granularity, IntType, QuantParams, QuantSpec, Result, Scheme, cuda, f16};
 use serde::{Deserialize, Serialize};
 
 use crate::{Backend, DeviceArg};
@@ -350,17 +350,4 @@ pub fn dequantize(a: DequantizeArgs) -> Result<()> {
         OutDtype::F32 => npy::write(&a.out, &dequantize_on::<f32>(&backend, &q)?, &shape),
         OutDtype::F16 => npy::write(&a.out, &dequantize_on::<f16>(&backend, &q)?, &shape),
     }
-}
-
-/// Deterministic pseudo-random floats in about [-4, 4] for benchmarks.
-pub fn pseudo_random<T: Element>(n: usize, seed: u64) -> Vec<T> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            T::from_f32(((s >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 8.0)
-        })
-        .collect()
 }
