@@ -59,45 +59,38 @@ fn dtype_name(tc: TypeChar, size: u64) -> String {
     format!("{tc:?}{}", size * 8)
 }
 
+/// The data of an opened float32 or float16 file.
+fn float_data(path: &Path, (npy, _, tc, size): Opened) -> Result<FloatData> {
+    match (tc, size) {
+        (TypeChar::Float, 4) => Ok(FloatData::F32(npy.into_vec().map_err(|e| io_err(path, e))?)),
+        (TypeChar::Float, 2) => Ok(FloatData::F16(npy.into_vec().map_err(|e| io_err(path, e))?)),
+        _ => Err(io_err(
+            path,
+            format!(
+                "dtype {} is not supported; use float32 or float16",
+                dtype_name(tc, size)
+            ),
+        )),
+    }
+}
+
 /// Reads a 2-D f32 or f16 matrix.
 pub fn read_float_matrix(path: &Path) -> Result<(FloatData, usize, usize)> {
-    let (npy, shape, tc, size) = open(path)?;
-    if shape.len() != 2 {
-        return Err(io_err(path, format!("expected a 2-D array, found shape {shape:?}")));
-    }
-    let data = match (tc, size) {
-        (TypeChar::Float, 4) => FloatData::F32(npy.into_vec().map_err(|e| io_err(path, e))?),
-        (TypeChar::Float, 2) => FloatData::F16(npy.into_vec().map_err(|e| io_err(path, e))?),
-        _ => {
-            return Err(io_err(
-                path,
-                format!(
-                    "dtype {} is not supported; use float32 or float16",
-                    dtype_name(tc, size)
-                ),
-            ));
-        }
+    let opened = open(path)?;
+    let [rows, cols] = opened.1[..] else {
+        return Err(io_err(
+            path,
+            format!("expected a 2-D array, found shape {:?}", opened.1),
+        ));
     };
-    Ok((data, shape[0], shape[1]))
+    Ok((float_data(path, opened)?, rows, cols))
 }
 
 /// Reads a float32 or float16 array of any rank (biases).
 pub fn read_floats(path: &Path) -> Result<(FloatData, Vec<usize>)> {
-    let (npy, shape, tc, size) = open(path)?;
-    let data = match (tc, size) {
-        (TypeChar::Float, 4) => FloatData::F32(npy.into_vec().map_err(|e| io_err(path, e))?),
-        (TypeChar::Float, 2) => FloatData::F16(npy.into_vec().map_err(|e| io_err(path, e))?),
-        _ => {
-            return Err(io_err(
-                path,
-                format!(
-                    "dtype {} is not supported; use float32 or float16",
-                    dtype_name(tc, size)
-                ),
-            ));
-        }
-    };
-    Ok((data, shape))
+    let opened = open(path)?;
+    let shape = opened.1.clone();
+    Ok((float_data(path, opened)?, shape))
 }
 
 /// Reads an f32 array of any rank (scales, offsets).

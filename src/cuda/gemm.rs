@@ -20,7 +20,7 @@ use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, D
 
 use super::device::{check_aligned, device_props, kernels_built};
 use super::ffi;
-use super::quantize::{DeviceQuantized, int_type};
+use super::quantize::{DeviceQuantized, int_type, ptr_or_null};
 use crate::cpu::RawMatrix;
 use crate::error::{Error, Result};
 use crate::gemm::{GemmOutput, GemmShape, OperandMeta, OutType, ParamLayout, check_gemm};
@@ -294,24 +294,16 @@ pub fn gemm_into<O: DeviceGemmOutput>(
 
     let (yp, _gy) = out.device_ptr_mut(stream);
     check_aligned(yp, std::mem::align_of::<O>(), "GEMM output")?;
-    let (bias_ptr, bias_type, _gbias) = match bias {
-        None => (0, ffi::qk_float_type_QK_F32, None),
-        Some(DeviceBias::F32(v)) => {
-            let (p, g) = v.device_ptr(stream);
-            (p, ffi::qk_float_type_QK_F32, Some(g))
-        }
-        Some(DeviceBias::F16(v)) => {
-            let (p, g) = v.device_ptr(stream);
-            (p, ffi::qk_float_type_QK_F16, Some(g))
-        }
-        Some(DeviceBias::BF16(v)) => {
-            let (p, g) = v.device_ptr(stream);
-            (p, ffi::qk_float_type_QK_BF16, Some(g))
-        }
+    let (bias_type, bias_align) = match bias {
+        None | Some(DeviceBias::F32(_)) => (ffi::qk_float_type_QK_F32, 4),
+        Some(DeviceBias::F16(_)) => (ffi::qk_float_type_QK_F16, 2),
+        Some(DeviceBias::BF16(_)) => (ffi::qk_float_type_QK_BF16, 2),
     };
-    let bias_align = match bias {
-        Some(DeviceBias::F32(_)) => 4,
-        _ => 2,
+    let (bias_ptr, _gbias) = match bias {
+        None => (0, None),
+        Some(DeviceBias::F32(v)) => ptr_or_null(Some(v), stream),
+        Some(DeviceBias::F16(v)) => ptr_or_null(Some(v), stream),
+        Some(DeviceBias::BF16(v)) => ptr_or_null(Some(v), stream),
     };
     check_aligned(bias_ptr, bias_align, "bias")?;
 

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{CudaSlice, CudaStream, DevicePtr, DevicePtrMut, DeviceRepr, SyncOnDrop, ValidAsZeroBits};
 
 use super::device::{check_aligned, kernels_built};
 use super::ffi;
@@ -152,6 +152,28 @@ fn granularity(g: Granularity) -> (ffi::qk_granularity, i64) {
     }
 }
 
+/// The device pointer of an optional buffer (null when absent) and its ordering guard.
+pub(crate) fn ptr_or_null<'a, T>(
+    v: Option<&'a impl DevicePtr<T>>,
+    stream: &'a CudaStream,
+) -> (u64, Option<SyncOnDrop<'a>>) {
+    v.map_or((0, None), |v| {
+        let (p, g) = v.device_ptr(stream);
+        (p, Some(g))
+    })
+}
+
+/// [`ptr_or_null`] for a buffer the kernel writes.
+fn ptr_mut_or_null<'a, T>(
+    v: Option<&'a mut impl DevicePtrMut<T>>,
+    stream: &'a CudaStream,
+) -> (u64, Option<SyncOnDrop<'a>>) {
+    v.map_or((0, None), |v| {
+        let (p, g) = v.device_ptr_mut(stream);
+        (p, Some(g))
+    })
+}
+
 /// Quantizes a row-major `[rows, cols]` device matrix into new device buffers. Static
 /// when `params` is given (checked, then copied to the device), dynamic otherwise (the
 /// parameters are computed on the device, no host round trip). The non-finite count stays
@@ -213,20 +235,8 @@ pub fn quantize_into<T: DeviceElement>(
     let (xp, _gx) = x.device_ptr(stream);
     let (qp, _gq) = out.data.device_ptr_mut(stream);
     let (sp, _gs) = out.scales.device_ptr_mut(stream);
-    let (zp, _gz) = match out.zero_points.as_mut() {
-        Some(z) => {
-            let (p, g) = z.device_ptr_mut(stream);
-            (p, Some(g))
-        }
-        None => (0, None),
-    };
-    let (op, _go) = match out.offsets.as_mut() {
-        Some(o) => {
-            let (p, g) = o.device_ptr_mut(stream);
-            (p, Some(g))
-        }
-        None => (0, None),
-    };
+    let (zp, _gz) = ptr_mut_or_null(out.zero_points.as_mut(), stream);
+    let (op, _go) = ptr_mut_or_null(out.offsets.as_mut(), stream);
     let (rp, _gr) = out.row_sums.device_ptr_mut(stream);
     let (np, _gn) = out.nonfinite.device_ptr_mut(stream);
     check_aligned(xp, std::mem::align_of::<T>(), "input")?;
@@ -282,20 +292,8 @@ pub fn dequantize_into<T: DeviceElement>(
     let (qp, _gq) = q.data.device_ptr(stream);
     let (yp, _gy) = out.device_ptr_mut(stream);
     let (sp, _gs) = q.scales.device_ptr(stream);
-    let (zp, _gz) = match q.zero_points.as_ref() {
-        Some(z) => {
-            let (p, g) = z.device_ptr(stream);
-            (p, Some(g))
-        }
-        None => (0, None),
-    };
-    let (op, _go) = match q.offsets.as_ref() {
-        Some(o) => {
-            let (p, g) = o.device_ptr(stream);
-            (p, Some(g))
-        }
-        None => (0, None),
-    };
+    let (zp, _gz) = ptr_or_null(q.zero_points.as_ref(), stream);
+    let (op, _go) = ptr_or_null(q.offsets.as_ref(), stream);
     check_aligned(yp, std::mem::align_of::<T>(), "output")?;
     let args = ffi::qk_dequantize_args {
         q: qp as *const _,
