@@ -201,7 +201,8 @@ cudaError_t launch_tile(const qk_gemm_args &a, cudaStream_t s) {
   switch (a.tile) {
     case QK_TILE_16x128: return launch_cfg<TA, TB, 16, 128, 16, 32, 4, LOADW>(a, s);   // decode
     case QK_TILE_64x128: return launch_cfg<TA, TB, 64, 128, 32, 64, 4, LOADW>(a, s);   // medium M
-    default: return launch_cfg<TA, TB, 128, 128, 64, 64, 4, LOADW>(a, s);              // large M
+    case QK_TILE_128x128: return launch_cfg<TA, TB, 128, 128, 64, 64, 4, LOADW>(a, s); // large M
+    default: return cudaErrorInvalidValue;  // an sm_90a tile: not a configuration of this kernel
   }
 }
 

@@ -23,6 +23,10 @@
 //                             the large-shape configuration (most MACs per byte loaded).
 //   gemm_s90<TA, TB, BN=128>  128x128x128 tiles: twice the tiles for shapes whose 128x256
 //                             tile count leaves SMs idle.
+//   gemm_s90_splitk<TA, TB>   64x256x128 tiles, not persistent, each tile's K split across a
+//                             cluster of 1-8 CTAs that reduce through distributed shared
+//                             memory: small M (decode), where there are too few tiles to
+//                             keep the SMs streaming weights (section "small M" below).
 // The launcher declines (cudaErrorNotSupported) what TMA cannot describe: K == 0,
 // K % 16 != 0, operands not 16-byte aligned, 2^31 rows or more. The Rust dispatcher
 // (src/cuda/gemm.rs) rejects the same cases first with Error::Unsupported; the default
@@ -280,6 +284,189 @@ __global__ void __launch_bounds__(THREADS, 1)
   }
 }
 
+// ---- small M: 64 x 256 tiles, K split across a thread-block cluster ------------------------
+//
+// For M <= 64 the persistent kernel has ceil(N / 256) tiles: a few dozen SMs stream the
+// weights and most of the card idles. Here each tile is computed by a cluster of `split`
+// CTAs (1, 2, 4 or 8, from the dispatcher), each over its own share of the K tiles; the
+// int32 partial sums meet through distributed shared memory, where every CTA of the
+// cluster reduces and stores 1/split of the tile. Integer sums are exact in any order, so
+// the result is bit-identical to the unsplit kernels, with no workspace and no atomics.
+// Both consumer warpgroups share the 64-row A tile and take 128 columns each (m64n128k32).
+
+namespace sk {
+constexpr int BM = 64, BN = 256, HALF = BN / 2;
+constexpr int STAGES = 5;               // 5 x (8 + 32) KiB = 200 KiB
+constexpr int A_BYTES = BM * BK;
+constexpr int STAGE_BYTES = (BM + BN) * BK;
+constexpr int ACC = HALF / 2;           // int32 accumulators per consumer thread: 64 x 128 / 128
+constexpr int QUADS = ACC / 4;          // epilogue quads (one n8 block) per consumer thread
+constexpr int CONSUMERS = 256;          // consumer threads; partial sums are [QUADS][CONSUMERS] x int4
+constexpr int SMEM = STAGES * STAGE_BYTES + 1024 + 2 * STAGES * 8;
+static_assert(QUADS * CONSUMERS * 16 <= STAGES * STAGE_BYTES, "partial sums reuse the stage buffers");
+static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0, "128-byte-swizzled tiles must start 1024-byte aligned");
+}  // namespace sk
+
+__device__ __forceinline__ uint32_t cluster_ctarank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ uint32_t cluster_nctarank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(r));
+  return r;
+}
+// Cluster barriers count every thread of every CTA in the cluster. With RELEASE, shared-
+// memory writes before the barrier are visible to reads (local or remote) after it (it
+// costs a GPU-scope memory barrier: MEMBAR.ALL.GPU in the SASS); without, it only orders
+// execution, which is all a thread that wrote nothing the others read needs.
+template <bool RELEASE> __device__ __forceinline__ void cluster_sync() {
+  if constexpr (RELEASE) asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
+  else asm volatile("barrier.cluster.arrive.relaxed;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
+}
+// Address of the same shared-memory location in CTA `rank` of the cluster.
+__device__ __forceinline__ uint32_t map_rank(uint32_t addr, uint32_t rank) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));
+  return r;
+}
+__device__ __forceinline__ int4 ld_cluster_v4(uint32_t addr) {
+  int4 v;
+  asm volatile("ld.shared::cluster.v4.b32 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w)
+               : "r"(addr)
+               : "memory");
+  return v;
+}
+__device__ __forceinline__ void st_shared_v4(uint32_t addr, int32_t a, int32_t b, int32_t c, int32_t d) {
+  asm volatile("st.shared.v4.b32 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(a), "r"(b), "r"(c), "r"(d) : "memory");
+}
+// The 256 consumer threads (warpgroups 1 and 2) only.
+__device__ __forceinline__ void consumers_sync() { asm volatile("bar.sync 1, 256;\n" ::: "memory"); }
+
+template <typename TA, typename TB>
+__global__ void __launch_bounds__(THREADS, 1)
+    gemm_s90_splitk(const qk_gemm_args args, const __grid_constant__ CUtensorMap map_a,
+                    const __grid_constant__ CUtensorMap map_b) {
+  extern __shared__ __align__(1024) uint8_t smem_raw[];
+  const uint32_t base = ((uint32_t)__cvta_generic_to_shared(smem_raw) + 1023u) & ~1023u;
+  const uint32_t full = base + sk::STAGES * sk::STAGE_BYTES, empty = full + sk::STAGES * 8;
+
+  const int64_t M = args.a.rows, K = args.k;
+  const int64_t tiles_m = (M + sk::BM - 1) / sk::BM;
+  const uint32_t split = cluster_nctarank(), rank = cluster_ctarank();
+  // NOTE: the grid is tiles x split CTAs with clusters of `split` consecutive CTAs along x.
+  const int64_t tile = blockIdx.x / split, tm = tile % tiles_m, tn = tile / tiles_m;
+  const int64_t ktiles = (K + BK - 1) / BK;
+  const int64_t kt0 = ktiles * rank / split, kt1 = ktiles * (rank + 1) / split;
+  const int wg = threadIdx.x / 128;
+
+  if (threadIdx.x == 0) {
+    for (int s = 0; s < sk::STAGES; ++s) {
+      mbar_init(full + 8 * s, 1);
+      mbar_init(empty + 8 * s, 2);
+    }
+    asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+  }
+  __syncthreads();
+
+  if (wg == 0) {
+    if (threadIdx.x == 0) {
+      for (int64_t kt = kt0, it = 0; kt < kt1; ++kt, ++it) {
+        const int s = (int)(it % sk::STAGES);
+        const int64_t round = it / sk::STAGES;
+        if (round > 0) mbar_wait(empty + 8 * s, (uint32_t)((round - 1) & 1));
+        const uint32_t st = base + s * sk::STAGE_BYTES;
+        mbar_expect_tx(full + 8 * s, sk::STAGE_BYTES);
+        tma_load_2d(st, &map_a, full + 8 * s, (int32_t)(kt * BK), (int32_t)(tm * sk::BM));
+        tma_load_2d(st + sk::A_BYTES, &map_b, full + 8 * s, (int32_t)(kt * BK), (int32_t)(tn * sk::BN));
+      }
+    }
+    // NOTE: the producer warpgroup stays for the cluster barriers below (they count every
+    // thread of the cluster).
+    if (split > 1) {
+      cluster_sync<false>();
+      cluster_sync<false>();
+    }
+    return;
+  }
+
+  const int c = wg - 1;  // consumer: columns 128c..128c+127 of the tile, all 64 rows
+  const int ct = threadIdx.x - 128, tw = threadIdx.x % 128, warp = tw / 32, lane = tw % 32;
+  const int gid = lane >> 2, tig = lane & 3;
+  const bool leader = tw == 0;
+  int32_t acc[sk::ACC];
+#pragma unroll
+  for (int i = 0; i < sk::ACC; ++i) acc[i] = 0;
+  int prev = -1;
+  for (int64_t kt = kt0, it = 0; kt < kt1; ++kt, ++it) {
+    const int s = (int)(it % sk::STAGES);
+    mbar_wait(full + 8 * s, (uint32_t)((it / sk::STAGES) & 1));
+    const uint32_t sa = base + s * sk::STAGE_BYTES, sb = sa + sk::A_BYTES + c * sk::HALF * BK;
+    fence_operands(acc);
+    wgmma_fence();
+#pragma unroll
+    for (int j = 0; j < BK / 32; ++j) wgmma<TA, TB, sk::HALF>(acc, smem_desc(sa + 32 * j), smem_desc(sb + 32 * j), 1);
+    wgmma_commit();
+    fence_operands(acc);
+    wgmma_wait<1>();
+    if (prev >= 0 && leader) mbar_arrive(empty + 8 * prev);
+    prev = s;
+  }
+  wgmma_wait<0>();
+  fence_operands(acc);
+
+  // Thread (warp, gid, tig) of consumer c holds rows 16·warp + gid (+8) and, for quad q,
+  // columns 128c + 8q + 2·tig (+1): the same positions in every CTA of the cluster.
+  const EpilogueCtx ctx = make_epilogue_ctx(args);
+  const int64_t mr0 = tm * sk::BM + warp * 16 + gid, mr1 = mr0 + 8;
+  const bool ok0 = mr0 < M, ok1 = mr1 < M;
+  const RowParams r0 = ok0 ? row_params(args.a, mr0) : RowParams{}, r1 = ok1 ? row_params(args.a, mr1) : r0;
+  const int64_t n0 = tn * sk::BN + c * sk::HALF + tig * 2;
+  if (split == 1) {
+    if (ok0) {
+      with_out_type(args.y_type, [&]<typename TOut>() {
+#pragma unroll
+        for (int q = 0; q < sk::QUADS; ++q)
+          epilogue_quad<TOut>(args, ctx, mr0, ok0, r0, mr1, ok1, r1, n0 + q * 8, acc[q * 4], acc[q * 4 + 1],
+                              acc[q * 4 + 2], acc[q * 4 + 3]);
+      });
+    }
+    return;
+  }
+
+  // Partial sums to shared memory as [quad][consumer thread] int4 (consecutive threads,
+  // consecutive 16 bytes: no bank conflicts). The stage buffers are free once both
+  // consumer warpgroups have finished their last wgmma (every TMA load has landed: each was
+  // waited for).
+  consumers_sync();
+#pragma unroll
+  for (int q = 0; q < sk::QUADS; ++q)
+    st_shared_v4(base + (uint32_t)((q * sk::CONSUMERS + ct) * 16), acc[q * 4], acc[q * 4 + 1], acc[q * 4 + 2],
+                 acc[q * 4 + 3]);
+  cluster_sync<true>();
+  // CTA `rank` finishes quads [q0, q1) of every consumer thread: the sum over the cluster's
+  // CTAs, then the epilogue.
+  const int q0 = (int)(sk::QUADS * rank / split), q1 = (int)(sk::QUADS * (rank + 1) / split);
+  if (ok0) {
+    with_out_type(args.y_type, [&]<typename TOut>() {
+      for (int q = q0; q < q1; ++q) {
+        const uint32_t at = base + (uint32_t)((q * sk::CONSUMERS + ct) * 16);
+        int32_t sum[4] = {0, 0, 0, 0};
+        for (uint32_t r = 0; r < split; ++r) {
+          const int4 v = ld_cluster_v4(map_rank(at, r));
+          sum[0] += v.x, sum[1] += v.y, sum[2] += v.z, sum[3] += v.w;
+        }
+        epilogue_quad<TOut>(args, ctx, mr0, ok0, r0, mr1, ok1, r1, n0 + q * 8, sum[0], sum[1], sum[2], sum[3]);
+      }
+    });
+  }
+  // NOTE: no CTA may exit (releasing its shared memory) while another still reads it; the
+  // reads are complete here (their sums were stored), so the barrier need not release.
+  cluster_sync<false>();
+}
+
 // ---- host side ----------------------------------------------------------------------------
 
 // cuTensorMapEncodeTiled through the runtime's driver entry point (no link-time libcuda).
@@ -326,10 +513,39 @@ cudaError_t launch(const qk_gemm_args &a, cudaStream_t s) {
 }
 
 template <typename TA, typename TB>
+cudaError_t launch_splitk(const qk_gemm_args &a, cudaStream_t s) {
+  const int split = a.split;
+  if (split != 1 && split != 2 && split != 4 && split != 8) return cudaErrorInvalidValue;
+  const int64_t tiles = ((a.a.rows + sk::BM - 1) / sk::BM) * ((a.b.rows + sk::BN - 1) / sk::BN);
+  if (tiles * split > INT32_MAX) return cudaErrorInvalidValue;  // the grid's x extent
+  CUtensorMap map_a, map_b;
+  cudaError_t err = make_map(&map_a, a.a.data, a.a.rows, a.k, sk::BM);
+  if (err == cudaSuccess) err = make_map(&map_b, a.b.data, a.b.rows, a.k, sk::BN);
+  if (err != cudaSuccess) return err;
+  constexpr auto kernel = gemm_s90_splitk<TA, TB>;
+  err = set_smem_limit_once<kernel>(sk::SMEM);
+  if (err != cudaSuccess) return err;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3((unsigned)(tiles * split));
+  cfg.blockDim = dim3(THREADS);
+  cfg.dynamicSmemBytes = sk::SMEM;
+  cfg.stream = s;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = (unsigned)split;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  return cudaLaunchKernelEx(&cfg, kernel, a, map_a, map_b);
+}
+
+template <typename TA, typename TB>
 cudaError_t launch_tile(const qk_gemm_args &a, cudaStream_t s) {
   switch (a.tile) {
     case QK_TILE_128x256: return launch<TA, TB, 256>(a, s);
     case QK_TILE_128x128: return launch<TA, TB, 128>(a, s);
+    case QK_TILE_64x256: return launch_splitk<TA, TB>(a, s);
     default: return cudaErrorInvalidValue;  // an sm_80 tile: not a configuration of this kernel
   }
 }

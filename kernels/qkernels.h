@@ -95,8 +95,14 @@ typedef enum { QK_OUT_I32 = 0, QK_OUT_F32 = 1, QK_OUT_F16 = 2, QK_OUT_BF16 = 3 }
 typedef enum { QK_PARAM_NONE = 0, QK_PARAM_TENSOR = 1, QK_PARAM_ROW = 2 } qk_param_layout;
 
 /** Tile configurations (rows of A x rows of B per block). sm_80: 128x128, 64x128, 16x128;
- *  sm_90a: 128x256 and 128x128. */
-typedef enum { QK_TILE_128x128 = 0, QK_TILE_64x128 = 1, QK_TILE_16x128 = 2, QK_TILE_128x256 = 3 } qk_gemm_tile;
+ *  sm_90a: 128x256 and 128x128 (persistent), 64x256 (split along K across a cluster). */
+typedef enum {
+  QK_TILE_128x128 = 0,
+  QK_TILE_64x128 = 1,
+  QK_TILE_16x128 = 2,
+  QK_TILE_128x256 = 3,
+  QK_TILE_64x256 = 4
+} qk_gemm_tile;
 
 /** One GEMM operand: a row-major [rows, k] 8-bit matrix with its parameters. */
 typedef struct {
@@ -127,7 +133,8 @@ typedef struct {
   const void *bias;
   qk_float_type bias_type;
   qk_gemm_tile tile;
-  int32_t sms; /* multiprocessors of the device: the persistent sm_90a grid */
+  int32_t sms;   /* multiprocessors of the device: the persistent sm_90a grid */
+  int32_t split; /* QK_TILE_64x256 only: CTAs per cluster sharing one tile's K (1, 2, 4, 8) */
 } qk_gemm_args;
 
 /** The mma.sync (sm_80+) GEMM. Needs M, N >= 1; any K >= 0 (K % 16 == 0 with 16-byte aligned
@@ -135,7 +142,8 @@ typedef struct {
 int qk_gemm_sm80(const qk_gemm_args *args, qk_stream_t stream);
 
 /** The wgmma + TMA (sm_90a) GEMM: same arguments and results as qk_gemm_sm80. Declines
- *  (returns cudaErrorNotSupported) K == 0, K % 16 != 0 and operands not 16-byte aligned. */
+ *  (returns cudaErrorNotSupported) K == 0, K % 16 != 0 and operands not 16-byte aligned;
+ *  an invalid tile or split is cudaErrorInvalidValue. */
 int qk_gemm_sm90(const qk_gemm_args *args, qk_stream_t stream);
 
 /** Launch one empty kernel (one block, 32 threads): the launch-overhead baseline of benchmarks. */

@@ -5,11 +5,8 @@
 //!
 //! Every comparison runs the dispatcher's default path and, on a Hopper device, the forced
 //! wgmma path too (which may decline K % 16 ≠ 0 and unaligned operands, and only that).
-//! Shapes with more tiles than SMs, fewer, and one tile exercise its persistent scheduler.
-//!
-//! Every comparison runs the dispatcher's default path and, on a Hopper device, the forced
-//! wgmma path too (which may decline K % 16 ≠ 0 and unaligned operands, and only that).
-//! Shapes with more tiles than SMs, fewer, and one tile exercise its persistent scheduler.
+//! Shapes with more tiles than SMs, fewer, and one tile exercise its persistent scheduler;
+//! small-M shapes chosen for each cluster size (1, 2, 4, 8) exercise its split-K kernel.
 //!
 //! Without a GPU each test prints `SKIPPED: no CUDA device` and passes;
 //! `QKERNELS_REQUIRE_GPU=1` turns a missing device into a failure.
@@ -268,6 +265,51 @@ fn persistent_scheduler_tile_counts() {
 }
 
 #[test]
+fn split_k_cluster_sizes() {
+    let Some(g) = common::gpu() else { return };
+    let info = cuda::DispatchInfo {
+        cc: g.ctx.compute_capability().unwrap(),
+        sms: g
+            .ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+            .unwrap() as usize,
+        aligned16: true,
+    };
+    // (M, N, K, cluster size): at most 7 tiles of 64x256, so K alone limits the split on any
+    // Hopper part (≥ 114 SMs); ragged M, N and K tails; uneven K shares (9 tiles over 2);
+    // and one shape with more tiles than SMs.
+    let cases = [
+        (1, 256, 16, 1),
+        (64, 300, 1040, 2),
+        (37, 1000, 2000, 4),
+        (3, 520, 4000, 8),
+        (1, 1792, 8192, 8),
+        (50, 40_000, 256, 1),
+    ];
+    for (m, n, k, split) in cases {
+        if info.cc.0 == 9 {
+            let shape = qkernels::gemm::GemmShape { m, n, k };
+            assert_eq!(
+                cuda::choose_kernel(info, shape, GemmPath::Sm90).unwrap(),
+                cuda::GemmKernel::Sm90 { tile: (64, 256), split },
+                "{m}x{n}x{k}"
+            );
+        }
+        for (i, ka) in [Kind::Sym(Granularity::Row), Kind::Aff(IntType::U8, Granularity::Row)]
+            .into_iter()
+            .enumerate()
+        {
+            let a = make(ka, m, k, 7 + i as u64);
+            let b = make(Kind::Sym(Granularity::Row), n, k, 8);
+            let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
+            let what = format!("{ka:?} {m}x{n}x{k}");
+            compare::<i32>(&g, &a.operand(), &b.operand(), &da.operand(), &db.operand(), &what);
+            compare::<bf16>(&g, &a.operand(), &b.operand(), &da.operand(), &db.operand(), &what);
+        }
+    }
+}
+
+#[test]
 fn a_large_shape() {
     let Some(g) = common::gpu() else { return };
     let a = make(Kind::Sym(Granularity::Row), 1024, 2048, 1);
@@ -318,8 +360,12 @@ fn operands_at_offsets_inside_larger_allocations() {
 #[test]
 fn int32_extremes_at_the_largest_k() {
     let Some(g) = common::gpu() else { return };
-    let k = 131_071;
-    for (va, vb) in [(-128i8, -128i8), (127, 127), (-128, 127)] {
+    // The largest K, and the largest multiple of 16 (which the wgmma path takes, split
+    // across a cluster of 8 for these few rows).
+    for (k, va, vb) in [131_071, 131_056]
+        .into_iter()
+        .flat_map(|k| [(k, -128i8, -128i8), (k, 127, 127), (k, -128, 127)])
+    {
         let a = HostOp::Raw(RawMatrix::new(IntType::I8, 3, k, vec![va as u8; 3 * k], None).unwrap());
         let b = HostOp::Raw(RawMatrix::new(IntType::I8, 5, k, vec![vb as u8; 5 * k], None).unwrap());
         let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
@@ -332,8 +378,14 @@ fn int32_extremes_at_the_largest_k() {
             "i8 extremes",
         );
     }
-    let k = 65_793;
-    for (va, za, vb) in [(255u8, 0, -128i8), (0, 255, -128), (255, 0, 127), (0, 255, 127)] {
+    for (k, va, za, vb) in [65_793, 65_792].into_iter().flat_map(|k| {
+        [
+            (k, 255u8, 0, -128i8),
+            (k, 0, 255, -128),
+            (k, 255, 0, 127),
+            (k, 0, 255, 127),
+        ]
+    }) {
         let a = HostOp::Raw(RawMatrix::new(IntType::U8, 2, k, vec![va; 2 * k], Some(vec![za])).unwrap());
         let b = HostOp::Raw(RawMatrix::new(IntType::I8, 3, k, vec![vb as u8; 3 * k], None).unwrap());
         let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));

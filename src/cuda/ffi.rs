@@ -98,7 +98,8 @@ pub const qk_gemm_tile_QK_TILE_128x128: qk_gemm_tile = 0;
 pub const qk_gemm_tile_QK_TILE_64x128: qk_gemm_tile = 1;
 pub const qk_gemm_tile_QK_TILE_16x128: qk_gemm_tile = 2;
 pub const qk_gemm_tile_QK_TILE_128x256: qk_gemm_tile = 3;
-#[doc = " Tile configurations (rows of A x rows of B per block). sm_80: 128x128, 64x128, 16x128;\n  sm_90a: 128x256 and 128x128."]
+pub const qk_gemm_tile_QK_TILE_64x256: qk_gemm_tile = 4;
+#[doc = " Tile configurations (rows of A x rows of B per block). sm_80: 128x128, 64x128, 16x128;\n  sm_90a: 128x256 and 128x128 (persistent), 64x256 (split along K across a cluster)."]
 pub type qk_gemm_tile = ::std::os::raw::c_uint;
 #[doc = " One GEMM operand: a row-major [rows, k] 8-bit matrix with its parameters."]
 #[repr(C)]
@@ -128,13 +129,14 @@ pub struct qk_gemm_args {
     pub bias_type: qk_float_type,
     pub tile: qk_gemm_tile,
     pub sms: i32,
+    pub split: i32,
 }
 unsafe extern "C" {
     #[doc = " The mma.sync (sm_80+) GEMM. Needs M, N >= 1; any K >= 0 (K % 16 == 0 with 16-byte aligned\n  operands takes the cp.async path, any other K a byte-wise path)."]
     pub fn qk_gemm_sm80(args: *const qk_gemm_args, stream: qk_stream_t) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {
-    #[doc = " The wgmma + TMA (sm_90a) GEMM: same arguments and results as qk_gemm_sm80. Declines\n  (returns cudaErrorNotSupported) K == 0, K % 16 != 0 and operands not 16-byte aligned."]
+    #[doc = " The wgmma + TMA (sm_90a) GEMM: same arguments and results as qk_gemm_sm80. Declines\n  (returns cudaErrorNotSupported) K == 0, K % 16 != 0 and operands not 16-byte aligned;\n  an invalid tile or split is cudaErrorInvalidValue."]
     pub fn qk_gemm_sm90(args: *const qk_gemm_args, stream: qk_stream_t) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {

@@ -9,8 +9,11 @@
 //!   GPU has run it), and nobody should get an unproven kernel by default. Once it has, and
 //!   the M crossover against sm_80 is measured, `Auto` on sm_90 picks it above that M.
 //! - `Sm80` forces the `mma.sync` kernel;
-//! - `Sm90` forces the wgmma + TMA kernel of `kernels/gemm_sm90.cu` (compute capability 9.x
-//!   only): 128×256 tiles, or 128×128 when 128×256 would leave SMs idle. It declines what
+//! - `Sm90` forces the wgmma + TMA kernels of `kernels/gemm_sm90.cu` (compute capability
+//!   9.x only): for M ≤ 64, 64×256 tiles with K split across a cluster of up to 8 CTAs (as
+//!   many as keep the SMs busy and each CTA at least 512 of K); above, the persistent kernel
+//!   with 128×256 tiles, or 128×128 when 128×256 would leave SMs idle. Both thresholds are
+//!   first guesses from tile counts, to be replaced by measured crossovers. It declines what
 //!   TMA cannot describe (K = 0, K % 16 ≠ 0, operands not 16-byte aligned) with
 //!   `Error::Unsupported`.
 
@@ -151,8 +154,10 @@ pub enum GemmPath {
 pub enum GemmKernel {
     /// `gemm_sm80.cu` with a tile of `rows_a x rows_b` outputs per block.
     Sm80 { tile: (usize, usize) },
-    /// `gemm_sm90.cu` (persistent, one CTA per SM) with a tile of `rows_a x rows_b` outputs.
-    Sm90 { tile: (usize, usize) },
+    /// `gemm_sm90.cu` with a tile of `rows_a x rows_b` outputs: 128-row tiles run the
+    /// persistent kernel (one CTA per SM, `split` = 1); 64×256 tiles run the split-K kernel,
+    /// each tile's K shared by a cluster of `split` CTAs (1, 2, 4 or 8).
+    Sm90 { tile: (usize, usize), split: usize },
 }
 
 /// What the dispatcher needs to know about the device and operands beyond the shape.
@@ -166,6 +171,28 @@ pub struct DispatchInfo {
 
 /// Largest N: the sm_80 kernel's grid has ceil(N / 128) ≤ 65535 blocks along y.
 const MAX_N_SM80: usize = 65_535 * 128;
+/// Largest M the wgmma path serves with its 64-row split-K kernel (one 64-row tile: the
+/// persistent kernel's 128-row tiles would be half empty). Not yet measured.
+const SM90_SMALL_M: usize = 64;
+/// Fewest 128-byte K tiles per CTA of a split: below, pipeline fill and the reduction
+/// outweigh the extra SMs.
+const SM90_MIN_KTILES_PER_CTA: usize = 4;
+
+/// The wgmma kernel and tile for a shape the path accepts.
+fn sm90_kernel(shape: GemmShape, sms: usize) -> GemmKernel {
+    if shape.m <= SM90_SMALL_M {
+        let tiles = shape.m.div_ceil(64) * shape.n.div_ceil(256);
+        let ktiles = shape.k.div_ceil(128);
+        let mut split = 1;
+        while split < 8 && tiles * split * 2 <= sms && ktiles >= split * 2 * SM90_MIN_KTILES_PER_CTA {
+            split *= 2;
+        }
+        return GemmKernel::Sm90 { tile: (64, 256), split };
+    }
+    let tiles_256 = shape.m.div_ceil(128) * shape.n.div_ceil(256);
+    let tile = if tiles_256 < sms { (128, 128) } else { (128, 256) };
+    GemmKernel::Sm90 { tile, split: 1 }
+}
 
 /// The dispatcher: the kernel for a device and a problem.
 pub fn choose_kernel(info: DispatchInfo, shape: GemmShape, path: GemmPath) -> Result<GemmKernel> {
@@ -195,9 +222,7 @@ pub fn choose_kernel(info: DispatchInfo, shape: GemmShape, path: GemmPath) -> Re
                 shape.k
             )));
         }
-        let tiles_256 = shape.m.div_ceil(128) * shape.n.div_ceil(256);
-        let tile = if tiles_256 < info.sms { (128, 128) } else { (128, 256) };
-        return Ok(GemmKernel::Sm90 { tile });
+        return Ok(sm90_kernel(shape, info.sms));
     }
     if shape.n > MAX_N_SM80 {
         return Err(Error::Limit(format!(
@@ -285,11 +310,13 @@ pub fn gemm_into<O: DeviceGemmOutput>(
         aligned16: (pa.data as usize).is_multiple_of(16) && (pb.data as usize).is_multiple_of(16),
     };
     let kernel = choose_kernel(info, shape, path)?;
-    let tile = match kernel {
-        GemmKernel::Sm80 { tile: (16, _) } => ffi::qk_gemm_tile_QK_TILE_16x128,
-        GemmKernel::Sm80 { tile: (64, _) } => ffi::qk_gemm_tile_QK_TILE_64x128,
-        GemmKernel::Sm90 { tile: (_, 256) } => ffi::qk_gemm_tile_QK_TILE_128x256,
-        _ => ffi::qk_gemm_tile_QK_TILE_128x128,
+    let (tile, split) = match kernel {
+        GemmKernel::Sm80 { tile: (16, _) } => (ffi::qk_gemm_tile_QK_TILE_16x128, 1),
+        GemmKernel::Sm80 { tile: (64, _) } => (ffi::qk_gemm_tile_QK_TILE_64x128, 1),
+        GemmKernel::Sm80 { .. } => (ffi::qk_gemm_tile_QK_TILE_128x128, 1),
+        GemmKernel::Sm90 { tile: (64, _), split } => (ffi::qk_gemm_tile_QK_TILE_64x256, split as i32),
+        GemmKernel::Sm90 { tile: (_, 256), .. } => (ffi::qk_gemm_tile_QK_TILE_128x256, 1),
+        GemmKernel::Sm90 { .. } => (ffi::qk_gemm_tile_QK_TILE_128x128, 1),
     };
 
     let (yp, _gy) = out.device_ptr_mut(stream);
@@ -317,6 +344,7 @@ pub fn gemm_into<O: DeviceGemmOutput>(
         bias_type,
         tile,
         sms: info.sms as i32,
+        split,
     };
     match kernel {
         GemmKernel::Sm80 { .. } => super::quantize::launch(stream, "qk_gemm_sm80", |s| {
@@ -390,14 +418,18 @@ mod tests {
             GemmKernel::Sm80 { tile: (128, 128) }
         );
         let sm90 = |i, sh| choose_kernel(i, sh, GemmPath::Sm90);
-        assert_eq!(
-            sm90(info((9, 0)), s(8192, 8192, 8192)).unwrap(),
-            GemmKernel::Sm90 { tile: (128, 256) }
-        );
-        assert_eq!(
-            sm90(info((9, 0)), s(512, 4096, 4096)).unwrap(),
-            GemmKernel::Sm90 { tile: (128, 128) }
-        );
+        let h = info((9, 0));
+        let big = |tile| GemmKernel::Sm90 { tile, split: 1 };
+        assert_eq!(sm90(h, s(8192, 8192, 8192)).unwrap(), big((128, 256)));
+        assert_eq!(sm90(h, s(512, 4096, 4096)).unwrap(), big((128, 128)));
+        assert_eq!(sm90(h, s(65, 4096, 4096)).unwrap(), big((128, 128)));
+        // M ≤ 64: 64×256 tiles, split while the SMs are short of work and K allows.
+        let small = |split| GemmKernel::Sm90 { tile: (64, 256), split };
+        assert_eq!(sm90(h, s(1, 4096, 4096)).unwrap(), small(8)); // 16 tiles, 32 K tiles
+        assert_eq!(sm90(h, s(64, 14336, 4096)).unwrap(), small(2)); // 56 tiles
+        assert_eq!(sm90(h, s(16, 28672, 8192)).unwrap(), small(1)); // 112 tiles
+        assert_eq!(sm90(h, s(1, 4096, 1024)).unwrap(), small(2)); // 8 K tiles: 4 per CTA
+        assert_eq!(sm90(h, s(1, 256, 16)).unwrap(), small(1)); // one K tile
         for bad in [s(128, 128, 0), s(128, 128, 40)] {
             assert!(matches!(sm90(info((9, 0)), bad), Err(Error::Unsupported(_))));
         }

@@ -44,7 +44,8 @@ struct Row {
     kernel: String,
     ours_i32_us: f64,
     sm80_i32_us: f64,
-    /// `None` where the wgmma path does not run (not Hopper, or the problem is declined).
+    /// `None` where the wgmma path does not run (not Hopper, the problem is declined, or
+    /// `--skip-sm90`).
     sm90_i32_us: Option<f64>,
     ours_bf16_fused_us: f64,
     cublaslt_i8_us: f64,
@@ -149,9 +150,9 @@ struct Inputs {
     b16: CudaSlice<bf16>,
 }
 
-pub fn gemm(json: Option<&Path>, svg: Option<&Path>, quick: bool) -> Result<()> {
+pub fn gemm(json: Option<&Path>, svg: Option<&Path>, quick: bool, skip_sm90: bool) -> Result<()> {
     match Gpu::new(0) {
-        Ok(g) => gpu_gemm(&g, json, svg, quick),
+        Ok(g) => gpu_gemm(&g, json, svg, quick, skip_sm90),
         Err(e) => {
             println!("no usable CUDA device ({e}): benchmarking the CPU reference only");
             cpu_gemm(json)
@@ -159,7 +160,7 @@ pub fn gemm(json: Option<&Path>, svg: Option<&Path>, quick: bool) -> Result<()> 
     }
 }
 
-fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, quick: bool) -> Result<()> {
+fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, quick: bool, skip_sm90: bool) -> Result<()> {
     let s = &g.stream;
     let name = g.ctx.name()?;
     let l2 = g
@@ -185,7 +186,7 @@ fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, quick: bool) -> Re
     let mut rows = Vec::new();
     for &(m, n, k) in &list {
         bar.set_message(format!("{m}x{n}x{k}"));
-        rows.push(bench_shape(g, m, n, k, l2, copy, &pool, &pool16)?);
+        rows.push(bench_shape(g, (m, n, k), skip_sm90, l2, copy, &pool, &pool16)?);
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -216,9 +217,8 @@ fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, quick: bool) -> Re
 #[allow(clippy::too_many_arguments)]
 fn bench_shape(
     g: &Gpu,
-    m: usize,
-    n: usize,
-    k: usize,
+    (m, n, k): (usize, usize, usize),
+    skip_sm90: bool,
     l2: usize,
     copy: f64,
     pool: &[u8],
@@ -258,7 +258,11 @@ fn bench_shape(
         })
     };
     let sm80 = time_path(GemmPath::Sm80, &mut i)?;
-    let sm90 = time_path(GemmPath::Sm90, &mut i).ok();
+    let sm90 = if skip_sm90 {
+        None
+    } else {
+        time_path(GemmPath::Sm90, &mut i).ok()
+    };
     let (path, ours_i32) = match sm90 {
         Some(t) if t < sm80 => (GemmPath::Sm90, t),
         _ => (GemmPath::Sm80, sm80),
@@ -329,7 +333,8 @@ fn bench_shape(
     };
     let kernel = match cuda::choose_kernel(info, qkernels::gemm::GemmShape { m, n, k }, path)? {
         cuda::GemmKernel::Sm80 { tile } => format!("sm80 {}x{}", tile.0, tile.1),
-        cuda::GemmKernel::Sm90 { tile } => format!("sm90 {}x{}", tile.0, tile.1),
+        cuda::GemmKernel::Sm90 { tile, split: 1 } => format!("sm90 {}x{}", tile.0, tile.1),
+        cuda::GemmKernel::Sm90 { tile, split } => format!("sm90 {}x{}/{split}", tile.0, tile.1),
     };
     let weight_gbps = (m <= 16).then(|| (n * k) as f64 / ours_i32 / 1e3);
     Ok(Row {

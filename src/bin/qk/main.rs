@@ -62,6 +62,9 @@ enum BenchCommand {
         /// A handful of shapes instead of the full sweep.
         #[arg(long)]
         quick: bool,
+        /// Do not run the wgmma (sm_90a) kernels: time the mma.sync path only.
+        #[arg(long)]
+        skip_sm90: bool,
     },
 }
 
@@ -134,8 +137,14 @@ fn run(cli: Cli) -> Result<()> {
             which: BenchCommand::Quant { json },
         } => bench::quant(json.as_deref()),
         Command::Bench {
-            which: BenchCommand::Gemm { json, svg, quick },
-        } => bench_gemm::gemm(json.as_deref(), svg.as_deref(), quick),
+            which:
+                BenchCommand::Gemm {
+                    json,
+                    svg,
+                    quick,
+                    skip_sm90,
+                },
+        } => bench_gemm::gemm(json.as_deref(), svg.as_deref(), quick, skip_sm90),
     }
 }
 
