@@ -9,7 +9,8 @@
 // - warpgroup 0 (producer; registers lowered with setmaxnreg): one thread issues TMA loads
 //   (cp.async.bulk.tensor, 128-byte swizzle) of a BM x 128 A tile and a BN x 128 B tile per
 //   stage into a STAGES-deep ring; each stage has a "full" mbarrier (TMA transaction
-//   bytes) and an "empty" mbarrier (one arrival per consumer warpgroup).
+//   bytes) and an "empty" mbarrier (one arrival per consumer warpgroup, of both CTAs of a
+//   multicast pair).
 // - warpgroups 1 and 2 (consumers; registers raised): each owns 64 rows of the tile and
 //   issues wgmma.m64nBNk32 from shared-memory descriptors, 4 per stage, keeping one wgmma
 //   group in flight; then the epilogue runs from the accumulator registers.
@@ -19,9 +20,13 @@
 // the main loop; the epilogue predicates its stores.
 //
 // Kernel versions and why each exists:
-//   gemm_s90<TA, TB, BN=256>  128x256x128 tiles, 128 accumulators per consumer thread:
+//   gemm_s90<TA, TB, 256, 1>  128x256x128 tiles, 128 accumulators per consumer thread:
 //                             the large-shape configuration (most MACs per byte loaded).
-//   gemm_s90<TA, TB, BN=128>  128x128x128 tiles: twice the tiles for shapes whose 128x256
+//   gemm_s90<TA, TB, 256, 2>  the same in clusters of two CTAs on vertically adjacent tiles
+//                             that load each B tile once, by TMA multicast: 64 instead of
+//                             96 KiB from L2 per pair and K tile, for when L2 bandwidth,
+//                             not the tensor cores, limits the 8192^3 class of shapes.
+//   gemm_s90<TA, TB, 128, 1>  128x128x128 tiles: twice the tiles for shapes whose 128x256
 //                             tile count leaves SMs idle.
 //   gemm_s90_splitk<TA, TB>   64x256x128 tiles, not persistent, each tile's K split across a
 //                             cluster of 1-8 CTAs that reduce through distributed shared
@@ -94,6 +99,47 @@ template <int N> __device__ __forceinline__ void wgmma_wait() {
 template <int N> __device__ __forceinline__ void fence_operands(int32_t (&d)[N]) {
 #pragma unroll
   for (int i = 0; i < N; ++i) asm volatile("" : "+r"(d[i])::"memory");
+}
+
+__device__ __forceinline__ uint32_t cluster_ctarank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+  return r;
+}
+__device__ __forceinline__ uint32_t cluster_nctarank() {
+  uint32_t r;
+  asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(r));
+  return r;
+}
+// Cluster barriers count every thread of every CTA in the cluster. With RELEASE, shared-
+// memory writes before the barrier are visible to reads (local or remote) after it (it
+// costs a GPU-scope memory barrier: MEMBAR.ALL.GPU in the SASS); without, it only orders
+// execution, which is all a thread that wrote nothing the others read needs.
+template <bool RELEASE> __device__ __forceinline__ void cluster_sync() {
+  if constexpr (RELEASE) asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
+  else asm volatile("barrier.cluster.arrive.relaxed;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
+}
+// Address of the same shared-memory location in CTA `rank` of the cluster.
+__device__ __forceinline__ uint32_t map_rank(uint32_t addr, uint32_t rank) {
+  uint32_t r;
+  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));
+  return r;
+}
+// Arrives on the mbarrier at shared::cluster address `bar` (this CTA's or a peer's).
+// NOTE: default semantics (release at CTA scope). What the arrival publishes is that this
+// warpgroup's wgmma reads of a stage are complete, which wgmma.wait_group already ensured;
+// .release.cluster would add a GPU-scope MEMBAR per stage, waiting on the previous tile's
+// epilogue stores.
+__device__ __forceinline__ void mbar_arrive_cluster(uint32_t bar) {
+  asm volatile("mbarrier.arrive.shared::cluster.b64 _, [%0];\n" ::"r"(bar) : "memory");
+}
+// TMA load multicast to the CTAs of `mask` (same CTA-relative smem offset and mbarrier).
+__device__ __forceinline__ void tma_load_2d_multicast(uint32_t dst, const CUtensorMap *map, uint32_t bar, int32_t c0,
+                                                      int32_t c1, uint16_t mask) {
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.tile.mbarrier::complete_tx::bytes.multicast::cluster [%0], [%1, {%3, %4}], [%2], %5;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(bar), "r"(c0), "r"(c1), "h"(mask)
+      : "memory");
 }
 
 // Shared-memory matrix descriptor of a K-major tile with 128-byte swizzle: rows of 128
@@ -174,21 +220,28 @@ __device__ __forceinline__ void wgmma(int32_t (&d)[N / 2], uint64_t da, uint64_t
   }
 }
 
-// Tile `t` of a tiles_m x tiles_n grid, visited in bands of GROUP_M tile-rows: consecutive
-// CTAs share a B tile, and a band's A tiles stay in L2 while it sweeps N.
-__device__ __forceinline__ void tile_coords(int64_t t, int64_t tiles_m, int64_t tiles_n, int64_t &tm, int64_t &tn) {
-  const int64_t span = GROUP_M * tiles_n;
-  const int64_t first = (t / span) * GROUP_M;
-  const int64_t rows = min((int64_t)GROUP_M, tiles_m - first);
+// Unit `t` of a units_m x units_n grid, visited in bands of `group` unit-rows: consecutive
+// clusters share a B tile, and a band's A tiles stay in L2 while it sweeps N.
+__device__ __forceinline__ void unit_coords(int64_t t, int64_t units_m, int64_t units_n, int64_t group, int64_t &um,
+                                            int64_t &un) {
+  const int64_t span = group * units_n;
+  const int64_t first = (t / span) * group;
+  const int64_t rows = min(group, units_m - first);
   const int64_t r = t % span;
-  tm = first + r % rows;
-  tn = r / rows;
+  um = first + r % rows;
+  un = r / rows;
 }
 
-template <typename TA, typename TB, int BN>
+// CM = 1: one CTA per tile. CM = 2: clusters of two CTAs on vertically adjacent tiles
+// (rows 2u and 2u + 1 of tiles, same columns); each CTA loads half of the shared B tile and
+// multicasts it to both, so the pair reads B from L2 once: 64 KiB per pair and K tile
+// instead of 96. A stage of either CTA is then refilled only when the consumers of both
+// have released it (empty barriers count 2 x CM arrivals, half of them remote).
+template <typename TA, typename TB, int BN, int CM>
 __global__ void __launch_bounds__(THREADS, 1)
     gemm_s90(const qk_gemm_args args, const __grid_constant__ CUtensorMap map_a,
              const __grid_constant__ CUtensorMap map_b) {
+  static_assert(CM == 1 || CM == 2, "clusters of one or two CTAs along M");
   using C = Cfg<BN>;
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   // NOTE: 128-byte swizzled TMA tiles and the wgmma descriptors assume 1024-byte aligned
@@ -197,18 +250,25 @@ __global__ void __launch_bounds__(THREADS, 1)
   const uint32_t full = base + STAGES * C::STAGE_BYTES, empty = full + STAGES * 8;
 
   const int64_t M = args.a.rows, N = args.b.rows, K = args.k;
-  const int64_t tiles_m = (M + BM - 1) / BM, tiles_n = (N + BN - 1) / BN, tiles = tiles_m * tiles_n;
+  const int64_t tiles_m = (M + BM - 1) / BM, tiles_n = (N + BN - 1) / BN;
+  const int64_t units_m = (tiles_m + CM - 1) / CM, units = units_m * tiles_n;
   const int64_t ktiles = (K + BK - 1) / BK;
+  // NOTE: the grid is a multiple of CM; cluster ranks are consecutive along x.
+  const uint32_t rank = CM > 1 ? cluster_ctarank() : 0;
+  const int64_t first_unit = blockIdx.x / CM, unit_stride = gridDim.x / CM;
   const int wg = threadIdx.x / 128;
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
-      mbar_init(full + 8 * s, 1);   // the producer's arrive.expect_tx
-      mbar_init(empty + 8 * s, 2);  // one arrival per consumer warpgroup
+      mbar_init(full + 8 * s, 1);        // the producer's arrive.expect_tx
+      mbar_init(empty + 8 * s, 2 * CM);  // one arrival per consumer warpgroup of the cluster
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
-  __syncthreads();
+  // NOTE: with CM = 2 the peer multicasts into this CTA's stages and arrives on its
+  // barriers: both CTAs' barriers must be initialized before either starts.
+  if constexpr (CM > 1) cluster_sync<true>();
+  else __syncthreads();
 
   if (wg == 0) {
     // NOTE: setmaxnreg needs the kernel's register cap (__launch_bounds__(THREADS, 1)) and
@@ -216,21 +276,33 @@ __global__ void __launch_bounds__(THREADS, 1)
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PRODUCER_REGS));
     if (threadIdx.x == 0) {
       int64_t it = 0;
-      for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
-        int64_t tm, tn;
-        tile_coords(t, tiles_m, tiles_n, tm, tn);
+      for (int64_t u = first_unit; u < units; u += unit_stride) {
+        int64_t um, tn;
+        unit_coords(u, units_m, tiles_n, GROUP_M / CM, um, tn);
+        const int64_t tm = um * CM + rank;  // beyond tiles_m for rank 1 of a last odd row: zeros
         for (int64_t kt = 0; kt < ktiles; ++kt, ++it) {
           const int s = (int)(it % STAGES);
           const int64_t round = it / STAGES;
           // NOTE: round r reuses the stage the consumers released in round r - 1.
           if (round > 0) mbar_wait(empty + 8 * s, (uint32_t)((round - 1) & 1));
           const uint32_t sa = base + s * C::STAGE_BYTES;
+          // NOTE: the full barrier counts this CTA's A tile and the whole B tile, half of
+          // which the peer's multicast delivers (possibly before this expect_tx: the
+          // transaction count may run negative within a phase).
           mbar_expect_tx(full + 8 * s, C::STAGE_BYTES);
           tma_load_2d(sa, &map_a, full + 8 * s, (int32_t)(kt * BK), (int32_t)(tm * BM));
-          tma_load_2d(sa + C::A_BYTES, &map_b, full + 8 * s, (int32_t)(kt * BK), (int32_t)(tn * BN));
+          if constexpr (CM == 1) {
+            tma_load_2d(sa + C::A_BYTES, &map_b, full + 8 * s, (int32_t)(kt * BK), (int32_t)(tn * BN));
+          } else {
+            constexpr int HALF = BN / 2;
+            tma_load_2d_multicast(sa + C::A_BYTES + rank * HALF * BK, &map_b, full + 8 * s, (int32_t)(kt * BK),
+                                  (int32_t)(tn * BN + rank * HALF), (uint16_t)0x3);
+          }
         }
       }
     }
+    // NOTE: with CM = 2 no CTA may exit while its peer can still arrive on its barriers.
+    if constexpr (CM > 1) cluster_sync<false>();
     return;
   }
 
@@ -239,11 +311,22 @@ __global__ void __launch_bounds__(THREADS, 1)
   const int tw = threadIdx.x % 128, warp = tw / 32, lane = tw % 32;
   const int gid = lane >> 2, tig = lane & 3;
   const bool leader = tw == 0;
+  // Releases stage s to the producers (both CTAs' with CM = 2: both read it).
+  auto release = [&](int s) {
+    if (!leader) return;
+    if constexpr (CM == 1) {
+      mbar_arrive(empty + 8 * s);
+    } else {
+#pragma unroll
+      for (int r = 0; r < CM; ++r) mbar_arrive_cluster(map_rank(empty + 8 * s, (uint32_t)r));
+    }
+  };
   const EpilogueCtx ctx = make_epilogue_ctx(args);
   int64_t it = 0;
-  for (int64_t t = blockIdx.x; t < tiles; t += gridDim.x) {
-    int64_t tm, tn;
-    tile_coords(t, tiles_m, tiles_n, tm, tn);
+  for (int64_t u = first_unit; u < units; u += unit_stride) {
+    int64_t um, tn;
+    unit_coords(u, units_m, tiles_n, GROUP_M / CM, um, tn);
+    const int64_t tm = um * CM + rank;
     int32_t acc[C::ACC];
 #pragma unroll
     for (int i = 0; i < C::ACC; ++i) acc[i] = 0;
@@ -261,12 +344,12 @@ __global__ void __launch_bounds__(THREADS, 1)
       // NOTE: keep this stage's group in flight; once the previous group has completed,
       // its stage's shared memory is no longer read and goes back to the producer.
       wgmma_wait<1>();
-      if (prev >= 0 && leader) mbar_arrive(empty + 8 * prev);
+      if (prev >= 0) release(prev);
       prev = s;
     }
     wgmma_wait<0>();
     fence_operands(acc);
-    if (prev >= 0 && leader) mbar_arrive(empty + 8 * prev);
+    if (prev >= 0) release(prev);
 
     // Epilogue: warp `warp` holds rows 16·warp + gid (+8) of this warpgroup's 64 rows and,
     // for each n8 block j, columns 8j + 2·tig and 8j + 2·tig + 1.
@@ -282,6 +365,8 @@ __global__ void __launch_bounds__(THREADS, 1)
       });
     }
   }
+  // NOTE: the releasing barrier orders this CTA's last remote arrivals before the peer exits.
+  if constexpr (CM > 1) cluster_sync<true>();
 }
 
 // ---- small M: 64 x 256 tiles, K split across a thread-block cluster ------------------------
@@ -307,30 +392,6 @@ static_assert(QUADS * CONSUMERS * 16 <= STAGES * STAGE_BYTES, "partial sums reus
 static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0, "128-byte-swizzled tiles must start 1024-byte aligned");
 }  // namespace sk
 
-__device__ __forceinline__ uint32_t cluster_ctarank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
-  return r;
-}
-__device__ __forceinline__ uint32_t cluster_nctarank() {
-  uint32_t r;
-  asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(r));
-  return r;
-}
-// Cluster barriers count every thread of every CTA in the cluster. With RELEASE, shared-
-// memory writes before the barrier are visible to reads (local or remote) after it (it
-// costs a GPU-scope memory barrier: MEMBAR.ALL.GPU in the SASS); without, it only orders
-// execution, which is all a thread that wrote nothing the others read needs.
-template <bool RELEASE> __device__ __forceinline__ void cluster_sync() {
-  if constexpr (RELEASE) asm volatile("barrier.cluster.arrive.release;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
-  else asm volatile("barrier.cluster.arrive.relaxed;\nbarrier.cluster.wait.acquire;\n" ::: "memory");
-}
-// Address of the same shared-memory location in CTA `rank` of the cluster.
-__device__ __forceinline__ uint32_t map_rank(uint32_t addr, uint32_t rank) {
-  uint32_t r;
-  asm volatile("mapa.shared::cluster.u32 %0, %1, %2;\n" : "=r"(r) : "r"(addr), "r"(rank));
-  return r;
-}
 __device__ __forceinline__ int4 ld_cluster_v4(uint32_t addr) {
   int4 v;
   asm volatile("ld.shared::cluster.v4.b32 {%0, %1, %2, %3}, [%4];\n"
@@ -497,42 +558,19 @@ static cudaError_t make_map(CUtensorMap *map, const void *data, int64_t rows, in
   return r == CUDA_SUCCESS ? cudaSuccess : cudaErrorInvalidValue;
 }
 
-template <typename TA, typename TB, int BN>
-cudaError_t launch(const qk_gemm_args &a, cudaStream_t s) {
-  CUtensorMap map_a, map_b;
-  cudaError_t err = make_map(&map_a, a.a.data, a.a.rows, a.k, BM);
-  if (err == cudaSuccess) err = make_map(&map_b, a.b.data, a.b.rows, a.k, BN);
-  if (err != cudaSuccess) return err;
-  constexpr auto kernel = gemm_s90<TA, TB, BN>;
-  err = set_smem_limit_once<kernel>(Cfg<BN>::SMEM);
-  if (err != cudaSuccess) return err;
-  const int64_t tiles = ((a.a.rows + BM - 1) / BM) * ((a.b.rows + BN - 1) / BN);
-  const int grid = (int)(tiles < a.sms ? tiles : a.sms);
-  kernel<<<grid, THREADS, Cfg<BN>::SMEM, s>>>(a, map_a, map_b);
-  return cudaGetLastError();
-}
-
-template <typename TA, typename TB>
-cudaError_t launch_splitk(const qk_gemm_args &a, cudaStream_t s) {
-  const int split = a.split;
-  if (split != 1 && split != 2 && split != 4 && split != 8) return cudaErrorInvalidValue;
-  const int64_t tiles = ((a.a.rows + sk::BM - 1) / sk::BM) * ((a.b.rows + sk::BN - 1) / sk::BN);
-  if (tiles * split > INT32_MAX) return cudaErrorInvalidValue;  // the grid's x extent
-  CUtensorMap map_a, map_b;
-  cudaError_t err = make_map(&map_a, a.a.data, a.a.rows, a.k, sk::BM);
-  if (err == cudaSuccess) err = make_map(&map_b, a.b.data, a.b.rows, a.k, sk::BN);
-  if (err != cudaSuccess) return err;
-  constexpr auto kernel = gemm_s90_splitk<TA, TB>;
-  err = set_smem_limit_once<kernel>(sk::SMEM);
-  if (err != cudaSuccess) return err;
+// Launches `kernel` on `grid` CTAs in clusters of `cluster` consecutive CTAs along x.
+template <typename Kernel>
+static cudaError_t launch_clusters(Kernel kernel, int64_t grid, int cluster, int smem, cudaStream_t s,
+                                   const qk_gemm_args &a, const CUtensorMap &map_a, const CUtensorMap &map_b) {
+  if (grid < 1 || grid > INT32_MAX) return cudaErrorInvalidValue;  // the grid's x extent
   cudaLaunchConfig_t cfg = {};
-  cfg.gridDim = dim3((unsigned)(tiles * split));
+  cfg.gridDim = dim3((unsigned)grid);
   cfg.blockDim = dim3(THREADS);
-  cfg.dynamicSmemBytes = sk::SMEM;
+  cfg.dynamicSmemBytes = (size_t)smem;
   cfg.stream = s;
   cudaLaunchAttribute attr[1];
   attr[0].id = cudaLaunchAttributeClusterDimension;
-  attr[0].val.clusterDim.x = (unsigned)split;
+  attr[0].val.clusterDim.x = (unsigned)cluster;
   attr[0].val.clusterDim.y = 1;
   attr[0].val.clusterDim.z = 1;
   cfg.attrs = attr;
@@ -540,11 +578,47 @@ cudaError_t launch_splitk(const qk_gemm_args &a, cudaStream_t s) {
   return cudaLaunchKernelEx(&cfg, kernel, a, map_a, map_b);
 }
 
+template <typename TA, typename TB, int BN, int CM>
+cudaError_t launch(const qk_gemm_args &a, cudaStream_t s) {
+  CUtensorMap map_a, map_b;
+  cudaError_t err = make_map(&map_a, a.a.data, a.a.rows, a.k, BM);
+  if (err == cudaSuccess) err = make_map(&map_b, a.b.data, a.b.rows, a.k, BN / CM);
+  if (err != cudaSuccess) return err;
+  constexpr auto kernel = gemm_s90<TA, TB, BN, CM>;
+  err = set_smem_limit_once<kernel>(Cfg<BN>::SMEM);
+  if (err != cudaSuccess) return err;
+  const int64_t units = ((a.a.rows + BM * CM - 1) / (BM * CM)) * ((a.b.rows + BN - 1) / BN);
+  const int64_t clusters = units < a.sms / CM ? units : a.sms / CM;
+  if constexpr (CM == 1) {
+    kernel<<<(unsigned)clusters, THREADS, Cfg<BN>::SMEM, s>>>(a, map_a, map_b);
+    return cudaGetLastError();
+  } else {
+    return launch_clusters(kernel, clusters * CM, CM, Cfg<BN>::SMEM, s, a, map_a, map_b);
+  }
+}
+
+template <typename TA, typename TB>
+cudaError_t launch_splitk(const qk_gemm_args &a, cudaStream_t s) {
+  const int split = a.cluster;
+  if (split != 1 && split != 2 && split != 4 && split != 8) return cudaErrorInvalidValue;
+  const int64_t tiles = ((a.a.rows + sk::BM - 1) / sk::BM) * ((a.b.rows + sk::BN - 1) / sk::BN);
+  CUtensorMap map_a, map_b;
+  cudaError_t err = make_map(&map_a, a.a.data, a.a.rows, a.k, sk::BM);
+  if (err == cudaSuccess) err = make_map(&map_b, a.b.data, a.b.rows, a.k, sk::BN);
+  if (err != cudaSuccess) return err;
+  constexpr auto kernel = gemm_s90_splitk<TA, TB>;
+  err = set_smem_limit_once<kernel>(sk::SMEM);
+  if (err != cudaSuccess) return err;
+  return launch_clusters(kernel, tiles * split, split, sk::SMEM, s, a, map_a, map_b);
+}
+
 template <typename TA, typename TB>
 cudaError_t launch_tile(const qk_gemm_args &a, cudaStream_t s) {
   switch (a.tile) {
-    case QK_TILE_128x256: return launch<TA, TB, 256>(a, s);
-    case QK_TILE_128x128: return launch<TA, TB, 128>(a, s);
+    case QK_TILE_128x256:
+      if (a.cluster == 2) return launch<TA, TB, 256, 2>(a, s);
+      return a.cluster == 1 ? launch<TA, TB, 256, 1>(a, s) : cudaErrorInvalidValue;
+    case QK_TILE_128x128: return a.cluster == 1 ? launch<TA, TB, 128, 1>(a, s) : cudaErrorInvalidValue;
     case QK_TILE_64x256: return launch_splitk<TA, TB>(a, s);
     default: return cudaErrorInvalidValue;  // an sm_80 tile: not a configuration of this kernel
   }

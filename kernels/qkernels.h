@@ -133,8 +133,10 @@ typedef struct {
   const void *bias;
   qk_float_type bias_type;
   qk_gemm_tile tile;
-  int32_t sms;   /* multiprocessors of the device: the persistent sm_90a grid */
-  int32_t split; /* QK_TILE_64x256 only: CTAs per cluster sharing one tile's K (1, 2, 4, 8) */
+  int32_t sms;     /* multiprocessors of the device: the persistent sm_90a grid */
+  int32_t cluster; /* sm_90a CTAs per cluster: QK_TILE_64x256 splits each tile's K across 1, 2,
+                      4 or 8; QK_TILE_128x256 pairs (2) vertically adjacent tiles that share
+                      each B tile by TMA multicast; otherwise 1. sm_80: ignored. */
 } qk_gemm_args;
 
 /** The mma.sync (sm_80+) GEMM. Needs M, N >= 1; any K >= 0 (K % 16 == 0 with 16-byte aligned

@@ -23,8 +23,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
-# The smoke test's filters: small shapes through every sm_90a kernel configuration.
-SMOKE_TESTS="persistent_scheduler_tile_counts split_k_cluster_sizes"
+# The smoke test's filter: small shapes through every kernel configuration, pinned.
+SMOKE_TESTS="every_kernel_configuration"
 
 build() {
   set -e
@@ -121,6 +121,7 @@ run() {
     "racecheck gpu_vs_cpu long_rows"
     "memcheck gemm_gpu operands_at_offsets a_large_shape gpu_gemm_errors"
     "racecheck gemm_gpu operands_at_offsets"
+    "memcheck gemm_gpu every_kernel_configuration"
   )
   for r in "${runs[@]}"; do
     local tool bin filter rc
@@ -138,7 +139,7 @@ run() {
   local skip=()
   [[ $gemm_hang -eq 1 ]] && skip=(--skip-sm90)
   timeout 150 "$bundle/qk" bench quant --json "$out/bench-quant.json" >>"$report" 2>&1 || failed=1
-  timeout 300 "$bundle/qk" bench gemm "${skip[@]}" --json "$out/bench-gemm.json" --svg "$out/bench-gemm.svg" \
+  timeout 300 "$bundle/qk" bench gemm "${skip[@]}" --all-kernels --json "$out/bench-gemm.json" --svg "$out/bench-gemm.svg" \
     >>"$report" 2>&1 || failed=1
   echo "overall: $([[ $failed -eq 0 ]] && echo PASS || echo FAIL)" >>"$report"
   cat "$report"

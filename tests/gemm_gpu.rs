@@ -264,6 +264,99 @@ fn persistent_scheduler_tile_counts() {
     }
 }
 
+/// One pinned kernel configuration against the CPU reference (no bias and f32 bias).
+fn compare_pinned<O: DeviceGemmOutput + PartialEq>(
+    g: &Gpu,
+    ha: &HostOperand,
+    hb: &HostOperand,
+    da: &DeviceOperand,
+    db: &DeviceOperand,
+    kernel: cuda::GemmKernel,
+    what: &str,
+) {
+    let (m, n) = (ha.meta.rows, hb.meta.rows);
+    let bs = biases(g, n);
+    for (hbias, dbias) in [
+        (None, None),
+        (Some(Bias::F32(&bs.b32)), Some(DeviceBias::F32(bs.d32.as_view()))),
+    ] {
+        let want = cpu::gemm::<O>(ha, hb, hbias).unwrap();
+        // Poisoned output (0xA5 bytes): an element the kernel skips cannot pass as written.
+        let mut bytes = g
+            .stream
+            .clone_htod(&vec![0xA5u8; m * n * std::mem::size_of::<O>()])
+            .unwrap();
+        // SAFETY: the buffer holds exactly m · n values of O, and any bit pattern is a valid
+        // i32 / f32 / f16 / bf16.
+        let mut out = unsafe { bytes.transmute_mut::<O>(m * n) }.unwrap();
+        cuda::gemm_into_kernel(&g.stream, da, db, dbias.as_ref(), &mut out, kernel)
+            .unwrap_or_else(|e| panic!("{what} {kernel}: {e}"));
+        let got = g.stream.clone_dtoh(&out).unwrap();
+        assert!(
+            got == want,
+            "{what} {kernel} out {:?} bias {}: GPU and CPU differ",
+            O::TYPE,
+            hbias.is_some()
+        );
+    }
+}
+
+/// Every kernel configuration the device runs, pinned (not through the dispatcher's
+/// thresholds), on shapes each configuration accepts: ragged M (an odd number of 128-row
+/// tiles leaves the multicast kernel's last pair half outside M), N and K tails.
+#[test]
+fn every_kernel_configuration() {
+    let Some(g) = common::gpu() else { return };
+    let cc = g.ctx.compute_capability().unwrap();
+    let sms = g
+        .ctx
+        .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
+        .unwrap() as usize;
+    let info = cuda::DispatchInfo {
+        cc,
+        sms,
+        aligned16: true,
+    };
+    let mut ran = 0;
+    for (m, n, k) in [(300, 500, 256), (129, 257, 4096), (1, 1000, 2048), (64, 256, 16)] {
+        let shape = qkernels::gemm::GemmShape { m, n, k };
+        let a = make(Kind::Aff(IntType::U8, Granularity::Row), m, k, 21);
+        let b = make(Kind::Sym(Granularity::Row), n, k, 22);
+        let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
+        for kernel in cuda::GemmKernel::all() {
+            let wgmma = !matches!(kernel, cuda::GemmKernel::Sm80 { .. });
+            match cuda::check_kernel(info, shape, kernel) {
+                Ok(()) => {}
+                // Only the wgmma kernels may be declined, and only off Hopper.
+                Err(Error::Unsupported(_)) if wgmma && cc.0 != 9 => continue,
+                Err(e) => panic!("{m}x{n}x{k} {kernel}: {e}"),
+            }
+            let what = format!("{m}x{n}x{k}");
+            compare_pinned::<i32>(
+                &g,
+                &a.operand(),
+                &b.operand(),
+                &da.operand(),
+                &db.operand(),
+                kernel,
+                &what,
+            );
+            compare_pinned::<bf16>(
+                &g,
+                &a.operand(),
+                &b.operand(),
+                &da.operand(),
+                &db.operand(),
+                kernel,
+                &what,
+            );
+            ran += 1;
+        }
+    }
+    let per_shape = if cc.0 == 9 { cuda::GemmKernel::all().len() } else { 3 };
+    assert_eq!(ran, 4 * per_shape);
+}
+
 #[test]
 fn split_k_cluster_sizes() {
     let Some(g) = common::gpu() else { return };
@@ -291,7 +384,7 @@ fn split_k_cluster_sizes() {
             let shape = qkernels::gemm::GemmShape { m, n, k };
             assert_eq!(
                 cuda::choose_kernel(info, shape, GemmPath::Sm90).unwrap(),
-                cuda::GemmKernel::Sm90 { tile: (64, 256), split },
+                cuda::GemmKernel::Sm90SplitK { split },
                 "{m}x{n}x{k}"
             );
         }

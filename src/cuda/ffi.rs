@@ -129,7 +129,7 @@ pub struct qk_gemm_args {
     pub bias_type: qk_float_type,
     pub tile: qk_gemm_tile,
     pub sms: i32,
-    pub split: i32,
+    pub cluster: i32,
 }
 unsafe extern "C" {
     #[doc = " The mma.sync (sm_80+) GEMM. Needs M, N >= 1; any K >= 0 (K % 16 == 0 with 16-byte aligned\n  operands takes the cp.async path, any other K a byte-wise path)."]

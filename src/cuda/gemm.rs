@@ -1,7 +1,8 @@
 //! The INT8 GEMM on the GPU: operands as device views, the fused epilogue, and the one
 //! dispatcher that picks a kernel by compute capability and shape.
 //!
-//! Dispatch (all of it is in [`choose_kernel`]):
+//! Dispatch (all of it is in [`choose_kernel`]; [`check_kernel`] holds every constraint of
+//! every configuration, and [`gemm_into_kernel`] lets a caller pin one):
 //! - compute capability < 8.0 → `Error::Unsupported`;
 //! - `Auto` → the `mma.sync` kernel of `kernels/gemm_sm80.cu` on every device, tile by M:
 //!   M ≤ 16 → 16×128 (decode), M ≤ 64 → 64×128, else 128×128. The Hopper kernel is not the
@@ -12,8 +13,9 @@
 //! - `Sm90` forces the wgmma + TMA kernels of `kernels/gemm_sm90.cu` (compute capability
 //!   9.x only): for M ≤ 64, 64×256 tiles with K split across a cluster of up to 8 CTAs (as
 //!   many as keep the SMs busy and each CTA at least 512 of K); above, the persistent kernel
-//!   with 128×256 tiles, or 128×128 when 128×256 would leave SMs idle. Both thresholds are
-//!   first guesses from tile counts, to be replaced by measured crossovers. It declines what
+//!   with 128×128 tiles when 128×256 would leave SMs idle, else 128×256 tiles, in pairs
+//!   sharing B by TMA multicast when M > 128. These thresholds are first guesses from tile
+//!   counts, to be replaced by measured crossovers. It declines what
 //!   TMA cannot describe (K = 0, K % 16 ≠ 0, operands not 16-byte aligned) with
 //!   `Error::Unsupported`.
 
@@ -149,15 +151,57 @@ pub enum GemmPath {
     Sm90,
 }
 
-/// The kernel the dispatcher picked.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// A GEMM kernel configuration: what the dispatcher picks, or what a caller pins with
+/// [`gemm_into_kernel`] (after [`check_kernel`] accepts it for the device and problem).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum GemmKernel {
-    /// `gemm_sm80.cu` with a tile of `rows_a x rows_b` outputs per block.
+    /// `gemm_sm80.cu` with a tile of `rows_a x rows_b` outputs per block: 128×128, 64×128
+    /// or 16×128.
     Sm80 { tile: (usize, usize) },
-    /// `gemm_sm90.cu` with a tile of `rows_a x rows_b` outputs: 128-row tiles run the
-    /// persistent kernel (one CTA per SM, `split` = 1); 64×256 tiles run the split-K kernel,
-    /// each tile's K shared by a cluster of `split` CTAs (1, 2, 4 or 8).
-    Sm90 { tile: (usize, usize), split: usize },
+    /// The persistent kernel of `gemm_sm90.cu` (one CTA per SM) with 128×256 or 128×128
+    /// tiles. With `multicast` (128×256 only), clusters of two CTAs on vertically adjacent
+    /// tiles load each B tile from L2 once, by TMA multicast.
+    Sm90 { tile: (usize, usize), multicast: bool },
+    /// The small-M kernel of `gemm_sm90.cu`: 64×256 tiles, each tile's K split across a
+    /// cluster of `split` CTAs (1, 2, 4 or 8) that reduce through distributed shared memory.
+    Sm90SplitK { split: usize },
+}
+
+impl GemmKernel {
+    /// Every configuration there is (for benchmarks and tests that sweep them).
+    pub fn all() -> Vec<GemmKernel> {
+        let mut v: Vec<_> = [(128, 128), (64, 128), (16, 128)]
+            .into_iter()
+            .map(|tile| GemmKernel::Sm80 { tile })
+            .collect();
+        v.push(GemmKernel::Sm90 {
+            tile: (128, 256),
+            multicast: true,
+        });
+        v.push(GemmKernel::Sm90 {
+            tile: (128, 256),
+            multicast: false,
+        });
+        v.push(GemmKernel::Sm90 {
+            tile: (128, 128),
+            multicast: false,
+        });
+        v.extend([1, 2, 4, 8].map(|split| GemmKernel::Sm90SplitK { split }));
+        v
+    }
+}
+
+impl std::fmt::Display for GemmKernel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match *self {
+            GemmKernel::Sm80 { tile: (m, n) } => write!(f, "sm80 {m}x{n}"),
+            GemmKernel::Sm90 {
+                tile: (m, n),
+                multicast,
+            } => write!(f, "sm90 {m}x{n}{}", if multicast { " multicast" } else { "" }),
+            GemmKernel::Sm90SplitK { split } => write!(f, "sm90 64x256 split {split}"),
+        }
+    }
 }
 
 /// What the dispatcher needs to know about the device and operands beyond the shape.
@@ -178,7 +222,7 @@ const SM90_SMALL_M: usize = 64;
 /// outweigh the extra SMs.
 const SM90_MIN_KTILES_PER_CTA: usize = 4;
 
-/// The wgmma kernel and tile for a shape the path accepts.
+/// The wgmma configuration for a shape (thresholds from tile counts, not yet measured).
 fn sm90_kernel(shape: GemmShape, sms: usize) -> GemmKernel {
     if shape.m <= SM90_SMALL_M {
         let tiles = shape.m.div_ceil(64) * shape.n.div_ceil(256);
@@ -187,15 +231,40 @@ fn sm90_kernel(shape: GemmShape, sms: usize) -> GemmKernel {
         while split < 8 && tiles * split * 2 <= sms && ktiles >= split * 2 * SM90_MIN_KTILES_PER_CTA {
             split *= 2;
         }
-        return GemmKernel::Sm90 { tile: (64, 256), split };
+        return GemmKernel::Sm90SplitK { split };
     }
-    let tiles_256 = shape.m.div_ceil(128) * shape.n.div_ceil(256);
-    let tile = if tiles_256 < sms { (128, 128) } else { (128, 256) };
-    GemmKernel::Sm90 { tile, split: 1 }
+    if shape.m.div_ceil(128) * shape.n.div_ceil(256) < sms {
+        // 128×256 would leave SMs idle.
+        return GemmKernel::Sm90 {
+            tile: (128, 128),
+            multicast: false,
+        };
+    }
+    GemmKernel::Sm90 {
+        tile: (128, 256),
+        multicast: shape.m > 128 && sms >= 2, // a pair needs two tile rows
+    }
 }
 
 /// The dispatcher: the kernel for a device and a problem.
 pub fn choose_kernel(info: DispatchInfo, shape: GemmShape, path: GemmPath) -> Result<GemmKernel> {
+    let kernel = match path {
+        GemmPath::Sm90 => sm90_kernel(shape, info.sms),
+        GemmPath::Auto | GemmPath::Sm80 => GemmKernel::Sm80 {
+            tile: match shape.m {
+                0..=16 => (16, 128),
+                17..=64 => (64, 128),
+                _ => (128, 128),
+            },
+        },
+    };
+    check_kernel(info, shape, kernel)?;
+    Ok(kernel)
+}
+
+/// Whether `kernel` can run this problem on this device: `Error::Unsupported` (or
+/// `Error::Limit` for a grid too large) with the reason when it cannot.
+pub fn check_kernel(info: DispatchInfo, shape: GemmShape, kernel: GemmKernel) -> Result<()> {
     let cc = info.cc;
     if cc.0 < 8 {
         return Err(Error::Unsupported(format!(
@@ -203,39 +272,53 @@ pub fn choose_kernel(info: DispatchInfo, shape: GemmShape, path: GemmPath) -> Re
             cc.0, cc.1
         )));
     }
-    if path == GemmPath::Sm90 {
-        if cc.0 != 9 {
-            return Err(Error::Unsupported(format!(
-                "the wgmma GEMM needs an sm_90 (Hopper) device; this one is {}.{}",
-                cc.0, cc.1
-            )));
+    let (tile_ok, split) = match kernel {
+        GemmKernel::Sm80 { tile } => {
+            if shape.n > MAX_N_SM80 {
+                return Err(Error::Limit(format!(
+                    "N = {} exceeds the sm80 GEMM's grid limit of {MAX_N_SM80}",
+                    shape.n
+                )));
+            }
+            return match tile {
+                (128, 128) | (64, 128) | (16, 128) => Ok(()),
+                _ => Err(Error::Unsupported(format!("{kernel}: no such sm80 tile"))),
+            };
         }
-        if shape.m >= 1 << 31 || shape.n >= 1 << 31 {
-            return Err(Error::Unsupported(
-                "the wgmma GEMM takes fewer than 2^31 rows per operand".into(),
-            ));
-        }
-        if shape.k == 0 || !shape.k.is_multiple_of(16) || !info.aligned16 {
-            return Err(Error::Unsupported(format!(
-                "the wgmma GEMM declines K = {} or unaligned operands (TMA needs K > 0, K % 16 == 0 and \
-                 16-byte aligned A and B); the sm80 path takes any K",
-                shape.k
-            )));
-        }
-        return Ok(sm90_kernel(shape, info.sms));
+        GemmKernel::Sm90 { tile, multicast } => (
+            matches!((tile, multicast), ((128, 256), _) | ((128, 128), false)) && (!multicast || info.sms >= 2),
+            1,
+        ),
+        GemmKernel::Sm90SplitK { split } => (matches!(split, 1 | 2 | 4 | 8), split),
+    };
+    if !tile_ok {
+        return Err(Error::Unsupported(format!("{kernel}: no such wgmma configuration")));
     }
-    if shape.n > MAX_N_SM80 {
-        return Err(Error::Limit(format!(
-            "N = {} exceeds the sm80 GEMM's grid limit of {MAX_N_SM80}",
-            shape.n
+    if cc.0 != 9 {
+        return Err(Error::Unsupported(format!(
+            "the wgmma GEMM needs an sm_90 (Hopper) device; this one is {}.{}",
+            cc.0, cc.1
         )));
     }
-    let tile = match shape.m {
-        0..=16 => (16, 128),
-        17..=64 => (64, 128),
-        _ => (128, 128),
-    };
-    Ok(GemmKernel::Sm80 { tile })
+    if shape.m >= 1 << 31 || shape.n >= 1 << 31 {
+        return Err(Error::Unsupported(
+            "the wgmma GEMM takes fewer than 2^31 rows per operand".into(),
+        ));
+    }
+    if shape.k == 0 || !shape.k.is_multiple_of(16) || !info.aligned16 {
+        return Err(Error::Unsupported(format!(
+            "the wgmma GEMM declines K = {} or unaligned operands (TMA needs K > 0, K % 16 == 0 and \
+             16-byte aligned A and B); the sm80 path takes any K",
+            shape.k
+        )));
+    }
+    if shape.m.div_ceil(64) * shape.n.div_ceil(256) * split > i32::MAX as usize {
+        return Err(Error::Limit(format!(
+            "{kernel}: {}x{} needs more than 2^31 CTAs; use fewer rows or the persistent kernel",
+            shape.m, shape.n
+        )));
+    }
+    Ok(())
 }
 
 fn out_type(t: OutType) -> ffi::qk_out_type {
@@ -285,6 +368,34 @@ pub fn gemm_into<O: DeviceGemmOutput>(
     out: &mut impl DevicePtrMut<O>,
     path: GemmPath,
 ) -> Result<()> {
+    launch_gemm(stream, a, b, bias, out, |info, shape| choose_kernel(info, shape, path))
+}
+
+/// [`gemm_into`] with the kernel configuration pinned instead of chosen (as one pins a
+/// cuBLASLt algorithm after timing them); `kernel` must pass [`check_kernel`] for this
+/// device and problem. Every configuration computes the same bits.
+pub fn gemm_into_kernel<O: DeviceGemmOutput>(
+    stream: &Arc<CudaStream>,
+    a: &DeviceOperand,
+    b: &DeviceOperand,
+    bias: Option<&DeviceBias>,
+    out: &mut impl DevicePtrMut<O>,
+    kernel: GemmKernel,
+) -> Result<()> {
+    launch_gemm(stream, a, b, bias, out, |info, shape| {
+        check_kernel(info, shape, kernel)?;
+        Ok(kernel)
+    })
+}
+
+fn launch_gemm<O: DeviceGemmOutput>(
+    stream: &Arc<CudaStream>,
+    a: &DeviceOperand,
+    b: &DeviceOperand,
+    bias: Option<&DeviceBias>,
+    out: &mut impl DevicePtrMut<O>,
+    pick: impl FnOnce(DispatchInfo, GemmShape) -> Result<GemmKernel>,
+) -> Result<()> {
     kernels_built()?;
     let shape = check_gemm(&a.meta, &b.meta, O::TYPE, bias.map(|b| b.len()))?;
     if out.len() != shape.m * shape.n {
@@ -309,14 +420,17 @@ pub fn gemm_into<O: DeviceGemmOutput>(
         sms,
         aligned16: (pa.data as usize).is_multiple_of(16) && (pb.data as usize).is_multiple_of(16),
     };
-    let kernel = choose_kernel(info, shape, path)?;
-    let (tile, split) = match kernel {
+    let kernel = pick(info, shape)?;
+    let (tile, cluster) = match kernel {
         GemmKernel::Sm80 { tile: (16, _) } => (ffi::qk_gemm_tile_QK_TILE_16x128, 1),
         GemmKernel::Sm80 { tile: (64, _) } => (ffi::qk_gemm_tile_QK_TILE_64x128, 1),
         GemmKernel::Sm80 { .. } => (ffi::qk_gemm_tile_QK_TILE_128x128, 1),
-        GemmKernel::Sm90 { tile: (64, _), split } => (ffi::qk_gemm_tile_QK_TILE_64x256, split as i32),
-        GemmKernel::Sm90 { tile: (_, 256), .. } => (ffi::qk_gemm_tile_QK_TILE_128x256, 1),
+        GemmKernel::Sm90 {
+            tile: (_, 256),
+            multicast,
+        } => (ffi::qk_gemm_tile_QK_TILE_128x256, if multicast { 2 } else { 1 }),
         GemmKernel::Sm90 { .. } => (ffi::qk_gemm_tile_QK_TILE_128x128, 1),
+        GemmKernel::Sm90SplitK { split } => (ffi::qk_gemm_tile_QK_TILE_64x256, split as i32),
     };
 
     let (yp, _gy) = out.device_ptr_mut(stream);
@@ -344,7 +458,7 @@ pub fn gemm_into<O: DeviceGemmOutput>(
         bias_type,
         tile,
         sms: info.sms as i32,
-        split,
+        cluster,
     };
     match kernel {
         GemmKernel::Sm80 { .. } => super::quantize::launch(stream, "qk_gemm_sm80", |s| {
@@ -353,11 +467,14 @@ pub fn gemm_into<O: DeviceGemmOutput>(
             // layouts; the views and guards keep the memory alive until the launch is enqueued.
             unsafe { ffi::qk_gemm_sm80(&args, s) }
         }),
-        GemmKernel::Sm90 { .. } => super::quantize::launch(stream, "qk_gemm_sm90", |s| {
-            // SAFETY: matches `int qk_gemm_sm90(const qk_gemm_args*, qk_stream_t)`; the same
-            // checks as above, plus the dispatcher's K > 0, K % 16 == 0 and 16-byte alignment.
-            unsafe { ffi::qk_gemm_sm90(&args, s) }
-        }),
+        GemmKernel::Sm90 { .. } | GemmKernel::Sm90SplitK { .. } => {
+            super::quantize::launch(stream, "qk_gemm_sm90", |s| {
+                // SAFETY: matches `int qk_gemm_sm90(const qk_gemm_args*, qk_stream_t)`; the same
+                // checks as above, plus check_kernel's K > 0, K % 16 == 0, 16-byte alignment and
+                // configuration checks.
+                unsafe { ffi::qk_gemm_sm90(&args, s) }
+            })
+        }
     }
 }
 
@@ -419,12 +536,13 @@ mod tests {
         );
         let sm90 = |i, sh| choose_kernel(i, sh, GemmPath::Sm90);
         let h = info((9, 0));
-        let big = |tile| GemmKernel::Sm90 { tile, split: 1 };
-        assert_eq!(sm90(h, s(8192, 8192, 8192)).unwrap(), big((128, 256)));
-        assert_eq!(sm90(h, s(512, 4096, 4096)).unwrap(), big((128, 128)));
-        assert_eq!(sm90(h, s(65, 4096, 4096)).unwrap(), big((128, 128)));
+        let big = |tile, multicast| GemmKernel::Sm90 { tile, multicast };
+        assert_eq!(sm90(h, s(8192, 8192, 8192)).unwrap(), big((128, 256), true));
+        assert_eq!(sm90(h, s(128, 65536, 4096)).unwrap(), big((128, 256), false)); // one tile row
+        assert_eq!(sm90(h, s(512, 4096, 4096)).unwrap(), big((128, 128), false));
+        assert_eq!(sm90(h, s(65, 4096, 4096)).unwrap(), big((128, 128), false));
         // M ≤ 64: 64×256 tiles, split while the SMs are short of work and K allows.
-        let small = |split| GemmKernel::Sm90 { tile: (64, 256), split };
+        let small = |split| GemmKernel::Sm90SplitK { split };
         assert_eq!(sm90(h, s(1, 4096, 4096)).unwrap(), small(8)); // 16 tiles, 32 K tiles
         assert_eq!(sm90(h, s(64, 14336, 4096)).unwrap(), small(2)); // 56 tiles
         assert_eq!(sm90(h, s(16, 28672, 8192)).unwrap(), small(1)); // 112 tiles
@@ -450,5 +568,49 @@ mod tests {
             choose_kernel(info((8, 0)), s(1, MAX_N_SM80 + 1, 16), GemmPath::Auto),
             Err(Error::Limit(_))
         ));
+    }
+
+    #[test]
+    fn pinned_kernels_are_checked() {
+        let s = GemmShape { m: 300, n: 500, k: 256 };
+        for kernel in GemmKernel::all() {
+            let hopper = check_kernel(info((9, 0)), s, kernel);
+            assert!(hopper.is_ok(), "{kernel} on sm_90: {hopper:?}");
+            let ampere = check_kernel(info((8, 0)), s, kernel);
+            assert_eq!(
+                ampere.is_ok(),
+                matches!(kernel, GemmKernel::Sm80 { .. }),
+                "{kernel} on sm_80"
+            );
+        }
+        let bad = [
+            GemmKernel::Sm80 { tile: (128, 256) },
+            GemmKernel::Sm90 {
+                tile: (128, 128),
+                multicast: true,
+            },
+            GemmKernel::Sm90 {
+                tile: (64, 256),
+                multicast: false,
+            },
+            GemmKernel::Sm90SplitK { split: 3 },
+            GemmKernel::Sm90SplitK { split: 16 },
+        ];
+        for kernel in bad {
+            assert!(
+                matches!(check_kernel(info((9, 0)), s, kernel), Err(Error::Unsupported(_))),
+                "{kernel}"
+            );
+        }
+        let huge = GemmShape {
+            m: 1 << 30,
+            n: 1 << 30,
+            k: 16,
+        };
+        assert!(matches!(
+            check_kernel(info((9, 0)), huge, GemmKernel::Sm90SplitK { split: 1 }),
+            Err(Error::Limit(_))
+        ));
+        assert_eq!(GemmKernel::Sm90SplitK { split: 4 }.to_string(), "sm90 64x256 split 4");
     }
 }

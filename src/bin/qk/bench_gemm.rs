@@ -4,6 +4,7 @@
 //! CUDA-event timings after warm-up, inputs rotated through enough copies to exceed L2.
 //! Without a GPU it times the CPU reference and says so.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -13,7 +14,7 @@ use plotters::prelude::*;
 use qkernels::bench::{copy_gbps, median, random_bytes, time_us};
 use qkernels::cpu::{self, RawMatrix};
 use qkernels::cuda::baseline::{Bf16Gemm, LtInt8};
-use qkernels::cuda::{self, DeviceBias, DeviceOperand, GemmPath, Gpu};
+use qkernels::cuda::{self, DeviceBias, DeviceOperand, GemmKernel, GemmPath, Gpu};
 use qkernels::gemm::{OperandMeta, ParamLayout};
 use qkernels::{Error, IntType, Result, Scheme, bf16};
 use serde::Serialize;
@@ -64,6 +65,9 @@ struct Row {
     weight_fraction_of_copy: Option<f64>,
     /// Why a baseline has no time for this shape (its time fields are then null).
     baseline_errors: Vec<String>,
+    /// `--all-kernels`: i32-out time of every configuration that accepts the shape.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    kernels_i32_us: BTreeMap<String, f64>,
 }
 
 #[derive(Serialize)]
@@ -150,9 +154,20 @@ struct Inputs {
     b16: CudaSlice<bf16>,
 }
 
-pub fn gemm(json: Option<&Path>, svg: Option<&Path>, quick: bool, skip_sm90: bool) -> Result<()> {
+/// What `qk bench gemm` times besides the baselines.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GemmBenchOpts {
+    /// A handful of shapes instead of the full sweep.
+    pub quick: bool,
+    /// Time the sm80 path only.
+    pub skip_sm90: bool,
+    /// Also time every kernel configuration that accepts each shape (i32 out).
+    pub all_kernels: bool,
+}
+
+pub fn gemm(json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpts) -> Result<()> {
     match Gpu::new(0) {
-        Ok(g) => gpu_gemm(&g, json, svg, quick, skip_sm90),
+        Ok(g) => gpu_gemm(&g, json, svg, opts),
         Err(e) => {
             println!("no usable CUDA device ({e}): benchmarking the CPU reference only");
             cpu_gemm(json)
@@ -160,7 +175,7 @@ pub fn gemm(json: Option<&Path>, svg: Option<&Path>, quick: bool, skip_sm90: boo
     }
 }
 
-fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, quick: bool, skip_sm90: bool) -> Result<()> {
+fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpts) -> Result<()> {
     let s = &g.stream;
     let name = g.ctx.name()?;
     let l2 = g
@@ -177,7 +192,7 @@ fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, quick: bool, skip_
     })? / BATCH as f64;
     println!("copy {copy:.1} GB/s, empty launch {empty:.2} µs, L2 {} MiB", l2 >> 20);
 
-    let list = shapes(quick);
+    let list = shapes(opts.quick);
     let max_bytes = list.iter().map(|&(m, n, k)| (m.max(n)) * k).max().unwrap_or(0);
     let pool = random_bytes(max_bytes, 11);
     let pool16: Vec<bf16> = pool.iter().map(|&b| bf16::from_f32((b as i8) as f32 / 64.0)).collect();
@@ -186,11 +201,14 @@ fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, quick: bool, skip_
     let mut rows = Vec::new();
     for &(m, n, k) in &list {
         bar.set_message(format!("{m}x{n}x{k}"));
-        rows.push(bench_shape(g, (m, n, k), skip_sm90, l2, copy, &pool, &pool16)?);
+        rows.push(bench_shape(g, (m, n, k), opts, l2, copy, &pool, &pool16)?);
         bar.inc(1);
     }
     bar.finish_and_clear();
     print_table(&rows);
+    if opts.all_kernels {
+        print_kernels(&rows);
+    }
     if let Some(p) = svg {
         plot(p, &rows, &name)?;
         println!("wrote {}", p.display());
@@ -218,7 +236,7 @@ fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, quick: bool, skip_
 fn bench_shape(
     g: &Gpu,
     (m, n, k): (usize, usize, usize),
-    skip_sm90: bool,
+    opts: GemmBenchOpts,
     l2: usize,
     copy: f64,
     pool: &[u8],
@@ -246,6 +264,16 @@ fn bench_shape(
     let mut y16 = s.alloc_zeros::<bf16>(m * n)?;
     let (warm, iters) = if (m * n * k) as f64 > 1e12 { (1, 5) } else { (3, 15) };
 
+    let info = cuda::DispatchInfo {
+        cc: g.ctx.compute_capability()?,
+        sms: g
+            .ctx
+            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?
+            as usize,
+        aligned16: true,
+    };
+    let shape = qkernels::gemm::GemmShape { m, n, k };
+
     // Both kernel families, i32 out; the faster one is "ours" (on non-Hopper devices, or
     // where the wgmma path declines the problem, only sm80 runs).
     let mut i = 0;
@@ -258,7 +286,7 @@ fn bench_shape(
         })
     };
     let sm80 = time_path(GemmPath::Sm80, &mut i)?;
-    let sm90 = if skip_sm90 {
+    let sm90 = if opts.skip_sm90 {
         None
     } else {
         time_path(GemmPath::Sm90, &mut i).ok()
@@ -321,21 +349,27 @@ fn bench_shape(
             f64::NAN
         });
 
+    // Every configuration the shape allows, pinned (for tuning the dispatcher).
+    let mut kernels = BTreeMap::new();
+    if opts.all_kernels {
+        for kernel in GemmKernel::all() {
+            let wgmma = !matches!(kernel, GemmKernel::Sm80 { .. });
+            if (wgmma && opts.skip_sm90) || cuda::check_kernel(info, shape, kernel).is_err() {
+                continue;
+            }
+            let t = time_us(g, warm, iters, || {
+                let x = &inputs[i % sets];
+                i += 1;
+                let (a, b) = (raw(x.a.as_view(), &zeros_m, m, k)?, raw(x.b.as_view(), &zeros_n, n, k)?);
+                cuda::gemm_into_kernel(s, &a, &b, None, &mut y32, kernel)
+            })?;
+            kernels.insert(kernel.to_string(), t);
+        }
+    }
+
     let ops = 2.0 * (m * n * k) as f64;
     let tops = ops / ours_i32 / 1e6;
-    let info = cuda::DispatchInfo {
-        cc: g.ctx.compute_capability()?,
-        sms: g
-            .ctx
-            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?
-            as usize,
-        aligned16: true,
-    };
-    let kernel = match cuda::choose_kernel(info, qkernels::gemm::GemmShape { m, n, k }, path)? {
-        cuda::GemmKernel::Sm80 { tile } => format!("sm80 {}x{}", tile.0, tile.1),
-        cuda::GemmKernel::Sm90 { tile, split: 1 } => format!("sm90 {}x{}", tile.0, tile.1),
-        cuda::GemmKernel::Sm90 { tile, split } => format!("sm90 {}x{}/{split}", tile.0, tile.1),
-    };
+    let kernel = cuda::choose_kernel(info, shape, path)?.to_string();
     let weight_gbps = (m <= 16).then(|| (n * k) as f64 / ours_i32 / 1e3);
     Ok(Row {
         m,
@@ -357,7 +391,19 @@ fn bench_shape(
         weight_gbps,
         weight_fraction_of_copy: weight_gbps.map(|w| w / copy),
         baseline_errors,
+        kernels_i32_us: kernels,
     })
+}
+
+/// `--all-kernels`: each shape's configurations, fastest first.
+fn print_kernels(rows: &[Row]) {
+    println!("\nevery kernel configuration, i32 out (µs, fastest first):");
+    for r in rows {
+        let mut v: Vec<_> = r.kernels_i32_us.iter().collect();
+        v.sort_by(|a, b| a.1.total_cmp(b.1));
+        let list: Vec<String> = v.iter().map(|(k, t)| format!("{k} {t:.1}")).collect();
+        println!("{:>6} {:>6} {:>6}  {}", r.m, r.n, r.k, list.join(" | "));
+    }
 }
 
 fn print_table(rows: &[Row]) {
@@ -528,6 +574,7 @@ mod tests {
                 weight_gbps: None,
                 weight_fraction_of_copy: None,
                 baseline_errors: Vec::new(),
+                kernels_i32_us: BTreeMap::new(),
             })
             .collect();
         let path = std::env::temp_dir().join(format!("qk-plot-{}.svg", std::process::id()));

@@ -65,6 +65,10 @@ enum BenchCommand {
         /// Do not run the wgmma (sm_90a) kernels: time the mma.sync path only.
         #[arg(long)]
         skip_sm90: bool,
+        /// Also time every kernel configuration that accepts each shape, i32 out (for
+        /// tuning the dispatcher).
+        #[arg(long)]
+        all_kernels: bool,
     },
 }
 
@@ -143,8 +147,17 @@ fn run(cli: Cli) -> Result<()> {
                     svg,
                     quick,
                     skip_sm90,
+                    all_kernels,
                 },
-        } => bench_gemm::gemm(json.as_deref(), svg.as_deref(), quick, skip_sm90),
+        } => bench_gemm::gemm(
+            json.as_deref(),
+            svg.as_deref(),
+            bench_gemm::GemmBenchOpts {
+                quick,
+                skip_sm90,
+                all_kernels,
+            },
+        ),
     }
 }
 
