@@ -279,7 +279,12 @@ __global__ void __launch_bounds__(THREADS, 1)
       for (int64_t u = first_unit; u < units; u += unit_stride) {
         int64_t um, tn;
         unit_coords(u, units_m, tiles_n, GROUP_M / CM, um, tn);
-        const int64_t tm = um * CM + rank;  // beyond tiles_m for rank 1 of a last odd row: zeros
+        const int64_t tm = um * CM + rank;  // beyond tiles_m for rank 1 of a last odd row
+        // NOTE: a TMA box must overlap the tensor (zero fill and the transaction count are
+        // specified for boxes that cross its edge). Rank 1 of a last odd tile row loads the
+        // row above again, and a B half wholly beyond N loads from row N - 1: both fill
+        // outputs the epilogue skips (rows >= M, columns >= N).
+        const int64_t a_row = min(tm, tiles_m - 1) * BM;
         for (int64_t kt = 0; kt < ktiles; ++kt, ++it) {
           const int s = (int)(it % STAGES);
           const int64_t round = it / STAGES;
@@ -290,13 +295,14 @@ __global__ void __launch_bounds__(THREADS, 1)
           // which the peer's multicast delivers (possibly before this expect_tx: the
           // transaction count may run negative within a phase).
           mbar_expect_tx(full + 8 * s, C::STAGE_BYTES);
-          tma_load_2d(sa, &map_a, full + 8 * s, (int32_t)(kt * BK), (int32_t)(tm * BM));
+          tma_load_2d(sa, &map_a, full + 8 * s, (int32_t)(kt * BK), (int32_t)a_row);
           if constexpr (CM == 1) {
             tma_load_2d(sa + C::A_BYTES, &map_b, full + 8 * s, (int32_t)(kt * BK), (int32_t)(tn * BN));
           } else {
             constexpr int HALF = BN / 2;
+            const int64_t b_row = min(tn * BN + rank * HALF, N - 1);
             tma_load_2d_multicast(sa + C::A_BYTES + rank * HALF * BK, &map_b, full + 8 * s, (int32_t)(kt * BK),
-                                  (int32_t)(tn * BN + rank * HALF), (uint16_t)0x3);
+                                  (int32_t)b_row, (uint16_t)0x3);
           }
         }
       }
@@ -523,9 +529,10 @@ __global__ void __launch_bounds__(THREADS, 1)
       }
     });
   }
-  // NOTE: no CTA may exit (releasing its shared memory) while another still reads it; the
-  // reads are complete here (their sums were stored), so the barrier need not release.
-  cluster_sync<false>();
+  // NOTE: no CTA may exit (releasing its shared memory) while another still reads it. The
+  // barrier releases so that every remote read is ordered before it (a read whose value
+  // went unused, for columns beyond N, is otherwise unordered).
+  cluster_sync<true>();
 }
 
 // ---- host side ----------------------------------------------------------------------------
@@ -578,6 +585,31 @@ static cudaError_t launch_clusters(Kernel kernel, int64_t grid, int cluster, int
   return cudaLaunchKernelEx(&cfg, kernel, a, map_a, map_b);
 }
 
+// How many clusters of `cluster` CTAs of `Kernel` the device holds at once (asked once per
+// device: cudaOccupancyMaxActiveClusters).
+template <auto Kernel>
+static cudaError_t max_active_clusters_once(int cluster, int smem, int *out) {
+  static std::atomic<int> cached[32];  // per device; 0 = not asked yet
+  int dev = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err != cudaSuccess) return err;
+  if (dev < 32 && (*out = cached[dev].load(std::memory_order_relaxed)) > 0) return cudaSuccess;
+  cudaLaunchConfig_t cfg = {};
+  cfg.gridDim = dim3((unsigned)cluster);
+  cfg.blockDim = dim3(THREADS);
+  cfg.dynamicSmemBytes = (size_t)smem;
+  cudaLaunchAttribute attr[1];
+  attr[0].id = cudaLaunchAttributeClusterDimension;
+  attr[0].val.clusterDim.x = (unsigned)cluster;
+  attr[0].val.clusterDim.y = 1;
+  attr[0].val.clusterDim.z = 1;
+  cfg.attrs = attr;
+  cfg.numAttrs = 1;
+  err = cudaOccupancyMaxActiveClusters(out, Kernel, &cfg);
+  if (err == cudaSuccess && dev < 32 && *out > 0) cached[dev].store(*out, std::memory_order_relaxed);
+  return err;
+}
+
 template <typename TA, typename TB, int BN, int CM>
 cudaError_t launch(const qk_gemm_args &a, cudaStream_t s) {
   CUtensorMap map_a, map_b;
@@ -588,11 +620,18 @@ cudaError_t launch(const qk_gemm_args &a, cudaStream_t s) {
   err = set_smem_limit_once<kernel>(Cfg<BN>::SMEM);
   if (err != cudaSuccess) return err;
   const int64_t units = ((a.a.rows + BM * CM - 1) / (BM * CM)) * ((a.b.rows + BN - 1) / BN);
-  const int64_t clusters = units < a.sms / CM ? units : a.sms / CM;
+  int64_t clusters = units < a.sms / CM ? units : a.sms / CM;
   if constexpr (CM == 1) {
     kernel<<<(unsigned)clusters, THREADS, Cfg<BN>::SMEM, s>>>(a, map_a, map_b);
     return cudaGetLastError();
   } else {
+    // NOTE: pairs must fit in one GPC; with an odd number of SMs free in some GPCs, fewer
+    // than sms / 2 pairs are resident at once, and the rest of a persistent grid would run
+    // as a second wave. Cap the grid at what the device can hold.
+    int resident = 0;
+    err = max_active_clusters_once<kernel>(CM, Cfg<BN>::SMEM, &resident);
+    if (err != cudaSuccess) return err;
+    if (resident > 0 && clusters > resident) clusters = resident;
     return launch_clusters(kernel, clusters * CM, CM, Cfg<BN>::SMEM, s, a, map_a, map_b);
   }
 }

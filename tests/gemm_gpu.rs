@@ -303,7 +303,8 @@ fn compare_pinned<O: DeviceGemmOutput + PartialEq>(
 
 /// Every kernel configuration the device runs, pinned (not through the dispatcher's
 /// thresholds), on shapes each configuration accepts: ragged M (an odd number of 128-row
-/// tiles leaves the multicast kernel's last pair half outside M), N and K tails.
+/// tiles leaves the multicast kernel's last pair half outside M), N and K tails, and
+/// N = 384 (the multicast kernel's second B half of the last column lies wholly beyond N).
 #[test]
 fn every_kernel_configuration() {
     let Some(g) = common::gpu() else { return };
@@ -318,7 +319,14 @@ fn every_kernel_configuration() {
         aligned16: true,
     };
     let mut ran = 0;
-    for (m, n, k) in [(300, 500, 256), (129, 257, 4096), (1, 1000, 2048), (64, 256, 16)] {
+    let shapes = [
+        (300, 500, 256),
+        (384, 384, 512),
+        (129, 257, 4096),
+        (1, 1000, 2048),
+        (64, 256, 16),
+    ];
+    for (m, n, k) in shapes {
         let shape = qkernels::gemm::GemmShape { m, n, k };
         let a = make(Kind::Aff(IntType::U8, Granularity::Row), m, k, 21);
         let b = make(Kind::Sym(Granularity::Row), n, k, 22);
@@ -354,7 +362,7 @@ fn every_kernel_configuration() {
         }
     }
     let per_shape = if cc.0 == 9 { cuda::GemmKernel::all().len() } else { 3 };
-    assert_eq!(ran, 4 * per_shape);
+    assert_eq!(ran, shapes.len() * per_shape);
 }
 
 #[test]
