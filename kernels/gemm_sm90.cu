@@ -362,7 +362,7 @@ __global__ void __launch_bounds__(THREADS, 1)
     const int64_t mr0 = tm * BM + c * 64 + warp * 16 + gid, mr1 = mr0 + 8;
     const bool ok0 = mr0 < M, ok1 = mr1 < M;
     if (ok0) {
-      const RowParams r0 = row_params(args.a, mr0), r1 = ok1 ? row_params(args.a, mr1) : r0;
+      const RowParams r0 = row_params(args.a, ctx, mr0), r1 = ok1 ? row_params(args.a, ctx, mr1) : r0;
       with_out_type(args.y_type, [&]<typename TOut>() {
 #pragma unroll
         for (int j = 0; j < BN / 8; ++j)
@@ -489,7 +489,7 @@ __global__ void __launch_bounds__(THREADS, 1)
   const EpilogueCtx ctx = make_epilogue_ctx(args);
   const int64_t mr0 = tm * sk::BM + warp * 16 + gid, mr1 = mr0 + 8;
   const bool ok0 = mr0 < M, ok1 = mr1 < M;
-  const RowParams r0 = ok0 ? row_params(args.a, mr0) : RowParams{}, r1 = ok1 ? row_params(args.a, mr1) : r0;
+  const RowParams r0 = ok0 ? row_params(args.a, ctx, mr0) : RowParams{}, r1 = ok1 ? row_params(args.a, ctx, mr1) : r0;
   const int64_t n0 = tn * sk::BN + c * sk::HALF + tig * 2;
   if (split == 1) {
     if (ok0) {

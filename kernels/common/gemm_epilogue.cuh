@@ -23,6 +23,10 @@ __device__ __forceinline__ int32_t param_i(const int32_t *p, qk_param_layout l, 
 struct EpilogueCtx {
   int32_t k;
   bool float_out, min_offset, has_bias, pairs_aligned;
+  // Whether the row sums enter the result: ΣA only through zb·ΣA, ΣB only through za·ΣB
+  // and the MinOffset term. Without zero points (raw i8·i8, Symmetric) neither is loaded;
+  // the skipped products are zero, so the bits do not change.
+  bool need_sum_a, need_sum_b;
 };
 
 __device__ __forceinline__ EpilogueCtx make_epilogue_ctx(const qk_gemm_args &args) {
@@ -31,6 +35,8 @@ __device__ __forceinline__ EpilogueCtx make_epilogue_ctx(const qk_gemm_args &arg
   c.float_out = args.y_type != QK_OUT_I32;
   c.min_offset = args.a.offset_layout != QK_PARAM_NONE;
   c.has_bias = args.bias != nullptr;
+  c.need_sum_a = args.b.zero_point_layout != QK_PARAM_NONE;
+  c.need_sum_b = args.a.zero_point_layout != QK_PARAM_NONE || c.min_offset;
   const int out_bytes = args.y_type == QK_OUT_I32 || args.y_type == QK_OUT_F32 ? 4 : 2;
   c.pairs_aligned = (args.b.rows % 2 == 0) && ((uintptr_t)args.y % (2 * out_bytes) == 0);
   return c;
@@ -42,9 +48,9 @@ struct RowParams {
   float sa, off_a;
 };
 
-__device__ __forceinline__ RowParams row_params(const qk_gemm_operand &A, int64_t m) {
-  return {param_i(A.zero_point, A.zero_point_layout, m), A.row_sums[m], param_f(A.scale, A.scale_layout, m),
-          param_f(A.offset, A.offset_layout, m)};
+__device__ __forceinline__ RowParams row_params(const qk_gemm_operand &A, const EpilogueCtx &ctx, int64_t m) {
+  return {param_i(A.zero_point, A.zero_point_layout, m), ctx.need_sum_a ? A.row_sums[m] : 0,
+          param_f(A.scale, A.scale_layout, m), param_f(A.offset, A.offset_layout, m)};
 }
 
 template <typename TOut>
@@ -90,7 +96,7 @@ __device__ __forceinline__ ColParams col_params(const qk_gemm_args &args, const 
   const qk_gemm_operand &B = args.b;
   ColParams c;
   c.zb = param_i(B.zero_point, B.zero_point_layout, n);
-  c.sum_b = B.row_sums[n];
+  c.sum_b = ctx.need_sum_b ? B.row_sums[n] : 0;
   c.col_sum = (int32_t)((uint32_t)c.sum_b - (uint32_t)ctx.k * (uint32_t)c.zb);
   c.sb = param_f(B.scale, B.scale_layout, n);
   c.bias = 0.0f;
