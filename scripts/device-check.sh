@@ -93,12 +93,12 @@ run() {
   local smoke_rc gemm_hang=0
   echo "===== smoke: gemm_gpu $SMOKE_TESTS" >"$out/tests.log"
   # shellcheck disable=SC2086
-  timeout 90 "$bundle/tests/gemm_gpu" --test-threads 1 $SMOKE_TESTS >>"$out/tests.log" 2>&1
+  timeout -k 10 90 "$bundle/tests/gemm_gpu" --test-threads 1 $SMOKE_TESTS >>"$out/tests.log" 2>&1
   smoke_rc=$?
   echo "smoke (gemm_gpu $SMOKE_TESTS): rc=$smoke_rc" >>"$report"
-  if [[ $smoke_rc -eq 124 ]]; then
+  [[ $smoke_rc -eq 0 ]] || failed=1
+  if [[ $smoke_rc -eq 124 || $smoke_rc -eq 137 ]]; then
     gemm_hang=1
-    failed=1
     echo "smoke HUNG: skipping gemm_gpu, its sanitizer runs and the sm90 benchmark" >>"$report"
   fi
 
@@ -107,9 +107,15 @@ run() {
     name=$(basename "$t")
     [[ $gemm_hang -eq 1 && $name == gemm_gpu ]] && continue
     echo "===== $name" >>"$out/tests.log"
-    timeout 240 "$t" --test-threads 4 >>"$out/tests.log" 2>&1
+    timeout -k 10 240 "$t" --test-threads 4 >>"$out/tests.log" 2>&1
     rc=$?
     [[ $rc -eq 0 ]] || failed=1
+    # A GEMM test that hangs past the smoke test still keeps the sm90 kernels out of the
+    # sanitizer runs and the benchmark.
+    if [[ $name == gemm_gpu && ($rc -eq 124 || $rc -eq 137) ]]; then
+      gemm_hang=1
+      echo "gemm_gpu HUNG: skipping its sanitizer runs and the sm90 benchmark" >>"$report"
+    fi
     echo "test $name: rc=$rc $(grep -E '^test result' "$out/tests.log" | tail -1)" >>"$report"
   done
   grep -c "SKIPPED" "$out/tests.log" | sed 's/^/SKIPPED lines in tests.log: /' >>"$report"
@@ -129,7 +135,7 @@ run() {
     [[ $gemm_hang -eq 1 && $bin == gemm_gpu ]] && continue
     echo "===== $tool $bin: $filter" >>"$out/sanitizer.log"
     # shellcheck disable=SC2086
-    timeout 120 compute-sanitizer --tool "$tool" --error-exitcode 9 "$bundle/tests/$bin" --test-threads 1 $filter \
+    timeout -k 10 120 compute-sanitizer --tool "$tool" --error-exitcode 9 "$bundle/tests/$bin" --test-threads 1 $filter \
       >>"$out/sanitizer.log" 2>&1
     rc=$?
     [[ $rc -eq 0 ]] || failed=1
@@ -138,8 +144,8 @@ run() {
 
   local skip=()
   [[ $gemm_hang -eq 1 ]] && skip=(--skip-sm90)
-  timeout 150 "$bundle/qk" bench quant --json "$out/bench-quant.json" >>"$report" 2>&1 || failed=1
-  timeout 300 "$bundle/qk" bench gemm "${skip[@]}" --all-kernels --json "$out/bench-gemm.json" --svg "$out/bench-gemm.svg" \
+  timeout -k 10 150 "$bundle/qk" bench quant --json "$out/bench-quant.json" >>"$report" 2>&1 || failed=1
+  timeout -k 10 300 "$bundle/qk" bench gemm ${skip[@]+"${skip[@]}"} --all-kernels --json "$out/bench-gemm.json" --svg "$out/bench-gemm.svg" \
     >>"$report" 2>&1 || failed=1
   echo "overall: $([[ $failed -eq 0 ]] && echo PASS || echo FAIL)" >>"$report"
   cat "$report"

@@ -272,7 +272,7 @@ pub fn check_kernel(info: DispatchInfo, shape: GemmShape, kernel: GemmKernel) ->
             cc.0, cc.1
         )));
     }
-    let (tile_ok, split) = match kernel {
+    let (tile_ok, split): (bool, Option<usize>) = match kernel {
         GemmKernel::Sm80 { tile } => {
             if shape.n > MAX_N_SM80 {
                 return Err(Error::Limit(format!(
@@ -285,14 +285,24 @@ pub fn check_kernel(info: DispatchInfo, shape: GemmShape, kernel: GemmKernel) ->
                 _ => Err(Error::Unsupported(format!("{kernel}: no such sm80 tile"))),
             };
         }
-        GemmKernel::Sm90 { tile, multicast } => (
-            matches!((tile, multicast), ((128, 256), _) | ((128, 128), false)) && (!multicast || info.sms >= 2),
-            1,
-        ),
-        GemmKernel::Sm90SplitK { split } => (matches!(split, 1 | 2 | 4 | 8), split),
+        GemmKernel::Sm90 { tile, multicast } => {
+            (matches!((tile, multicast), ((128, 256), _) | ((128, 128), false)), None)
+        }
+        GemmKernel::Sm90SplitK { split } => (matches!(split, 1 | 2 | 4 | 8), Some(split)),
     };
     if !tile_ok {
         return Err(Error::Unsupported(format!("{kernel}: no such wgmma configuration")));
+    }
+    let min_sms = if matches!(kernel, GemmKernel::Sm90 { multicast: true, .. }) {
+        2
+    } else {
+        1
+    };
+    if info.sms < min_sms {
+        return Err(Error::Unsupported(format!(
+            "{kernel} needs at least {min_sms} SMs; the device reports {}",
+            info.sms
+        )));
     }
     if cc.0 != 9 {
         return Err(Error::Unsupported(format!(
@@ -312,7 +322,10 @@ pub fn check_kernel(info: DispatchInfo, shape: GemmShape, kernel: GemmKernel) ->
             shape.k
         )));
     }
-    if shape.m.div_ceil(64) * shape.n.div_ceil(256) * split > i32::MAX as usize {
+    // The split-K grid is one CTA per tile and split (the persistent grids are ≤ SMs).
+    if let Some(split) = split
+        && shape.m.div_ceil(64) * shape.n.div_ceil(256) * split > i32::MAX as usize
+    {
         return Err(Error::Limit(format!(
             "{kernel}: {}x{} needs more than 2^31 CTAs; use fewer rows or the persistent kernel",
             shape.m, shape.n
@@ -610,6 +623,16 @@ mod tests {
         assert!(matches!(
             check_kernel(info((9, 0)), huge, GemmKernel::Sm90SplitK { split: 1 }),
             Err(Error::Limit(_))
+        ));
+        let persistent = GemmKernel::Sm90 {
+            tile: (128, 256),
+            multicast: true,
+        };
+        assert!(check_kernel(info((9, 0)), huge, persistent).is_ok());
+        let one_sm = DispatchInfo { sms: 1, ..info((9, 0)) };
+        assert!(matches!(
+            check_kernel(one_sm, s, persistent),
+            Err(Error::Unsupported(_))
         ));
         assert_eq!(GemmKernel::Sm90SplitK { split: 4 }.to_string(), "sm90 64x256 split 4");
     }

@@ -63,7 +63,8 @@ struct Row {
     /// M ≤ 16: weight bytes per second of our kernel, and that over the copy bandwidth.
     weight_gbps: Option<f64>,
     weight_fraction_of_copy: Option<f64>,
-    /// Why a baseline has no time for this shape (its time fields are then null).
+    /// Why a baseline (or, with `--all-kernels`, a configuration) has no time for this
+    /// shape (its time fields are then null or absent).
     baseline_errors: Vec<String>,
     /// `--all-kernels`: i32-out time of every configuration that accepts the shape.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
@@ -170,6 +171,9 @@ pub fn gemm(json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpts) -> Res
         Ok(g) => gpu_gemm(&g, json, svg, opts),
         Err(e) => {
             println!("no usable CUDA device ({e}): benchmarking the CPU reference only");
+            if opts.skip_sm90 || opts.all_kernels {
+                println!("(--skip-sm90 and --all-kernels choose GPU kernels: nothing to do on the CPU)");
+            }
             cpu_gemm(json)
         }
     }
@@ -198,38 +202,40 @@ fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpt
     let pool16: Vec<bf16> = pool.iter().map(|&b| bf16::from_f32((b as i8) as f32 / 64.0)).collect();
     let bar = ProgressBar::new(list.len() as u64);
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").map_err(|e| Error::Io(e.to_string()))?);
-    let mut rows = Vec::new();
+    let mut report = Report {
+        tool: "qk bench gemm",
+        backend: "cuda".into(),
+        device: name,
+        git_rev: git_rev(),
+        date_utc: date_utc(),
+        peak_tops: PEAK_TOPS,
+        copy_gbps: Some(copy),
+        empty_launch_us: Some(empty),
+        rows: Vec::new(),
+        note: "ours i32 = raw i8·i8 → i32 like cuBLASLt, the faster of the sm80 and sm90 kernels (both reported); ours bf16 fused = per-token × per-channel scales + f32 \
+               bias → bf16; medians of CUDA-event timings, inputs rotated beyond 2× L2"
+            .into(),
+    };
     for &(m, n, k) in &list {
         bar.set_message(format!("{m}x{n}x{k}"));
-        rows.push(bench_shape(g, (m, n, k), opts, l2, copy, &pool, &pool16)?);
+        report
+            .rows
+            .push(bench_shape(g, (m, n, k), opts, l2, copy, &pool, &pool16)?);
+        // NOTE: rewritten after every shape, so a run cut short (a timeout, a failing
+        // kernel) keeps what it measured.
+        write(json, &report, false)?;
         bar.inc(1);
     }
     bar.finish_and_clear();
-    print_table(&rows);
+    print_table(&report.rows);
     if opts.all_kernels {
-        print_kernels(&rows);
+        print_kernels(&report.rows);
     }
     if let Some(p) = svg {
-        plot(p, &rows, &name)?;
+        plot(p, &report.rows, &report.device)?;
         println!("wrote {}", p.display());
     }
-    write(
-        json,
-        &Report {
-            tool: "qk bench gemm",
-            backend: "cuda".into(),
-            device: name,
-            git_rev: git_rev(),
-            date_utc: date_utc(),
-            peak_tops: PEAK_TOPS,
-            copy_gbps: Some(copy),
-            empty_launch_us: Some(empty),
-            rows,
-            note: "ours i32 = raw i8·i8 → i32 like cuBLASLt, the faster of the sm80 and sm90 kernels (both reported); ours bf16 fused = per-token × per-channel scales + f32 \
-                   bias → bf16; medians of CUDA-event timings, inputs rotated beyond 2× L2"
-                .into(),
-        },
-    )
+    write(json, &report, true)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -362,8 +368,14 @@ fn bench_shape(
                 i += 1;
                 let (a, b) = (raw(x.a.as_view(), &zeros_m, m, k)?, raw(x.b.as_view(), &zeros_n, n, k)?);
                 cuda::gemm_into_kernel(s, &a, &b, None, &mut y32, kernel)
-            })?;
-            kernels.insert(kernel.to_string(), t);
+            });
+            match t {
+                Ok(t) => {
+                    kernels.insert(kernel.to_string(), t);
+                }
+                // A configuration that fails is recorded, and the sweep goes on.
+                Err(e) => baseline_errors.push(format!("{kernel}: {e}")),
+            }
         }
     }
 
@@ -501,11 +513,13 @@ fn plot(path: &Path, rows: &[Row], device: &str) -> Result<()> {
     root.present().map_err(|e| err(&e))
 }
 
-fn write(path: Option<&Path>, report: &Report) -> Result<()> {
+fn write(path: Option<&Path>, report: &Report, say: bool) -> Result<()> {
     if let Some(p) = path {
         let text = serde_json::to_string_pretty(report).map_err(|e| Error::Io(e.to_string()))?;
         std::fs::write(p, text + "\n").map_err(|e| Error::Io(format!("{}: {e}", p.display())))?;
-        println!("wrote {}", p.display());
+        if say {
+            println!("wrote {}", p.display());
+        }
     }
     Ok(())
 }
