@@ -17,9 +17,9 @@
 #
 # With the device tool: build here, then run with carry=["device-bundle"] and the command
 # `scripts/device-check.sh run`, a timeout that leaves room for one rerun, then give_back.
-# Every step has its own timeout (smoke 90 s, tests 240 s per binary, sanitizers 120 s per
-# run, benchmarks 150 s and 300 s) so one hang cannot eat the lease; expect about 5
-# minutes on an H100/H200.
+# Order: smoke, tests, benchmarks, sanitizers. Every step has its own timeout (smoke 90 s,
+# tests 240 s per binary, benchmarks 150 s and 300 s, sanitizers 60 s per run) so one hang
+# cannot eat the lease; expect about 5 minutes on an H100/H200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -120,6 +120,14 @@ run() {
   done
   grep -c "SKIPPED" "$out/tests.log" | sed 's/^/SKIPPED lines in tests.log: /' >>"$report"
 
+  # The benchmarks before the sanitizers: if the lease runs out, the figures are what
+  # matters most after the tests (the JSON is rewritten after every shape).
+  local skip=()
+  [[ $gemm_hang -eq 1 ]] && skip=(--skip-sm90)
+  timeout -k 10 300 "$bundle/qk" bench gemm ${skip[@]+"${skip[@]}"} --all-kernels --json "$out/bench-gemm.json" --svg "$out/bench-gemm.svg" \
+    >>"$report" 2>&1 || failed=1
+  timeout -k 10 150 "$bundle/qk" bench quant --json "$out/bench-quant.json" >>"$report" 2>&1 || failed=1
+
   : >"$out/sanitizer.log"
   # tool, test binary, test-name filters (subsets: the sanitizers slow kernels down a lot)
   local runs=(
@@ -135,18 +143,13 @@ run() {
     [[ $gemm_hang -eq 1 && $bin == gemm_gpu ]] && continue
     echo "===== $tool $bin: $filter" >>"$out/sanitizer.log"
     # shellcheck disable=SC2086
-    timeout -k 10 120 compute-sanitizer --tool "$tool" --error-exitcode 9 "$bundle/tests/$bin" --test-threads 1 $filter \
+    timeout -k 10 60 compute-sanitizer --tool "$tool" --error-exitcode 9 "$bundle/tests/$bin" --test-threads 1 $filter \
       >>"$out/sanitizer.log" 2>&1
     rc=$?
     [[ $rc -eq 0 ]] || failed=1
     echo "compute-sanitizer $tool $bin ($filter): rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer.log" | tail -1)" >>"$report"
   done
 
-  local skip=()
-  [[ $gemm_hang -eq 1 ]] && skip=(--skip-sm90)
-  timeout -k 10 150 "$bundle/qk" bench quant --json "$out/bench-quant.json" >>"$report" 2>&1 || failed=1
-  timeout -k 10 300 "$bundle/qk" bench gemm ${skip[@]+"${skip[@]}"} --all-kernels --json "$out/bench-gemm.json" --svg "$out/bench-gemm.svg" \
-    >>"$report" 2>&1 || failed=1
   echo "overall: $([[ $failed -eq 0 ]] && echo PASS || echo FAIL)" >>"$report"
   cat "$report"
   return $failed
