@@ -8,11 +8,11 @@ use std::process::{Command, Output};
 
 use qkernels::{bf16, f16, npy};
 
+/// The `qk` binary: cargo's build of it, or `QK_BIN` (the device bundle runs these tests
+/// on a machine where cargo's path does not exist).
 fn qk(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qk"))
-        .args(args)
-        .output()
-        .expect("run qk")
+    let bin = std::env::var_os("QK_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_qk").into());
+    Command::new(bin).args(args).output().expect("run qk")
 }
 
 fn tmp(name: &str) -> PathBuf {

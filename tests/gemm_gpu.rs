@@ -3,10 +3,11 @@
 //! a large shape, operands at offsets inside larger allocations, the int32 extremes at the
 //! largest K the bound allows, and repeated runs.
 //!
-//! Every comparison runs the dispatcher's default path and, on a Hopper device, the forced
-//! wgmma path too (which may decline K % 16 ≠ 0 and unaligned operands, and only that).
+//! Every comparison runs the dispatcher's default path and, on a Hopper device, both forced
+//! paths too (the wgmma path may decline K % 16 ≠ 0 and unaligned operands, and only that).
 //! Shapes with more tiles than SMs, fewer, and one tile exercise its persistent scheduler;
-//! small-M shapes chosen for each cluster size (1, 2, 4, 8) exercise its split-K kernel.
+//! small-M shapes chosen for each cluster size the dispatcher picks (1, 2, 4) exercise its
+//! split-K kernel, and every configuration (split 8 too) runs pinned.
 //!
 //! Without a GPU each test prints `SKIPPED: no CUDA device` and passes;
 //! `QKERNELS_REQUIRE_GPU=1` turns a missing device into a failure.
@@ -156,8 +157,10 @@ fn compare<O: DeviceGemmOutput + PartialEq>(
         (Some(Bias::BF16(&bs.bb)), Some(DeviceBias::BF16(bs.db.as_view()))),
     ];
     let hopper = g.ctx.compute_capability().unwrap().0 == 9;
+    // On Hopper, Auto is the wgmma path where TMA allows: force sm80 too, so that both
+    // families go through every comparison.
     let paths: &[GemmPath] = if hopper {
-        &[GemmPath::Auto, GemmPath::Sm90]
+        &[GemmPath::Auto, GemmPath::Sm80, GemmPath::Sm90]
     } else {
         &[GemmPath::Auto]
     };
@@ -376,8 +379,8 @@ fn split_k_cluster_sizes() {
         (1, 256, 16, 1),
         (64, 300, 1040, 2),
         (37, 1000, 2000, 4),
-        (3, 520, 4000, 8),
-        (1, 1792, 8192, 8),
+        (3, 520, 4000, 4),
+        (1, 1792, 8192, 4),
         (50, 40_000, 256, 1),
     ];
     for (m, n, k, split) in cases {
@@ -455,7 +458,7 @@ fn operands_at_offsets_inside_larger_allocations() {
 fn int32_extremes_at_the_largest_k() {
     let Some(g) = common::gpu() else { return };
     // The largest K, and the largest multiple of 16 (which the wgmma path takes, split
-    // across a cluster of 8 for these few rows).
+    // across a cluster of 4 for these few rows).
     for (k, va, vb) in [131_071, 131_056]
         .into_iter()
         .flat_map(|k| [(k, -128i8, -128i8), (k, 127, 127), (k, -128, 127)])
@@ -530,10 +533,14 @@ fn gpu_gemm_errors_are_typed() {
         cuda::gemm_into(&g.stream, &oa, &ob, None, &mut short, GemmPath::Auto),
         Err(Error::Shape(_))
     ));
-    assert!(matches!(
-        cuda::gemm::<f32>(&g.stream, &oa, &ob, None, GemmPath::Sm90),
-        Err(Error::Unsupported(_))
-    ));
+    // The wgmma path: the right answer on Hopper, Unsupported anywhere else.
+    let sm90 = cuda::gemm::<f32>(&g.stream, &oa, &ob, None, GemmPath::Sm90);
+    if g.ctx.compute_capability().unwrap().0 == 9 {
+        let want = cpu::gemm::<f32>(&a.operand(), &b.operand(), None).unwrap();
+        assert_eq!(g.stream.clone_dtoh(&sm90.unwrap()).unwrap(), want);
+    } else {
+        assert!(matches!(sm90, Err(Error::Unsupported(_))));
+    }
     let b8 = make(Kind::Sym(Granularity::Row), 3, 8, 2);
     let db8 = DevOp::upload(&g, &b8);
     assert!(matches!(

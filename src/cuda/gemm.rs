@@ -4,20 +4,19 @@
 //! Dispatch (all of it is in [`choose_kernel`]; [`check_kernel`] holds every constraint of
 //! every configuration, and [`gemm_into_kernel`] lets a caller pin one):
 //! - compute capability < 8.0 → `Error::Unsupported`;
-//! - `Auto` → the `mma.sync` kernel of `kernels/gemm_sm80.cu` on every device, tile by M:
-//!   M ≤ 16 → 16×128 (decode), M ≤ 64 → 64×128, else 128×128. The Hopper kernel is not the
-//!   default yet: it has not passed the GEMM test suite on a Hopper card (no session with a
-//!   GPU has run it), and nobody should get an unproven kernel by default. Once it has, and
-//!   the M crossover against sm_80 is measured, `Auto` on sm_90 picks it above that M.
+//! - `Auto` on Hopper (9.x), when TMA can describe the operands (K > 0, K % 16 == 0, 16-byte
+//!   aligned A and B) → the wgmma + TMA kernels of `kernels/gemm_sm90.cu`, which passed the
+//!   whole GEMM suite bit for bit on an H200 (2026-11-26) and beat the sm80 kernel on every
+//!   benchmark shape (2.2–3.3× from M = 128 up); otherwise, and on every other device, the
+//!   `mma.sync` kernel of `kernels/gemm_sm80.cu`, tile by M: M ≤ 16 → 16×128 (decode),
+//!   M ≤ 64 → 64×128, else 128×128.
 //! - `Sm80` forces the `mma.sync` kernel;
-//! - `Sm90` forces the wgmma + TMA kernels of `kernels/gemm_sm90.cu` (compute capability
-//!   9.x only): for M ≤ 64, 64×256 tiles with K split across a cluster of up to 8 CTAs (as
-//!   many as keep the SMs busy and each CTA at least 512 of K); above, the persistent kernel
-//!   with 128×128 tiles when 128×256 would leave SMs idle, else 128×256 tiles, in pairs
-//!   sharing B by TMA multicast when M > 128. These thresholds are first guesses from tile
-//!   counts, to be replaced by measured crossovers. It declines what
-//!   TMA cannot describe (K = 0, K % 16 ≠ 0, operands not 16-byte aligned) with
-//!   `Error::Unsupported`.
+//! - `Sm90` forces the wgmma kernels (Hopper only; `Error::Unsupported` for what TMA cannot
+//!   describe): M ≤ 64 → 64×256 tiles with K split across a cluster of up to 4 CTAs;
+//!   M ≤ 128 with K ≥ 12288 → the same with split 2; above → the persistent kernel with
+//!   the tile (128×128 or 128×256) whose waves cost less, 128×256 in multicast pairs when
+//!   there are ≥ 4 waves of K ≥ 8192. The rules are fitted to an H200 sweep (see
+//!   `sm90_kernel`).
 
 use std::sync::Arc;
 
@@ -216,47 +215,86 @@ pub struct DispatchInfo {
 /// Largest N: the sm_80 kernel's grid has ceil(N / 128) ≤ 65535 blocks along y.
 const MAX_N_SM80: usize = 65_535 * 128;
 /// Largest M the wgmma path serves with its 64-row split-K kernel (one 64-row tile: the
-/// persistent kernel's 128-row tiles would be half empty). Not yet measured.
+/// persistent kernel's 128-row tiles would be half empty).
 const SM90_SMALL_M: usize = 64;
 /// Fewest 128-byte K tiles per CTA of a split: below, pipeline fill and the reduction
 /// outweigh the extra SMs.
 const SM90_MIN_KTILES_PER_CTA: usize = 4;
+/// Largest split the dispatcher picks: 8 lost to 4 on every decode shape measured (H200,
+/// 2026-11-26: 1×4096×4096 in 20.7 µs split 8, 16.0 µs split 4); 8 stays pinnable.
+const SM90_MAX_SPLIT: usize = 4;
+/// From M = 65 to 128, K at least this long makes two 64-row tiles split 2 beat a 128×128
+/// tile (H200: 128×4096×14336 in 38.1 µs against 48.4).
+const SM90_SPLIT_M128_MIN_K: usize = 12_288;
+/// Cost of a 128×256 tile in units of a 128×128 tile's (twice the work, ~10% more
+/// efficient per MAC on H200).
+const SM90_TILE_256_COST: usize = 18;
+const SM90_TILE_128_COST: usize = 10;
 
-/// The wgmma configuration for a shape (thresholds from tile counts, not yet measured).
+/// The wgmma configuration for a shape. Rules fitted to the H200 sweep of 2026-11-26
+/// (`benches/results/`): over the 59 benchmark shapes they pick within 1% of the fastest
+/// configuration above M = 128 and within 7% below.
 fn sm90_kernel(shape: GemmShape, sms: usize) -> GemmKernel {
-    if shape.m <= SM90_SMALL_M {
-        let tiles = shape.m.div_ceil(64) * shape.n.div_ceil(256);
-        let ktiles = shape.k.div_ceil(128);
+    let (m, n, k) = (shape.m, shape.n, shape.k);
+    let ktiles = k.div_ceil(128);
+    // Decode: 64×256 tiles, K split (≤ 4) while the CTAs still fit one wave and each keeps
+    // at least 4 K tiles.
+    let split_for = |tiles: usize| {
         let mut split = 1;
-        while split < 8 && tiles * split * 2 <= sms && ktiles >= split * 2 * SM90_MIN_KTILES_PER_CTA {
+        while split < SM90_MAX_SPLIT && tiles * split * 2 <= sms && ktiles >= split * 2 * SM90_MIN_KTILES_PER_CTA {
             split *= 2;
         }
-        return GemmKernel::Sm90SplitK { split };
+        split
+    };
+    if m <= SM90_SMALL_M {
+        return GemmKernel::Sm90SplitK {
+            split: split_for(n.div_ceil(256)),
+        };
     }
-    if shape.m.div_ceil(128) * shape.n.div_ceil(256) < sms {
-        // 128×256 would leave SMs idle.
+    let tiles_64 = m.div_ceil(64) * n.div_ceil(256);
+    if m <= 128 && k >= SM90_SPLIT_M128_MIN_K && tiles_64 * 2 <= sms && ktiles >= 2 * SM90_MIN_KTILES_PER_CTA {
+        return GemmKernel::Sm90SplitK { split: 2 };
+    }
+    // Persistent: the tile whose waves cost less (wave quantization decides between them).
+    let t128 = m.div_ceil(128) * n.div_ceil(128);
+    let t256 = m.div_ceil(128) * n.div_ceil(256);
+    if t128.div_ceil(sms) * SM90_TILE_128_COST < t256.div_ceil(sms) * SM90_TILE_256_COST {
         return GemmKernel::Sm90 {
             tile: (128, 128),
             multicast: false,
         };
     }
+    // Multicast pairs pay off with many waves of long K (H200: 4096×28672×8192 in 1305 µs
+    // against 1495), and cost 1–3% at K = 4096.
     GemmKernel::Sm90 {
         tile: (128, 256),
-        multicast: shape.m > 128 && sms >= 2, // a pair needs two tile rows
+        multicast: t256 >= 4 * sms && k >= 8192,
     }
+}
+
+/// Whether the wgmma kernels can take this problem (TMA's constraints).
+fn tma_ok(info: DispatchInfo, shape: GemmShape) -> bool {
+    info.cc.0 == 9
+        && shape.m < 1 << 31
+        && shape.n < 1 << 31
+        && shape.k > 0
+        && shape.k.is_multiple_of(16)
+        && info.aligned16
 }
 
 /// The dispatcher: the kernel for a device and a problem.
 pub fn choose_kernel(info: DispatchInfo, shape: GemmShape, path: GemmPath) -> Result<GemmKernel> {
+    let sm80 = GemmKernel::Sm80 {
+        tile: match shape.m {
+            0..=16 => (16, 128),
+            17..=64 => (64, 128),
+            _ => (128, 128),
+        },
+    };
     let kernel = match path {
         GemmPath::Sm90 => sm90_kernel(shape, info.sms),
-        GemmPath::Auto | GemmPath::Sm80 => GemmKernel::Sm80 {
-            tile: match shape.m {
-                0..=16 => (16, 128),
-                17..=64 => (64, 128),
-                _ => (128, 128),
-            },
-        },
+        GemmPath::Auto if tma_ok(info, shape) => sm90_kernel(shape, info.sms),
+        GemmPath::Auto | GemmPath::Sm80 => sm80,
     };
     check_kernel(info, shape, kernel)?;
     Ok(kernel)
@@ -536,7 +574,7 @@ mod tests {
         let s = |m, n, k| GemmShape { m, n, k };
         let auto = |i, sh| choose_kernel(i, sh, GemmPath::Auto).unwrap();
         assert_eq!(
-            auto(info((9, 0)), s(1, 4096, 4096)),
+            auto(info((8, 0)), s(1, 4096, 4096)),
             GemmKernel::Sm80 { tile: (16, 128) }
         );
         assert_eq!(
@@ -547,6 +585,23 @@ mod tests {
             auto(info((8, 9)), s(65, 4096, 4096)),
             GemmKernel::Sm80 { tile: (128, 128) }
         );
+        // Hopper: Auto takes the wgmma kernels when TMA can describe the problem.
+        assert_eq!(
+            auto(info((9, 0)), s(1, 4096, 4096)),
+            GemmKernel::Sm90SplitK { split: 4 }
+        );
+        assert_eq!(
+            auto(info((9, 0)), s(1, 4096, 4100)),
+            GemmKernel::Sm80 { tile: (16, 128) }
+        );
+        let unaligned9 = DispatchInfo {
+            aligned16: false,
+            ..info((9, 0))
+        };
+        assert_eq!(
+            auto(unaligned9, s(512, 4096, 4096)),
+            GemmKernel::Sm80 { tile: (128, 128) }
+        );
         let sm90 = |i, sh| choose_kernel(i, sh, GemmPath::Sm90);
         let h = info((9, 0));
         let big = |tile, multicast| GemmKernel::Sm90 { tile, multicast };
@@ -554,9 +609,13 @@ mod tests {
         assert_eq!(sm90(h, s(128, 65536, 4096)).unwrap(), big((128, 256), false)); // one tile row
         assert_eq!(sm90(h, s(512, 4096, 4096)).unwrap(), big((128, 128), false));
         assert_eq!(sm90(h, s(65, 4096, 4096)).unwrap(), big((128, 128), false));
-        // M ≤ 64: 64×256 tiles, split while the SMs are short of work and K allows.
+        assert_eq!(sm90(h, s(4096, 14336, 4096)).unwrap(), big((128, 256), false)); // K = 4096
+        assert_eq!(sm90(h, s(1024, 6144, 4096)).unwrap(), big((128, 128), false)); // 1 wave vs 2
+        // M ≤ 64: 64×256 tiles, split (≤ 4) while the SMs are short of work and K allows.
         let small = |split| GemmKernel::Sm90SplitK { split };
-        assert_eq!(sm90(h, s(1, 4096, 4096)).unwrap(), small(8)); // 16 tiles, 32 K tiles
+        assert_eq!(sm90(h, s(128, 4096, 14336)).unwrap(), small(2)); // M ≤ 128, long K
+        assert_eq!(sm90(h, s(128, 4096, 4096)).unwrap(), big((128, 128), false));
+        assert_eq!(sm90(h, s(1, 4096, 4096)).unwrap(), small(4)); // 16 tiles, 32 K tiles
         assert_eq!(sm90(h, s(64, 14336, 4096)).unwrap(), small(2)); // 56 tiles
         assert_eq!(sm90(h, s(16, 28672, 8192)).unwrap(), small(1)); // 112 tiles
         assert_eq!(sm90(h, s(1, 4096, 1024)).unwrap(), small(2)); // 8 K tiles: 4 per CTA
