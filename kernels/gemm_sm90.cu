@@ -40,7 +40,6 @@
 #include <cudaTypedefs.h>
 #include <cuda_runtime.h>
 
-#define QK_EPILOGUE_LDG  // parameter loads through the read-only path (gemm_epilogue.cuh)
 #include "common/gemm_epilogue.cuh"
 
 namespace qk {

@@ -12,22 +12,11 @@
 
 namespace qk {
 
-// Parameter loads. With QK_EPILOGUE_LDG (gemm_sm90.cu defines it) they take the read-only
-// path (__ldg): the kernel never writes parameters, and without it the compiler must assume
-// they may alias the output, so it cannot issue a fragment's loads before the previous
-// fragment's stores and each quad waits a full load latency (H200, 2026-11-26: the bf16-out
-// epilogue cost +34% at 8192³). The sm_80 kernel keeps plain loads: its 128x128 tile is
-// held to 168 registers, and the hoisted loads spill there.
-#ifdef QK_EPILOGUE_LDG
-#define QK_PARAM_LOAD(p) __ldg(p)
-#else
-#define QK_PARAM_LOAD(p) (*(p))
-#endif
 __device__ __forceinline__ float param_f(const float *p, qk_param_layout l, int64_t r) {
-  return l == QK_PARAM_NONE ? 0.0f : QK_PARAM_LOAD(p + (l == QK_PARAM_ROW ? r : 0));
+  return l == QK_PARAM_NONE ? 0.0f : p[l == QK_PARAM_ROW ? r : 0];
 }
 __device__ __forceinline__ int32_t param_i(const int32_t *p, qk_param_layout l, int64_t r) {
-  return l == QK_PARAM_NONE ? 0 : QK_PARAM_LOAD(p + (l == QK_PARAM_ROW ? r : 0));
+  return l == QK_PARAM_NONE ? 0 : p[l == QK_PARAM_ROW ? r : 0];
 }
 
 // Per-launch constants of the epilogue.
@@ -60,7 +49,7 @@ struct RowParams {
 };
 
 __device__ __forceinline__ RowParams row_params(const qk_gemm_operand &A, const EpilogueCtx &ctx, int64_t m) {
-  return {param_i(A.zero_point, A.zero_point_layout, m), ctx.need_sum_a ? QK_PARAM_LOAD(A.row_sums + m) : 0,
+  return {param_i(A.zero_point, A.zero_point_layout, m), ctx.need_sum_a ? A.row_sums[m] : 0,
           param_f(A.scale, A.scale_layout, m), param_f(A.offset, A.offset_layout, m)};
 }
 
@@ -107,14 +96,14 @@ __device__ __forceinline__ ColParams col_params(const qk_gemm_args &args, const 
   const qk_gemm_operand &B = args.b;
   ColParams c;
   c.zb = param_i(B.zero_point, B.zero_point_layout, n);
-  c.sum_b = ctx.need_sum_b ? QK_PARAM_LOAD(B.row_sums + n) : 0;
+  c.sum_b = ctx.need_sum_b ? B.row_sums[n] : 0;
   c.col_sum = (int32_t)((uint32_t)c.sum_b - (uint32_t)ctx.k * (uint32_t)c.zb);
   c.sb = param_f(B.scale, B.scale_layout, n);
   c.bias = 0.0f;
   if (ctx.has_bias) {
-    if (args.bias_type == QK_F32) c.bias = QK_PARAM_LOAD(static_cast<const float *>(args.bias) + n);
-    else if (args.bias_type == QK_F16) c.bias = __half2float(QK_PARAM_LOAD(static_cast<const __half *>(args.bias) + n));
-    else c.bias = __bfloat162float(QK_PARAM_LOAD(static_cast<const __nv_bfloat16 *>(args.bias) + n));
+    if (args.bias_type == QK_F32) c.bias = static_cast<const float *>(args.bias)[n];
+    else if (args.bias_type == QK_F16) c.bias = __half2float(static_cast<const __half *>(args.bias)[n]);
+    else c.bias = __bfloat162float(static_cast<const __nv_bfloat16 *>(args.bias)[n]);
   }
   return c;
 }
