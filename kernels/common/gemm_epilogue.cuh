@@ -109,17 +109,17 @@ __device__ __forceinline__ ColParams col_params(const qk_gemm_args &args, const 
 }
 
 // The 2 x 2 outputs a thread holds in an m16n8 (or wgmma) fragment: rows m0 and m1 (each
-// skipped when invalid), columns n and n + 1 (n + 1 only when < N); acc_he is row h,
-// column n + e. Column parameters are loaded once for both rows.
+// skipped when invalid), columns n and n + 1 (n + 1 only when < N; c1 is read only then)
+// with their parameters c0, c1; acc_he is row h, column n + e.
 template <typename TOut>
-__device__ __forceinline__ void epilogue_quad(const qk_gemm_args &args, const EpilogueCtx &ctx, int64_t m0, bool ok0,
-                                              const RowParams &r0, int64_t m1, bool ok1, const RowParams &r1, int64_t n,
-                                              int32_t acc00, int32_t acc01, int32_t acc10, int32_t acc11) {
+__device__ __forceinline__ void epilogue_quad_cols(const qk_gemm_args &args, const EpilogueCtx &ctx, int64_t m0,
+                                                   bool ok0, const RowParams &r0, int64_t m1, bool ok1,
+                                                   const RowParams &r1, int64_t n, const ColParams &c0,
+                                                   const ColParams &c1, int32_t acc00, int32_t acc01, int32_t acc10,
+                                                   int32_t acc11) {
   const int64_t N = args.b.rows;
   if (n >= N) return;
   const bool two = n + 1 < N;
-  const ColParams c0 = col_params(args, ctx, n);
-  const ColParams c1 = two ? col_params(args, ctx, n + 1) : c0;
   const int32_t raw[2][2] = {{acc00, acc01}, {acc10, acc11}};
   const int64_t rows[2] = {m0, m1};
   const bool ok[2] = {ok0, ok1};
@@ -145,6 +145,17 @@ __device__ __forceinline__ void epilogue_quad(const qk_gemm_args &args, const Ep
       if (two) store_out<TOut>(args.y, i + 1, out_acc[1], out_v[1]);
     }
   }
+}
+
+// The same, loading the column parameters (once for both rows).
+template <typename TOut>
+__device__ __forceinline__ void epilogue_quad(const qk_gemm_args &args, const EpilogueCtx &ctx, int64_t m0, bool ok0,
+                                              const RowParams &r0, int64_t m1, bool ok1, const RowParams &r1, int64_t n,
+                                              int32_t acc00, int32_t acc01, int32_t acc10, int32_t acc11) {
+  if (n >= args.b.rows) return;
+  const ColParams c0 = col_params(args, ctx, n);
+  const ColParams c1 = n + 1 < args.b.rows ? col_params(args, ctx, n + 1) : c0;
+  epilogue_quad_cols<TOut>(args, ctx, m0, ok0, r0, m1, ok1, r1, n, c0, c1, acc00, acc01, acc10, acc11);
 }
 
 // Runs `body.template operator()<TOut>()` with the output type of `args` (one switch per
