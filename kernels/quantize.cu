@@ -6,7 +6,8 @@
 // bit-exact reference.
 //
 // Kernel versions and why each exists:
-//   quantize_rows<T, VEC, R>  one block per row (grid-stride). The row is loaded once into
+//   quantize_rows<T, VEC, R>  one block per row at a time (grid of up to 8 blocks per SM,
+//                             each looping over rows). The row is loaded once into
 //                             registers (R 16-byte vectors per thread), dynamic per-row or
 //                             per-group parameters are reduced from those registers, then
 //                             the row is quantized and stored with VEC-byte stores, its sum
@@ -353,10 +354,27 @@ inline int grid_for(int64_t work, int block) {
 inline bool aligned(const void *p, uintptr_t n) { return reinterpret_cast<uintptr_t>(p) % n == 0; }
 inline bool pow2_upto32(int64_t w) { return w >= 1 && w <= 32 && (w & (w - 1)) == 0; }
 
+// Blocks of quantize_rows: at most 8 per SM (2048 threads of 256), each looping over rows.
+// NOTE: one block per row (a grid of M blocks) ran at 13-21% of copy bandwidth on H200
+// (2026-11-26): every block ends with a GPU-scope fence and a ticket for the non-finite
+// count, which drains its stores, so each row paid a full memory round trip after its
+// store. With a grid the SMs can hold at once, that cost is paid once per block.
+inline cudaError_t rows_grid(int64_t rows, int *grid) {
+  int dev = 0, sms = 0;
+  cudaError_t err = cudaGetDevice(&dev);
+  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+  if (err != cudaSuccess) return err;
+  const int64_t cap = 8 * (int64_t)(sms > 0 ? sms : 1);
+  *grid = (int)(rows < cap ? rows : cap);
+  return cudaSuccess;
+}
+
 template <typename T, int VEC>
 cudaError_t launch_rows(const qk_quantize_args &a, int mode, cudaStream_t s) {
   const int64_t nvec = a.cols / VEC;
-  const int grid = (int)(a.rows < kMaxGrid ? a.rows : kMaxGrid);
+  int grid = 1;
+  const cudaError_t gerr = rows_grid(a.rows, &grid);
+  if (gerr != cudaSuccess) return gerr;
   if constexpr (VEC == 1) {
     quantize_rows<T, 1, 0><<<grid, 256, 0, s>>>(a, mode);
   } else if (nvec <= 256) {
