@@ -222,9 +222,5 @@ extern "C" int qk_gemm_sm80(const qk_gemm_args *args, qk_stream_t stream) {
   const qk_gemm_args a = *args;
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (a.a.rows == 0 || a.b.rows == 0) return 0;
-  const bool as = a.a.type == QK_S8, bs = a.b.type == QK_S8;
-  if (as && bs) return (int)qk::sm80::launch_out<int8_t, int8_t>(a, s);
-  if (as) return (int)qk::sm80::launch_out<int8_t, uint8_t>(a, s);
-  if (bs) return (int)qk::sm80::launch_out<uint8_t, int8_t>(a, s);
-  return (int)qk::sm80::launch_out<uint8_t, uint8_t>(a, s);
+  return (int)qk::with_operand_types(a, [&]<typename TA, typename TB>() { return qk::sm80::launch_out<TA, TB>(a, s); });
 }

@@ -360,6 +360,8 @@ inline bool pow2_upto32(int64_t w) { return w >= 1 && w <= 32 && (w & (w - 1)) =
 // count, which drains its stores, so each row paid a full memory round trip after its
 // store. With a grid the SMs can hold at once, that cost is paid once per block.
 inline cudaError_t rows_grid(int64_t rows, int *grid) {
+  *grid = (int)(rows < 8 ? rows : 8);
+  if (rows <= 8) return cudaSuccess;  // within the cap on any device: no query (decode, M = 1)
   int dev = 0, sms = 0;
   cudaError_t err = cudaGetDevice(&dev);
   if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);

@@ -320,16 +320,8 @@ fn compare_pinned<O: DeviceGemmOutput + PartialEq>(
 #[test]
 fn every_kernel_configuration() {
     let Some(g) = common::gpu() else { return };
-    let cc = g.ctx.compute_capability().unwrap();
-    let sms = g
-        .ctx
-        .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-        .unwrap() as usize;
-    let info = cuda::DispatchInfo {
-        cc,
-        sms,
-        aligned16: true,
-    };
+    let info = cuda::DispatchInfo::for_device(&g.ctx, true).unwrap();
+    let cc = info.cc;
     let shapes = [
         (300, 500, 256),
         (384, 384, 512),
@@ -364,14 +356,7 @@ fn every_kernel_configuration() {
 #[test]
 fn split_k_cluster_sizes() {
     let Some(g) = common::gpu() else { return };
-    let info = cuda::DispatchInfo {
-        cc: g.ctx.compute_capability().unwrap(),
-        sms: g
-            .ctx
-            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)
-            .unwrap() as usize,
-        aligned16: true,
-    };
+    let info = cuda::DispatchInfo::for_device(&g.ctx, true).unwrap();
     // (M, N, K, cluster size): at most 7 tiles of 64x256, so K alone limits the split on any
     // Hopper part (≥ 114 SMs); ragged M, N and K tails; uneven K shares (9 tiles over 2);
     // and one shape with more tiles than SMs.

@@ -170,6 +170,17 @@ __device__ __forceinline__ void with_out_type(qk_out_type t, Body &&body) {
   }
 }
 
+// Runs `body.template operator()<TA, TB>()` with the operands' 8-bit types (int8_t for s8,
+// uint8_t for u8): the one type switch of both GEMM entry points (host side).
+template <typename Body>
+cudaError_t with_operand_types(const qk_gemm_args &a, Body &&body) {
+  const bool as = a.a.type == QK_S8, bs = a.b.type == QK_S8;
+  if (as && bs) return body.template operator()<int8_t, int8_t>();
+  if (as) return body.template operator()<int8_t, uint8_t>();
+  if (bs) return body.template operator()<uint8_t, int8_t>();
+  return body.template operator()<uint8_t, uint8_t>();
+}
+
 // Raises a kernel's dynamic shared-memory limit once per device (host side).
 template <auto Kernel>
 cudaError_t set_smem_limit_once(int bytes) {

@@ -20,7 +20,9 @@
 
 use std::sync::Arc;
 
-use cudarc::driver::{CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, ValidAsZeroBits};
+use cudarc::driver::{
+    CudaContext, CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, DeviceRepr, ValidAsZeroBits,
+};
 
 use super::device::{check_aligned, device_props, kernels_built};
 use super::ffi;
@@ -212,6 +214,15 @@ pub struct DispatchInfo {
     pub aligned16: bool,
 }
 
+impl DispatchInfo {
+    /// The device's compute capability and SM count (read once per device), with the
+    /// operands' alignment as given.
+    pub fn for_device(ctx: &CudaContext, aligned16: bool) -> Result<Self> {
+        let (cc, sms) = device_props(ctx)?;
+        Ok(Self { cc, sms, aligned16 })
+    }
+}
+
 /// Largest N: the sm_80 kernel's grid has ceil(N / 128) ≤ 65535 blocks along y.
 const MAX_N_SM80: usize = 65_535 * 128;
 /// Largest M the wgmma path serves with its 64-row split-K kernel (one 64-row tile: the
@@ -272,16 +283,6 @@ fn sm90_kernel(shape: GemmShape, sms: usize) -> GemmKernel {
     }
 }
 
-/// Whether the wgmma kernels can take this problem (TMA's constraints).
-fn tma_ok(info: DispatchInfo, shape: GemmShape) -> bool {
-    info.cc.0 == 9
-        && shape.m < 1 << 31
-        && shape.n < 1 << 31
-        && shape.k > 0
-        && shape.k.is_multiple_of(16)
-        && info.aligned16
-}
-
 /// The dispatcher: the kernel for a device and a problem.
 pub fn choose_kernel(info: DispatchInfo, shape: GemmShape, path: GemmPath) -> Result<GemmKernel> {
     let sm80 = GemmKernel::Sm80 {
@@ -293,8 +294,12 @@ pub fn choose_kernel(info: DispatchInfo, shape: GemmShape, path: GemmPath) -> Re
     };
     let kernel = match path {
         GemmPath::Sm90 => sm90_kernel(shape, info.sms),
-        GemmPath::Auto if tma_ok(info, shape) => sm90_kernel(shape, info.sms),
-        GemmPath::Auto | GemmPath::Sm80 => sm80,
+        // Auto: the wgmma kernels wherever check_kernel accepts them (Hopper, and what TMA
+        // can describe), the sm80 kernel otherwise.
+        GemmPath::Auto => Some(sm90_kernel(shape, info.sms))
+            .filter(|&k| check_kernel(info, shape, k).is_ok())
+            .unwrap_or(sm80),
+        GemmPath::Sm80 => sm80,
     };
     check_kernel(info, shape, kernel)?;
     Ok(kernel)
@@ -465,12 +470,8 @@ fn launch_gemm<O: DeviceGemmOutput>(
     // launch is enqueued.
     let (pa, _ga) = operand_ptrs(stream, a);
     let (pb, _gb) = operand_ptrs(stream, b);
-    let (cc, sms) = device_props(stream.context())?;
-    let info = DispatchInfo {
-        cc,
-        sms,
-        aligned16: (pa.data as usize).is_multiple_of(16) && (pb.data as usize).is_multiple_of(16),
-    };
+    let aligned16 = (pa.data as usize).is_multiple_of(16) && (pb.data as usize).is_multiple_of(16);
+    let info = DispatchInfo::for_device(stream.context(), aligned16)?;
     let kernel = pick(info, shape)?;
     let (tile, cluster) = match kernel {
         GemmKernel::Sm80 { tile: (16, _) } => (ffi::qk_gemm_tile_QK_TILE_16x128, 1),

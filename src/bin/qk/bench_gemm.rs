@@ -270,14 +270,7 @@ fn bench_shape(
     let mut y16 = s.alloc_zeros::<bf16>(m * n)?;
     let (warm, iters) = if (m * n * k) as f64 > 1e12 { (1, 5) } else { (3, 15) };
 
-    let info = cuda::DispatchInfo {
-        cc: g.ctx.compute_capability()?,
-        sms: g
-            .ctx
-            .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?
-            as usize,
-        aligned16: true,
-    };
+    let info = cuda::DispatchInfo::for_device(&g.ctx, true)?;
     let shape = qkernels::gemm::GemmShape { m, n, k };
 
     // Both kernel families, i32 out; the faster one is "ours" (on non-Hopper devices, or
