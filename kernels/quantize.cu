@@ -25,6 +25,8 @@
 //   row_sums_kernel           one block per row.
 #include <cuda_runtime.h>
 
+#include <type_traits>
+
 #include "common/numeric.cuh"
 #include "common/reduce.cuh"
 
@@ -99,8 +101,66 @@ __device__ __forceinline__ void store_params(const qk_quantize_args &a, int64_t 
 
 // ---- quantize_rows ------------------------------------------------------------------------
 
-template <typename T, int VEC, int R>
-__global__ void __launch_bounds__(kMaxBlock) quantize_rows(qk_quantize_args a, int mode) {
+// The VEC elements of one 16-byte vector, widened to f32.
+// NOTE: by shifts and masks of the four words, not through a T pointer into the vector: taking
+// its address put the row buffers in local memory.
+template <typename T, int VEC>
+__device__ __forceinline__ void unpack(const uint4 &raw, float (&out)[VEC]) {
+  static_assert(VEC * sizeof(T) == 16, "vectors are exactly 16 bytes");
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if constexpr (std::is_same<T, float>::value) {
+      out[k] = __uint_as_float(w[k]);
+    } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+      out[2 * k] = __uint_as_float(w[k] << 16);  // bf16 is the high half of an f32
+      out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+    } else {
+      out[2 * k] = __half2float(__ushort_as_half((unsigned short)(w[k] & 0xffffu)));
+      out[2 * k + 1] = __half2float(__ushort_as_half((unsigned short)(w[k] >> 16)));
+    }
+  }
+}
+
+// quantize_value out of line (the per-element path of per-column parameters and of scales
+// outside the Quantizer's range): inlined into every unrolled vector, its IEEE division and
+// slow-path branches made the kernels large enough that ptxas spilled the row buffers.
+// Returns q in .x and 1 for a non-finite x in .y (a counter passed by reference would
+// live on the stack).
+__device__ __noinline__ int2 quantize_out_of_line(float x, qk_scheme scheme, IntRange ir, Params p) {
+  uint32_t nf = 0;
+  const int32_t v = quantize_value(x, scheme, ir, p, nf);
+  return make_int2(v, (int)nf);
+}
+
+// The slow path for one element: inline in the scalar variant (one element per vector, and
+// the call's register convention made it spill), out of line in the vector variants.
+template <int VEC>
+__device__ __forceinline__ int32_t quantize_slow(float x, qk_scheme scheme, IntRange ir, Params p, uint32_t &nonfinite) {
+  if constexpr (VEC == 1) {
+    return quantize_value(x, scheme, ir, p, nonfinite);
+  } else {
+    const int2 r = quantize_out_of_line(x, scheme, ir, p);
+    nonfinite += (uint32_t)r.y;
+    return r.x;
+  }
+}
+
+// Largest block a quantize_rows<., VEC, R, .> launch uses (launch_rows): 256 threads for
+// R = 1..4 and for the scalar variant, up to 512 for R = 8 and the two-pass R = 0. The
+// tighter bound lets ptxas give the register-resident variants the registers of both row
+// buffers.
+template <int VEC, int R> constexpr int kRowsMaxBlock = VEC == 1 || (R >= 1 && R <= 4) ? 256 : kMaxBlock;
+
+// NOTE (v3): per element the kernel issues a handful of full-rate instructions: the range
+// is reduced without branches (FiniteRange / FiniteAbsMax) and the quotient comes from the
+// group's reciprocal with one exact correction (Quantizer, numeric.cuh) instead of an IEEE
+// division with its slow-path branch; every thread derives the row's or group's
+// parameters from the reduced range itself (no store and reload through global memory);
+// and the next row's vectors are loaded while this one is reduced and quantized.
+template <typename T, int VEC, int R, int MODE>
+__global__ void __launch_bounds__(kRowsMaxBlock<VEC, R>) quantize_rows(qk_quantize_args a) {
+  static_assert(R == 0 || VEC > 1, "rows held in registers are 16-byte vectors");
   __shared__ Range s_range[kMaxWarps];
   __shared__ int32_t s_sum[kMaxWarps];
   const T *x = static_cast<const T *>(a.x);
@@ -109,99 +169,186 @@ __global__ void __launch_bounds__(kMaxBlock) quantize_rows(qk_quantize_args a, i
   const int64_t nvec = a.cols / VEC;
   const IntRange ir = int_range(a.scheme, a.q_type);
   const int64_t ngroups = a.granularity == QK_GROUP ? a.cols / a.group : 1;
-  const int seg = mode == kDynGroup ? (int)(a.group / VEC) : 1;  // lanes per group
-  unsigned long long nonfinite = 0;
+  const int seg = MODE == kDynGroup ? (int)(a.group / VEC) : 1;  // lanes per group
+  const bool row_uniform = a.granularity == QK_TENSOR || a.granularity == QK_ROW;
+  // NOTE: 32 bits per thread suffice: a thread sees at most cols / 32 elements of each of
+  // rows / grid rows, fewer than 2^32 for any matrix that fits in device memory; the block
+  // total is 64-bit.
+  uint32_t nonfinite = 0;
+
+  constexpr int RB = R > 0 ? R : 1;
+  // NOTE: with R <= 4 the next row's vectors are loaded while this row is processed; R = 8
+  // has no registers for a second copy (the 512-thread cap is 128 per thread).
+  constexpr bool PREFETCH = R > 0 && R <= 4;
+  auto load_row = [&](int64_t row, uint4(&buf)[RB]) {
+    if constexpr (R > 0) {
+      const T *xr = x + row * a.cols;
+#pragma unroll
+      for (int r = 0; r < R; ++r) {
+        const int64_t i = (int64_t)r * nt + threadIdx.x;
+        buf[r] = i < nvec ? *reinterpret_cast<const uint4 *>(xr + i * VEC) : make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  uint4 nxt[RB];
+  if (PREFETCH && blockIdx.x < a.rows) load_row(blockIdx.x, nxt);
 
   for (int64_t row = blockIdx.x; row < a.rows; row += gridDim.x) {
     const T *xr = x + row * a.cols;
     uint8_t *qr = q + row * a.cols;
-    float v[R > 0 ? R : 1][VEC];
-    if constexpr (R > 0) {
+    uint4 cur[RB];
+    if constexpr (PREFETCH) {
 #pragma unroll
-      for (int r = 0; r < R; ++r) {
-        const int64_t i = (int64_t)r * nt + threadIdx.x;
-        if (i < nvec) load_floats<T, VEC>(xr + i * VEC, v[r]);
-      }
+      for (int r = 0; r < RB; ++r) cur[r] = nxt[r];
+      if (row + gridDim.x < a.rows) load_row(row + gridDim.x, nxt);
+    } else {
+      load_row(row, cur);
     }
 
-    // Phase 1: dynamic parameters, written to the parameter buffers and read back in
-    // phase 2 by every thread of the block after the barrier.
-    if (mode == kDynRow) {
-      Range rg{};
+    // Phase 1: dynamic parameters. Every thread derives them from the reduced range (the
+    // same operations, so the same values); one thread per row or group stores them.
+    Params prow{};
+    constexpr int NG = MODE == kDynGroup ? RB : 1;
+    Params gpar[NG]{};  // R > 0 with groups: the parameters of each of this thread's vectors
+    // The range of this thread's vectors with accumulator `acc` (FiniteRange or
+    // FiniteAbsMax); FINITE: with add_finite (the second try of a range with an infinity).
+    auto row_range = [&]<bool FINITE>(auto acc) {
+      auto add = [&](const float(&t)[VEC]) {
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) FINITE ? acc.add_finite(t[j]) : acc.add(t[j]);
+      };
       if constexpr (R > 0) {
 #pragma unroll
         for (int r = 0; r < R; ++r)
-          if ((int64_t)r * nt + threadIdx.x < nvec)
-#pragma unroll
-            for (int j = 0; j < VEC; ++j) rg.add(v[r][j]);
+          if ((int64_t)r * nt + threadIdx.x < nvec) {
+            float t[VEC];
+            unpack<T, VEC>(cur[r], t);
+            add(t);
+          }
       } else {
         for (int64_t i = threadIdx.x; i < nvec; i += nt) {
           float t[VEC];
           load_floats<T, VEC>(xr + i * VEC, t);
-#pragma unroll
-          for (int j = 0; j < VEC; ++j) rg.add(t[j]);
+          add(t);
         }
       }
-      rg = block_reduce_range(rg, s_range);
-      if (threadIdx.x == 0) store_params(a, row, params_from_range(a.scheme, ir, rg));
-      __syncthreads();
-    } else if (mode == kDynGroup) {
+      return acc.to_range();
+    };
+    // The block's range of the row (every thread gets it). The reduction is uniform: every
+    // thread sees the same total, so all or none take the second try.
+    auto block_range = [&](auto acc) {
+      using Acc = decltype(acc);
+      Range rg = block_reduce_range(row_range.template operator()<false>(acc), s_range);
+      if (Acc::has_inf(rg)) rg = block_reduce_range(row_range.template operator()<true>(acc), s_range);
+      return rg;
+    };
+    // The range of the group of the vector `t` (every lane of the warp calls it; lanes past
+    // the row pass valid = false): a segmented shuffle over the group's `seg` lanes.
+    auto group_range = [&](auto acc, bool valid, const float(&t)[VEC]) {
+      using Acc = decltype(acc);
+      Acc fast = acc;
+      if (valid)
+#pragma unroll
+        for (int j = 0; j < VEC; ++j) fast.add(t[j]);
+      Range rg = segment_reduce_range(fast.to_range(), seg);
+      if (__any_sync(0xffffffffu, Acc::has_inf(rg))) {
+        if (valid)
+#pragma unroll
+          for (int j = 0; j < VEC; ++j) acc.add_finite(t[j]);
+        rg = segment_reduce_range(acc.to_range(), seg);
+      }
+      return rg;
+    };
+    if constexpr (MODE == kDynRow) {
+      const Range rg = a.scheme == QK_SYMMETRIC ? block_range(FiniteAbsMax{}) : block_range(FiniteRange{});
+      prow = params_from_range(a.scheme, ir, rg);
+      if (threadIdx.x == 0) store_params(a, row, prow);
+    } else if constexpr (MODE == kDynGroup) {
       // NOTE: a group is `seg` consecutive vectors held by `seg` consecutive lanes in one
       // step (nt is a multiple of 32 and seg a power of two <= 32), so a segmented
-      // shuffle reduces it; the segment's first lane writes the group's parameters.
-      const int64_t steps = (nvec + nt - 1) / nt;  // uniform across the block
-      for (int64_t st = 0; st < steps; ++st) {
-        const int64_t i = st * nt + threadIdx.x;
-        Range rg{};
-        if (i < nvec) {
-          float t[VEC];
-          if constexpr (R > 0) {
+      // shuffle reduces it; the loop bounds are uniform across the block, so every lane
+      // takes part in every shuffle.
+      auto group_step = [&](int64_t i, const float(&t)[VEC]) {
+        const bool valid = i < nvec;
+        const Range rg =
+            a.scheme == QK_SYMMETRIC ? group_range(FiniteAbsMax{}, valid, t) : group_range(FiniteRange{}, valid, t);
+        const Params p = params_from_range(a.scheme, ir, rg);
+        if (valid && i % seg == 0) store_params(a, row * ngroups + i / seg, p);
+        return p;
+      };
+      if constexpr (R > 0) {
 #pragma unroll
-            for (int r = 0; r < R; ++r)
-              if (r == st)
-#pragma unroll
-                for (int j = 0; j < VEC; ++j) t[j] = v[r][j];
-          } else {
-            load_floats<T, VEC>(xr + i * VEC, t);
+        for (int r = 0; r < R; ++r)
+          if ((int64_t)r * nt < nvec) {
+            float t[VEC];
+            unpack<T, VEC>(cur[r], t);
+            gpar[r] = group_step((int64_t)r * nt + threadIdx.x, t);
           }
-#pragma unroll
-          for (int j = 0; j < VEC; ++j) rg.add(t[j]);
+      } else {
+        const int64_t steps = (nvec + nt - 1) / nt;
+        for (int64_t st = 0; st < steps; ++st) {
+          const int64_t i = st * nt + threadIdx.x;
+          float t[VEC] = {};
+          if (i < nvec) load_floats<T, VEC>(xr + i * VEC, t);
+          group_step(i, t);
         }
-        rg = segment_reduce_range(rg, seg);
-        if (i < nvec && i % seg == 0)
-          store_params(a, row * ngroups + i / seg, params_from_range(a.scheme, ir, rg));
+        // The second pass reads the groups' parameters back from global memory.
+        __syncthreads();
       }
-      __syncthreads();
     }
 
     // Phase 2: quantize, store, sum.
     int32_t sum = 0;
-    auto quantize_vec = [&](int64_t i, const float(&t)[VEC]) {
+    uint32_t &nf = nonfinite;
+    Quantizer zrow{};
+    if (row_uniform)
+      zrow = make_quantizer(a.scheme, ir,
+                            MODE == kDynRow ? prow
+                                            : load_params(a.scheme, a.scale, a.zero_point, a.offset,
+                                                          a.granularity == QK_ROW ? row : 0));
+    // `gp`: the vector's group parameters when `have_gp` (held in registers).
+    auto quantize_vec = [&](int64_t i, const float(&t)[VEC], bool have_gp, Params gp) {
       const int64_t c0 = i * VEC;
       int32_t qv[VEC];
-      Params p;
-      if (a.granularity != QK_COL)  // a vector never straddles a group (checked at launch)
-        p = load_params(a.scheme, a.scale, a.zero_point, a.offset,
-                        param_index(a.granularity, row, c0, a.group, ngroups));
+      if (a.granularity == QK_COL) {
 #pragma unroll
-      for (int j = 0; j < VEC; ++j) {
-        if (a.granularity == QK_COL) p = load_params(a.scheme, a.scale, a.zero_point, a.offset, c0 + j);
-        qv[j] = quantize_value(t[j], a.scheme, ir, p, nonfinite);
-        sum += qv[j];
+        for (int j = 0; j < VEC; ++j) {
+          qv[j] = quantize_slow<VEC>(t[j], a.scheme, ir, load_params(a.scheme, a.scale, a.zero_point, a.offset, c0 + j), nf);
+        }
+      } else {
+        // NOTE: a vector never straddles a group (checked at launch).
+        const Quantizer z =
+            row_uniform ? zrow
+                        : make_quantizer(a.scheme, ir,
+                                         have_gp ? gp
+                                                 : load_params(a.scheme, a.scale, a.zero_point, a.offset,
+                                                               param_index(a.granularity, row, c0, a.group, ngroups)));
+        const bool min_offset = a.scheme == QK_MIN_OFFSET;
+        // NOTE: a vector with a non-finite x (or an overflowing quotient) is redone exactly.
+        if (!z.fast || (min_offset ? quantize_fast<true>(t, z, qv) : quantize_fast<false>(t, z, qv))) {
+#pragma unroll
+          for (int j = 0; j < VEC; ++j) qv[j] = quantize_slow<VEC>(t[j], a.scheme, ir, z.p, nf);
+        }
       }
+#pragma unroll
+      for (int j = 0; j < VEC; ++j) sum += qv[j];
       store_bytes<VEC>(qr + c0, qv);
     };
     if constexpr (R > 0) {
 #pragma unroll
       for (int r = 0; r < R; ++r) {
         const int64_t i = (int64_t)r * nt + threadIdx.x;
-        if (i < nvec) quantize_vec(i, v[r]);
+        if (i < nvec) {
+          float t[VEC];
+          unpack<T, VEC>(cur[r], t);
+          quantize_vec(i, t, MODE == kDynGroup, gpar[r % NG]);
+        }
       }
     } else {
       for (int64_t i = threadIdx.x; i < nvec; i += nt) {
         float t[VEC];
         load_floats<T, VEC>(xr + i * VEC, t);
-        quantize_vec(i, t);
+        quantize_vec(i, t, false, Params{});
       }
     }
     if (a.row_sums != nullptr) {
@@ -215,8 +362,8 @@ __global__ void __launch_bounds__(kMaxBlock) quantize_rows(qk_quantize_args a, i
   // publishes the total into word 0 and zeroes the scratch and the ticket, so the buffer
   // is ready for the next call. The fence orders a block's add before its ticket.
   __shared__ unsigned long long s_nf[kMaxWarps];
-  nonfinite = warp_sum(nonfinite);
-  if ((threadIdx.x & 31) == 0) s_nf[threadIdx.x >> 5] = nonfinite;
+  const unsigned long long warp_nf = warp_sum((unsigned long long)nonfinite);
+  if ((threadIdx.x & 31) == 0) s_nf[threadIdx.x >> 5] = warp_nf;
   __syncthreads();
   if (threadIdx.x == 0) {
     unsigned long long total = 0;
@@ -354,42 +501,42 @@ inline int grid_for(int64_t work, int block) {
 inline bool aligned(const void *p, uintptr_t n) { return reinterpret_cast<uintptr_t>(p) % n == 0; }
 inline bool pow2_upto32(int64_t w) { return w >= 1 && w <= 32 && (w & (w - 1)) == 0; }
 
-// Blocks of quantize_rows: at most 8 per SM (2048 threads of 256), each looping over rows.
+// Launches a quantize_rows variant with as many blocks as the SMs hold at once (its
+// occupancy at this block size), each looping over rows.
 // NOTE: one block per row (a grid of M blocks) ran at 13-21% of copy bandwidth on H200
 // (2026-11-26): every block ends with a GPU-scope fence and a ticket for the non-finite
-// count, which drains its stores, so each row paid a full memory round trip after its
-// store. With a grid the SMs can hold at once, that cost is paid once per block.
-inline cudaError_t rows_grid(int64_t rows, int *grid) {
-  *grid = (int)(rows < 8 ? rows : 8);
-  if (rows <= 8) return cudaSuccess;  // within the cap on any device: no query (decode, M = 1)
-  int dev = 0, sms = 0;
-  cudaError_t err = cudaGetDevice(&dev);
-  if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-  if (err != cudaSuccess) return err;
-  const int64_t cap = 8 * (int64_t)(sms > 0 ? sms : 1);
-  *grid = (int)(rows < cap ? rows : cap);
-  return cudaSuccess;
+// count, which drains its stores. A resident grid pays that once per block, and a grid no
+// larger than what is resident has no second round of blocks that start late.
+template <auto Kernel>
+cudaError_t launch_rows_kernel(const qk_quantize_args &a, int nt, cudaStream_t s) {
+  int grid = (int)(a.rows < 8 ? a.rows : 8);
+  if (a.rows > 8) {  // up to 8 blocks fit on any device: no query (decode, M = 1)
+    int dev = 0, sms = 0, per_sm = 0;
+    cudaError_t err = cudaGetDevice(&dev);
+    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+    if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, nt, 0);
+    if (err != cudaSuccess) return err;
+    const int64_t cap = (int64_t)(per_sm > 0 ? per_sm : 1) * (sms > 0 ? sms : 1);
+    grid = (int)(a.rows < cap ? a.rows : cap);
+  }
+  Kernel<<<grid, nt, 0, s>>>(a);
+  return cudaGetLastError();
 }
 
-template <typename T, int VEC>
-cudaError_t launch_rows(const qk_quantize_args &a, int mode, cudaStream_t s) {
+template <typename T, int VEC, int MODE>
+cudaError_t launch_rows(const qk_quantize_args &a, cudaStream_t s) {
   const int64_t nvec = a.cols / VEC;
-  int grid = 1;
-  const cudaError_t gerr = rows_grid(a.rows, &grid);
-  if (gerr != cudaSuccess) return gerr;
   if constexpr (VEC == 1) {
-    quantize_rows<T, 1, 0><<<grid, 256, 0, s>>>(a, mode);
-  } else if (nvec <= 256) {
-    quantize_rows<T, VEC, 1><<<grid, (int)((nvec + 31) / 32 * 32), 0, s>>>(a, mode);
+    return launch_rows_kernel<quantize_rows<T, 1, 0, MODE>>(a, 256, s);
   } else {
+    if (nvec <= 256) return launch_rows_kernel<quantize_rows<T, VEC, 1, MODE>>(a, (int)((nvec + 31) / 32 * 32), s);
     const int nt = nvec <= 8 * 256 ? 256 : 512;
     const int64_t per = (nvec + nt - 1) / nt;
-    if (per <= 2) quantize_rows<T, VEC, 2><<<grid, nt, 0, s>>>(a, mode);
-    else if (per <= 4) quantize_rows<T, VEC, 4><<<grid, nt, 0, s>>>(a, mode);
-    else if (per <= 8) quantize_rows<T, VEC, 8><<<grid, nt, 0, s>>>(a, mode);
-    else quantize_rows<T, VEC, 0><<<grid, nt, 0, s>>>(a, mode);
+    if (per <= 2) return launch_rows_kernel<quantize_rows<T, VEC, 2, MODE>>(a, nt, s);
+    if (per <= 4) return launch_rows_kernel<quantize_rows<T, VEC, 4, MODE>>(a, nt, s);
+    if (per <= 8) return launch_rows_kernel<quantize_rows<T, VEC, 8, MODE>>(a, nt, s);
+    return launch_rows_kernel<quantize_rows<T, VEC, 0, MODE>>(a, nt, s);
   }
-  return cudaGetLastError();
 }
 
 template <typename T>
@@ -426,7 +573,12 @@ cudaError_t launch_quantize(const qk_quantize_args &a, cudaStream_t s) {
       if ((err = cudaGetLastError()) != cudaSuccess) return err;
     }
   }
-  return vec_ok ? launch_rows<T, VEC>(a, mode, s) : launch_rows<T, 1>(a, mode, s);
+  // NOTE: the mode is a template parameter: a kernel for all three kept the per-group
+  // parameters and both phases' state live and spilled its row buffers.
+  auto launch = [&]<int MODE>() { return vec_ok ? launch_rows<T, VEC, MODE>(a, s) : launch_rows<T, 1, MODE>(a, s); };
+  if (mode == kDynRow) return launch.template operator()<kDynRow>();
+  if (mode == kDynGroup) return launch.template operator()<kDynGroup>();
+  return launch.template operator()<kGiven>();
 }
 
 template <typename T>

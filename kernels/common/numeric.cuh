@@ -117,7 +117,7 @@ __device__ __forceinline__ Params params_from_range(qk_scheme scheme, IntRange i
 
 // Returns q and counts a non-finite input in `nonfinite`.
 __device__ __forceinline__ int32_t quantize_value(float x, qk_scheme scheme, IntRange ir, Params p,
-                                                  unsigned long long &nonfinite) {
+                                                  uint32_t &nonfinite) {
   if (isnan(x)) { nonfinite++; return scheme == QK_AFFINE ? p.zp : (scheme == QK_SYMMETRIC ? 0 : ir.qmin); }
   if (isinf(x)) { nonfinite++; return x > 0.0f ? ir.qmax : ir.qmin; }
   if (p.scale == 0.0f) return scheme == QK_AFFINE ? p.zp : 0;  // degenerate group: no division
@@ -127,6 +127,97 @@ __device__ __forceinline__ int32_t quantize_value(float x, qk_scheme scheme, Int
   t = fminf(fmaxf(t, (float)(ir.qmin - zp)), (float)(ir.qmax - zp));
   return (int32_t)t + zp;
 }
+
+// The quantizer of one group (a row, a tensor or a per-group vector), prepared once so that
+// each element costs a few full-rate instructions instead of an IEEE division.
+//
+// NOTE: the quotient is still the correctly rounded x / s of the contract, computed without a
+// per-element division: with r = RN(1/s), q0 = RN(x·r) is within one ulp of x/s, the
+// residual x − q0·s is exact in one FMA, and RN(q0 + residual·r) is RN(x/s) (Markstein's
+// correction theorem). It needs the residual to stay a normal number, hence the range of s
+// in `fast`. A q0 that is not finite (x = ±Inf or NaN, or a quotient beyond f32) flags the
+// vector, which is then redone element by element with quantize_value. Checked exhaustively
+// over every finite f32 x for 28 scales at the edges of the range and in the middle (and
+// sampled for 100000 random scales): the quotient is bit-identical to the division wherever
+// |x/s| ∈ [1/8, 2^19], below 1/4 in magnitude where the division's is below 1/8, and beyond
+// 2^18 with the same sign where the division's is beyond 2^19, so the rounded and clamped
+// result is the same everywhere (scripts/check-division-free.c); src/cpu/numeric.rs keeps a
+// sampled copy of that check in its tests.
+// Scales outside the range, and scale 0, take quantize_value.
+struct Quantizer {
+  Params p;      // zp is 0 unless Affine
+  float r;       // RN(1 / scale) when fast
+  float lo, hi;  // clamp of the rounded quotient: qmin − zp, qmax − zp
+  bool fast;
+};
+
+__device__ __forceinline__ Quantizer make_quantizer(qk_scheme scheme, IntRange ir, Params p) {
+  Quantizer z;
+  z.p = p;
+  if (scheme != QK_AFFINE) z.p.zp = 0;
+  z.fast = p.scale >= 0x1p-64f && p.scale <= 0x1p64f;  // false for 0 and NaN
+  z.r = z.fast ? __fdiv_rn(1.0f, p.scale) : 0.0f;
+  z.lo = (float)(ir.qmin - z.p.zp);
+  z.hi = (float)(ir.qmax - z.p.zp);
+  return z;
+}
+
+// quantize_value for the VEC elements of a vector with a fast quantizer (MIN_OFFSET: the
+// scheme is MinOffset). Returns true when some q0 was not finite: the caller then redoes the
+// vector with quantize_value, which also counts its non-finite inputs.
+template <bool MIN_OFFSET, int VEC>
+__device__ __forceinline__ bool quantize_fast(const float (&x)[VEC], const Quantizer &z, int32_t (&q)[VEC]) {
+  bool redo = false;
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) {
+    const float xm = MIN_OFFSET ? __fsub_rn(x[j], z.p.offset) : x[j];
+    const float q0 = __fmul_rn(xm, z.r);
+    redo |= !(fabsf(q0) < INFINITY);
+    const float e = __fmaf_rn(-q0, z.p.scale, xm);                        // exact residual
+    const float t = fminf(fmaxf(__fmaf_rn(e, z.r, q0), z.lo), z.hi);      // RN(xm / s), clamped
+    // Round half to even: |t| <= 383, so t + 1.5·2^23 has unit ulp and the addition rounds t
+    // to an integer (the contract's rne); the low bits of the sum are that integer.
+    q[j] = (int32_t)(__float_as_uint(__fadd_rn(t, 12582912.0f)) - 0x4B400000u) + z.p.zp;
+  }
+  return redo;
+}
+
+// Range accumulators: add() is one or two min/max per element and lets ±Inf in; when the
+// reduced result shows an infinity, the caller accumulates again with add_finite(), which
+// ignores ±Inf like Range::add (NaN is ignored by both: fminf/fmaxf return the other
+// operand). to_range() gives the Range that Range::add would have built from the values.
+struct FiniteRange {
+  float lo = __builtin_nanf(""), hi = __builtin_nanf("");  // NaN: nothing seen
+  __device__ __forceinline__ void add(float x) {
+    lo = fminf(lo, x);
+    hi = fmaxf(hi, x);
+  }
+  __device__ __forceinline__ void add_finite(float x) { add(fabsf(x) < INFINITY ? x : __builtin_nanf("")); }
+  __device__ __forceinline__ Range to_range() const {
+    Range r{};
+    r.any = !isnan(lo);
+    r.lo = r.any ? canonical_zero(lo) : 0.0f;
+    r.hi = r.any ? canonical_zero(hi) : 0.0f;
+    return r;
+  }
+  __device__ __forceinline__ static bool has_inf(const Range &r) { return r.any && (isinf(r.lo) || isinf(r.hi)); }
+};
+
+// The largest |x| (what Symmetric needs of the range), as a Range with that absolute maximum
+// (params_from_range uses only that for Symmetric).
+struct FiniteAbsMax {
+  float m = 0.0f;
+  __device__ __forceinline__ void add(float x) { m = fmaxf(m, fabsf(x)); }
+  __device__ __forceinline__ void add_finite(float x) { m = fmaxf(m, fabsf(x) < INFINITY ? fabsf(x) : 0.0f); }
+  __device__ __forceinline__ Range to_range() const {
+    Range r{};
+    r.any = 1;
+    r.lo = 0.0f;
+    r.hi = m;
+    return r;
+  }
+  __device__ __forceinline__ static bool has_inf(const Range &r) { return isinf(r.hi); }
+};
 
 __device__ __forceinline__ float dequantize_value(int32_t q, qk_scheme scheme, Params p) {
   if (scheme == QK_SYMMETRIC) return __fmul_rn((float)q, p.scale);

@@ -230,4 +230,99 @@ mod tests {
         let p = params_from_range(Scheme::Symmetric, (-127, 127), r);
         assert_eq!(p.scale, MIN_NORMAL);
     }
+
+    /// The GPU's division-free quotient (`quantize_fast` in kernels/common/numeric.cuh), step
+    /// for step: `None` where the kernel falls back to `quantize_value` (scale out of range,
+    /// or a q0 that is not finite).
+    fn gpu_fast_path(x: f32, scheme: Scheme, (qmin, qmax): (i32, i32), p: Params) -> Option<i32> {
+        if !(2f32.powi(-64)..=2f32.powi(64)).contains(&p.scale) {
+            return None;
+        }
+        let r = 1.0 / p.scale;
+        let zp = if scheme == Scheme::Affine { p.zp } else { 0 };
+        let xm = if scheme == Scheme::MinOffset { x - p.offset } else { x };
+        let q0 = xm * r;
+        if !q0.is_finite() {
+            return None;
+        }
+        let e = (-q0).mul_add(p.scale, xm);
+        let t = e.mul_add(r, q0).max((qmin - zp) as f32).min((qmax - zp) as f32);
+        Some((t + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000) as i32 + zp)
+    }
+
+    /// The kernels quantize with a reciprocal and one exact correction instead of a division
+    /// per element; this checks, for scales at the edges of the accepted range and random
+    /// ones, that every result equals the contract's (which divides), and that the fallback
+    /// is only taken for scales outside [2^-64, 2^64], non-finite inputs and quotients beyond
+    /// 10^30. (The same check ran
+    /// exhaustively over all 2^32 inputs for 28 scales, see numeric.cuh.)
+    #[test]
+    fn division_free_quotient_matches_the_division() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut next = move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut scales = vec![1.0 / 127.0, 3.0 / 255.0, 2f32.powi(64), 2f32.powi(-64)];
+        for e in [-64, -20, 0, 20, 63] {
+            for m in [1.0f32, 1.000_000_1, 1.999_999_9, 1.5, 1.333_333_4] {
+                scales.push(m * 2f32.powi(e));
+            }
+        }
+        for _ in 0..2000 {
+            let m = f32::from_bits(0x3F80_0000 | (next() as u32 & 0x7F_FFFF));
+            scales.push(m * 2f32.powi((next() % 129) as i32 - 64));
+        }
+        let configs = [
+            (Scheme::Symmetric, (-127, 127), 0),
+            (Scheme::Affine, (-128, 127), -128),
+            (Scheme::Affine, (0, 255), 255),
+            (Scheme::Affine, (0, 255), 17),
+            (Scheme::MinOffset, (0, 255), 0),
+        ];
+        let mut checked = 0u64;
+        for (k, &scale) in scales.iter().enumerate() {
+            // Strided bit patterns (every exponent, sign and mantissa region) for the fixed
+            // scales, random ones for the random scales; plus values near the midpoints.
+            let n = if k < 29 { 1 << 16 } else { 1 << 10 };
+            for i in 0..n {
+                let bits = if k < 29 {
+                    (i as u32).wrapping_mul(65_537) ^ (i as u32 >> 3)
+                } else {
+                    next() as u32
+                };
+                let near_half = ((next() % 767) as f32 - 383.0 + 0.5) * scale;
+                for x in [f32::from_bits(bits), near_half, f32::from_bits(near_half.to_bits() + 1)] {
+                    let (scheme, range, zp) = configs[(i + k) % configs.len()];
+                    let offset = if scheme == Scheme::MinOffset {
+                        -((next() % 100) as f32) * scale
+                    } else {
+                        0.0
+                    };
+                    let p = Params { scale, zp, offset };
+                    let mut nf = 0;
+                    let want = quantize_value(x, scheme, range, p, &mut nf);
+                    match gpu_fast_path(x, scheme, range, p) {
+                        Some(got) => assert_eq!(got, want, "x={x:e} s={scale:e} {scheme:?} zp={zp}"),
+                        None => {
+                            let quotient = if scheme == Scheme::MinOffset {
+                                (x - offset) / scale
+                            } else {
+                                x / scale
+                            };
+                            let in_range = (2f32.powi(-64)..=2f32.powi(64)).contains(&scale);
+                            assert!(
+                                !in_range || !x.is_finite() || quotient.abs() > 1e30,
+                                "fallback for x={x:e} s={scale:e}"
+                            );
+                        }
+                    }
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 5_000_000);
+    }
 }
