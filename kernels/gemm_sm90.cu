@@ -61,10 +61,10 @@ template <int BN> struct Cfg {
   static constexpr int ACC = BN / 2;  // int32 accumulators per consumer thread: 64 x BN / 128
   // Each consumer warpgroup's copy of its tile's column parameters (staged once per tile).
   static constexpr int PARAMS_OFF = STAGES * STAGE_BYTES + 2 * STAGES * 8;  // after the barriers
-  static constexpr int PARAM_BYTES = 2 * BN * (int)sizeof(ColParams);
+  static constexpr int PARAM_BYTES = 2 * (int)sizeof(TileCols<BN>);
   static constexpr int SMEM = PARAMS_OFF + PARAM_BYTES + 1024;  // + alignment of the base
   static_assert(STAGE_BYTES % 1024 == 0, "128-byte-swizzled tiles must start 1024-byte aligned");
-  static_assert(PARAMS_OFF % 16 == 0, "column parameters are read as 16-byte vectors");
+  static_assert(PARAMS_OFF % 16 == 0, "column parameters are read as 8-byte vectors");
 };
 
 // ---- PTX wrappers -------------------------------------------------------------------------
@@ -310,9 +310,9 @@ __global__ void __launch_bounds__(THREADS, 1)
     }
   };
   const EpilogueCtx ctx = make_epilogue_ctx(args);
-  ColParams *const cp = reinterpret_cast<ColParams *>(smem_raw + (base - (uint32_t)__cvta_generic_to_shared(smem_raw)) +
-                                                      C::PARAMS_OFF) +
-                        c * BN;
+  TileCols<BN> *const cols =
+      reinterpret_cast<TileCols<BN> *>(smem_raw + (base - (uint32_t)__cvta_generic_to_shared(smem_raw)) + C::PARAMS_OFF) + c;
+  const bool plain = plain_epilogue(ctx);
   int64_t it = 0;
   for (int64_t u = first_unit; u < units; u += unit_stride) {
     int64_t um, tn;
@@ -351,7 +351,7 @@ __global__ void __launch_bounds__(THREADS, 1)
     named_bar_sync(1 + c);
     for (int j = tw; j < BN; j += 128) {
       const int64_t n = tn * BN + j;
-      if (n < N) cp[j] = col_params(args, ctx, n);
+      if (n < N) cols->set(j, col_params(args, ctx, n));
     }
     named_bar_sync(1 + c);
 
@@ -361,12 +361,27 @@ __global__ void __launch_bounds__(THREADS, 1)
     const bool ok0 = mr0 < M, ok1 = mr1 < M;
     if (ok0) {
       const RowParams r0 = row_params(args.a, ctx, mr0), r1 = ok1 ? row_params(args.a, ctx, mr1) : r0;
+      // NOTE: the fast path (no bounds checks, no zero-point terms) covers the warpgroup's
+      // part of a tile wholly inside the output: every tile but the last row and column.
+      const bool fast = plain && tn * BN + BN <= N && tm * BM + c * 64 + 64 <= M;
       with_out_type(args.y_type, [&]<typename TOut>() {
+        if (fast) {
+          TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + tn * BN + tig * 2;
+          TOut *const y1 = y0 + 8 * N;
 #pragma unroll
-        for (int j = 0; j < BN / 8; ++j) {
-          const int col = j * 8 + tig * 2;
-          epilogue_quad_cols<TOut>(args, ctx, mr0, ok0, r0, mr1, ok1, r1, tn * BN + col, cp[col], cp[col + 1],
-                                   acc[j * 4], acc[j * 4 + 1], acc[j * 4 + 2], acc[j * 4 + 3]);
+          for (int j = 0; j < BN / 8; ++j) {
+            const int col = j * 8 + tig * 2;
+            store_quad_plain<TOut>(y0 + j * 8, y1 + j * 8, true, r0.sa, r1.sa, cols->sb2(col), ctx.has_bias,
+                                   ctx.has_bias ? cols->bias2(col) : float2{}, acc[j * 4], acc[j * 4 + 1],
+                                   acc[j * 4 + 2], acc[j * 4 + 3]);
+          }
+        } else {
+#pragma unroll
+          for (int j = 0; j < BN / 8; ++j) {
+            const int col = j * 8 + tig * 2;
+            epilogue_quad_cols<TOut>(args, ctx, mr0, ok0, r0, mr1, ok1, r1, tn * BN + col, cols->get(col),
+                                     cols->get(col + 1), acc[j * 4], acc[j * 4 + 1], acc[j * 4 + 2], acc[j * 4 + 3]);
+          }
         }
       });
     }
@@ -393,7 +408,10 @@ constexpr int STAGE_BYTES = (BM + BN) * BK;
 constexpr int ACC = HALF / 2;           // int32 accumulators per consumer thread: 64 x 128 / 128
 constexpr int QUADS = ACC / 4;          // epilogue quads (one n8 block) per consumer thread
 constexpr int CONSUMERS = 256;          // consumer threads; partial sums are [QUADS][CONSUMERS] x int4
-constexpr int SMEM = STAGES * STAGE_BYTES + 1024 + 2 * STAGES * 8;
+// The tile's column parameters, after the barriers (staged before the main loop).
+constexpr int PARAMS_OFF = STAGES * STAGE_BYTES + 2 * STAGES * 8;
+constexpr int SMEM = PARAMS_OFF + (int)sizeof(TileCols<BN>) + 1024;  // + alignment of the base
+static_assert(PARAMS_OFF % 16 == 0, "column parameters are read as 8-byte vectors");
 static_assert(QUADS * CONSUMERS * 16 <= STAGES * STAGE_BYTES, "partial sums reuse the stage buffers");
 static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0, "128-byte-swizzled tiles must start 1024-byte aligned");
 }  // namespace sk
@@ -461,6 +479,13 @@ __global__ void __launch_bounds__(THREADS, 1)
   const int ct = threadIdx.x - 128, tw = threadIdx.x % 128, warp = tw / 32, lane = tw % 32;
   const int gid = lane >> 2, tig = lane & 3;
   const bool leader = tw == 0;
+  // The tile's column parameters, one column per consumer thread, loaded while the first
+  // stages are in flight; the barrier before the epilogue publishes them.
+  // NOTE: loaded per fragment quad from global memory they cost 8–16% at decode sizes (H200).
+  const EpilogueCtx ctx = make_epilogue_ctx(args);
+  TileCols<sk::BN> *const cols =
+      reinterpret_cast<TileCols<sk::BN> *>(smem_raw + (base - (uint32_t)__cvta_generic_to_shared(smem_raw)) + sk::PARAMS_OFF);
+  if (tn * sk::BN + ct < args.b.rows) cols->set(ct, col_params(args, ctx, tn * sk::BN + ct));
   int32_t acc[sk::ACC];
 #pragma unroll
   for (int i = 0; i < sk::ACC; ++i) acc[i] = 0;
@@ -484,28 +509,44 @@ __global__ void __launch_bounds__(THREADS, 1)
 
   // Thread (warp, gid, tig) of consumer c holds rows 16·warp + gid (+8) and, for quad q,
   // columns 128c + 8q + 2·tig (+1): the same positions in every CTA of the cluster.
-  const EpilogueCtx ctx = make_epilogue_ctx(args);
+  const int64_t N = args.b.rows;
   const int64_t mr0 = tm * sk::BM + warp * 16 + gid, mr1 = mr0 + 8;
   const bool ok0 = mr0 < M, ok1 = mr1 < M;
   const RowParams r0 = ok0 ? row_params(args.a, ctx, mr0) : RowParams{}, r1 = ok1 ? row_params(args.a, ctx, mr1) : r0;
-  const int64_t n0 = tn * sk::BN + c * sk::HALF + tig * 2;
+  const int lc0 = c * sk::HALF + tig * 2;  // this thread's first column in the tile
+  const int64_t n0 = tn * sk::BN + lc0;
+  // NOTE: the fast path (no bounds checks, no zero-point terms) covers warpgroups whose
+  // columns are all below N; rows are checked per thread.
+  const bool fast = plain_epilogue(ctx) && tn * sk::BN + (c + 1) * sk::HALF <= N;
+  // The epilogue of quad q with accumulators a (rows mr0, mr1; columns n0 + 8q, +1).
+  auto quad = [&]<typename TOut>(int q, int32_t a00, int32_t a01, int32_t a10, int32_t a11) {
+    const int col = lc0 + q * 8;
+    if (fast) {
+      TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + n0 + q * 8;
+      store_quad_plain<TOut>(y0, y0 + 8 * N, ok1, r0.sa, r1.sa, cols->sb2(col), ctx.has_bias,
+                             ctx.has_bias ? cols->bias2(col) : float2{}, a00, a01, a10, a11);
+    } else {
+      epilogue_quad_cols<TOut>(args, ctx, mr0, ok0, r0, mr1, ok1, r1, n0 + q * 8, cols->get(col), cols->get(col + 1),
+                               a00, a01, a10, a11);
+    }
+  };
+  // NOTE: both consumer warpgroups: after it the column parameters are visible, and the
+  // stage buffers are free (both have finished their last wgmma, and every TMA load has
+  // landed: each was waited for).
+  named_bar_sync<256>(1);
   if (split == 1) {
     if (ok0) {
       with_out_type(args.y_type, [&]<typename TOut>() {
 #pragma unroll
         for (int q = 0; q < sk::QUADS; ++q)
-          epilogue_quad<TOut>(args, ctx, mr0, ok0, r0, mr1, ok1, r1, n0 + q * 8, acc[q * 4], acc[q * 4 + 1],
-                              acc[q * 4 + 2], acc[q * 4 + 3]);
+          quad.template operator()<TOut>(q, acc[q * 4], acc[q * 4 + 1], acc[q * 4 + 2], acc[q * 4 + 3]);
       });
     }
     return;
   }
 
   // Partial sums to shared memory as [quad][consumer thread] int4 (consecutive threads,
-  // consecutive 16 bytes: no bank conflicts). The stage buffers are free once both
-  // consumer warpgroups have finished their last wgmma (every TMA load has landed: each was
-  // waited for).
-  named_bar_sync<256>(1);  // both consumer warpgroups
+  // consecutive 16 bytes: no bank conflicts).
 #pragma unroll
   for (int q = 0; q < sk::QUADS; ++q)
     st_shared_v4(base + (uint32_t)((q * sk::CONSUMERS + ct) * 16), acc[q * 4], acc[q * 4 + 1], acc[q * 4 + 2],
@@ -523,7 +564,7 @@ __global__ void __launch_bounds__(THREADS, 1)
           const int4 v = ld_cluster_v4(map_rank(at, r));
           sum[0] += v.x, sum[1] += v.y, sum[2] += v.z, sum[3] += v.w;
         }
-        epilogue_quad<TOut>(args, ctx, mr0, ok0, r0, mr1, ok1, r1, n0 + q * 8, sum[0], sum[1], sum[2], sum[3]);
+        quad.template operator()<TOut>(q, sum[0], sum[1], sum[2], sum[3]);
       }
     });
   }

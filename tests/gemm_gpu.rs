@@ -314,7 +314,8 @@ fn compare_pinned<O: DeviceGemmOutput + PartialEq>(
 }
 
 /// Every kernel configuration the device runs, pinned (not through the dispatcher's
-/// thresholds), on shapes each configuration accepts: ragged M (an odd number of 128-row
+/// thresholds), with both epilogue paths (general, and the fast path of whole tiles without
+/// zero points), on shapes each configuration accepts: ragged M (an odd number of 128-row
 /// tiles leaves the multicast kernel's last pair half outside M), N and K tails, and
 /// N = 384 (the multicast kernel's second B half of the last column lies wholly beyond N).
 #[test]
@@ -343,13 +344,22 @@ fn every_kernel_configuration() {
         }
         let expected = if cc.0 == 9 { cuda::GemmKernel::all().len() } else { 3 };
         assert_eq!(kernels.len(), expected, "{m}x{n}x{k}: configurations run");
-        let a = make(Kind::Aff(IntType::U8, Granularity::Row), m, k, 21);
+        // Affine activations take the general epilogue (zero-point corrections); Symmetric
+        // ones the fast path of whole tiles without zero points, in every output type.
         let b = make(Kind::Sym(Granularity::Row), n, k, 22);
-        let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
-        let what = format!("{m}x{n}x{k}");
-        let (ha, hb, dao, dbo) = (a.operand(), b.operand(), da.operand(), db.operand());
-        compare_pinned::<i32>(&g, &ha, &hb, &dao, &dbo, &kernels, &what);
-        compare_pinned::<bf16>(&g, &ha, &hb, &dao, &dbo, &kernels, &what);
+        let db = DevOp::upload(&g, &b);
+        for ka in [Kind::Aff(IntType::U8, Granularity::Row), Kind::Sym(Granularity::Row)] {
+            let a = make(ka, m, k, 21);
+            let da = DevOp::upload(&g, &a);
+            let what = format!("{ka:?} {m}x{n}x{k}");
+            let (ha, hb, dao, dbo) = (a.operand(), b.operand(), da.operand(), db.operand());
+            compare_pinned::<i32>(&g, &ha, &hb, &dao, &dbo, &kernels, &what);
+            compare_pinned::<bf16>(&g, &ha, &hb, &dao, &dbo, &kernels, &what);
+            if matches!(ka, Kind::Sym(_)) {
+                compare_pinned::<f32>(&g, &ha, &hb, &dao, &dbo, &kernels, &what);
+                compare_pinned::<f16>(&g, &ha, &hb, &dao, &dbo, &kernels, &what);
+            }
+        }
     }
 }
 

@@ -108,6 +108,53 @@ __device__ __forceinline__ ColParams col_params(const qk_gemm_args &args, const 
   return c;
 }
 
+// The column parameters of a tile of N_ columns, staged in shared memory as arrays, so that
+// the fast epilogue reads the scales (and biases) of a column pair as one 8-byte load.
+template <int N_> struct TileCols {
+  int32_t zb[N_], sum_b[N_], col_sum[N_];
+  float sb[N_], bias[N_];
+  __device__ __forceinline__ void set(int j, const ColParams &c) {
+    zb[j] = c.zb, sum_b[j] = c.sum_b, col_sum[j] = c.col_sum, sb[j] = c.sb, bias[j] = c.bias;
+  }
+  __device__ __forceinline__ ColParams get(int j) const { return {zb[j], sum_b[j], col_sum[j], sb[j], bias[j]}; }
+  __device__ __forceinline__ float2 sb2(int j) const { return *reinterpret_cast<const float2 *>(sb + j); }
+  __device__ __forceinline__ float2 bias2(int j) const { return *reinterpret_cast<const float2 *>(bias + j); }
+};
+
+// Whether the fast epilogue (store_quad_plain) applies to a tile: no zero points and no
+// MinOffset term (raw i8·i8, or Symmetric with scales and bias: the common case), and
+// paired stores aligned. The caller adds that the tile's columns are all below N.
+// NOTE: without zero points corrected_acc returns acc, and float_part without the
+// MinOffset term is (f32(acc)·sa)·sb [+ bias]: dropping the zero terms changes no bits.
+__device__ __forceinline__ bool plain_epilogue(const EpilogueCtx &ctx) {
+  return !ctx.need_sum_a && !ctx.need_sum_b && !ctx.min_offset && ctx.pairs_aligned;
+}
+
+// The fast epilogue of one fragment quad: columns n, n + 1 (both < N, pair-aligned) of rows
+// m0 (valid) and m0 + 8 (valid when ok1); y0, y1 point at (m0, n) and (m0 + 8, n). No bounds
+// checks and no integer corrections; each row is one paired store.
+template <typename TOut>
+__device__ __forceinline__ void store_quad_plain(TOut *y0, TOut *y1, bool ok1, float sa0, float sa1, float2 sb,
+                                                 bool has_bias, float2 bias, int32_t a00, int32_t a01, int32_t a10,
+                                                 int32_t a11) {
+  if constexpr (std::is_same<TOut, int32_t>::value) {
+    *reinterpret_cast<int2 *>(y0) = make_int2(a00, a01);
+    if (ok1) *reinterpret_cast<int2 *>(y1) = make_int2(a10, a11);
+  } else {
+    auto value = [&](int32_t a, float sa, float sbe, float b) {
+      const float v = __fmul_rn(__fmul_rn(__int2float_rn(a), sa), sbe);
+      return has_bias ? __fadd_rn(v, b) : v;
+    };
+    auto store = [](TOut *y, float v0, float v1) {
+      if constexpr (std::is_same<TOut, float>::value) *reinterpret_cast<float2 *>(y) = make_float2(v0, v1);
+      else if constexpr (std::is_same<TOut, __half>::value) *reinterpret_cast<__half2 *>(y) = __floats2half2_rn(v0, v1);
+      else *reinterpret_cast<__nv_bfloat162 *>(y) = __floats2bfloat162_rn(v0, v1);
+    };
+    store(y0, value(a00, sa0, sb.x, bias.x), value(a01, sa0, sb.y, bias.y));
+    if (ok1) store(y1, value(a10, sa1, sb.x, bias.x), value(a11, sa1, sb.y, bias.y));
+  }
+}
+
 // The 2 x 2 outputs a thread holds in an m16n8 (or wgmma) fragment: rows m0 and m1 (each
 // skipped when invalid), columns n and n + 1 (n + 1 only when < N; c1 is read only then)
 // with their parameters c0, c1; acc_he is row h, column n + e.
