@@ -165,10 +165,24 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, BM == 128 ? 3 : 1)
   }
   cp_async_wait<0>();
 
-  // Epilogue from registers: thread holds rows gid and gid + 8 of each m16 tile and
-  // columns 2·tig, 2·tig + 1 of each n8 tile.
-  const int gid = lane >> 2, tig = lane & 3;
+  // The tile's column parameters (scale, bias, zero point, ΣB), staged in the stage
+  // buffers once the main loop's last reads are done: one coalesced load per column instead
+  // of one dependent global load per fragment quad.
+  // NOTE: the same per-quad loads cost the sm_90a kernel's fused bf16 epilogue +28–69%
+  // over i32 out on H200, until it staged them (benches/NOTES.md, epilogue v4).
   const EpilogueCtx ctx = make_epilogue_ctx(args);
+  TileCols<BN> *const cols = reinterpret_cast<TileCols<BN> *>(smem_raw);
+  static_assert(sizeof(TileCols<BN>) <= STAGES * STAGE_BYTES, "column parameters reuse the stage buffers");
+  __syncthreads();
+  for (int j = threadIdx.x; j < BN; j += THREADS)
+    if (n0 + j < N) cols->set(j, col_params(args, ctx, n0 + j));
+  __syncthreads();
+
+  // Epilogue from registers: thread holds rows gid and gid + 8 of each m16 tile and
+  // columns 2·tig, 2·tig + 1 of each n8 tile. Whole tiles without zero points take the
+  // fast path (store_quad_plain: no bounds checks, no integer corrections).
+  const int gid = lane >> 2, tig = lane & 3;
+  const bool fast = plain_epilogue(ctx) && m0 + BM <= M && n0 + BN <= N;
   with_out_type(args.y_type, [&]<typename TOut>() {
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
@@ -176,10 +190,23 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, BM == 128 ? 3 : 1)
       const bool ok0 = mr0 < M, ok1 = mr1 < M;
       if (!ok0) continue;
       const RowParams r0 = row_params(args.a, ctx, mr0), r1 = ok1 ? row_params(args.a, ctx, mr1) : r0;
+      if (fast) {
+        TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + n0 + wn0 + tig * 2;
 #pragma unroll
-      for (int j = 0; j < NT; ++j)
-        epilogue_quad<TOut>(args, ctx, mr0, ok0, r0, mr1, ok1, r1, n0 + wn0 + j * 8 + tig * 2, acc[i][j][0],
-                            acc[i][j][1], acc[i][j][2], acc[i][j][3]);
+        for (int j = 0; j < NT; ++j) {
+          const int col = wn0 + j * 8 + tig * 2;
+          store_quad_plain<TOut>(y0 + j * 8, y0 + 8 * N + j * 8, true, r0.sa, r1.sa, cols->sb2(col), ctx.has_bias,
+                                 ctx.has_bias ? cols->bias2(col) : float2{}, acc[i][j][0], acc[i][j][1],
+                                 acc[i][j][2], acc[i][j][3]);
+        }
+      } else {
+#pragma unroll
+        for (int j = 0; j < NT; ++j) {
+          const int col = wn0 + j * 8 + tig * 2;
+          epilogue_quad_cols<TOut>(args, ctx, mr0, ok0, r0, mr1, ok1, r1, n0 + col, cols->get(col), cols->get(col + 1),
+                                   acc[i][j][0], acc[i][j][1], acc[i][j][2], acc[i][j][3]);
+        }
+      }
     }
   });
 }

@@ -194,17 +194,6 @@ __device__ __forceinline__ void epilogue_quad_cols(const qk_gemm_args &args, con
   }
 }
 
-// The same, loading the column parameters (once for both rows).
-template <typename TOut>
-__device__ __forceinline__ void epilogue_quad(const qk_gemm_args &args, const EpilogueCtx &ctx, int64_t m0, bool ok0,
-                                              const RowParams &r0, int64_t m1, bool ok1, const RowParams &r1, int64_t n,
-                                              int32_t acc00, int32_t acc01, int32_t acc10, int32_t acc11) {
-  if (n >= args.b.rows) return;
-  const ColParams c0 = col_params(args, ctx, n);
-  const ColParams c1 = n + 1 < args.b.rows ? col_params(args, ctx, n + 1) : c0;
-  epilogue_quad_cols<TOut>(args, ctx, m0, ok0, r0, m1, ok1, r1, n, c0, c1, acc00, acc01, acc10, acc11);
-}
-
 // Runs `body.template operator()<TOut>()` with the output type of `args` (one switch per
 // tile, outside the unrolled store loops).
 template <typename Body>
