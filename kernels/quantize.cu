@@ -6,14 +6,16 @@
 // bit-exact reference.
 //
 // Kernel versions and why each exists:
-//   quantize_rows<T, VEC, R>  one block per row at a time (grid of up to 8 blocks per SM,
-//                             each looping over rows). The row is loaded once into
-//                             registers (R 16-byte vectors per thread), dynamic per-row or
-//                             per-group parameters are reduced from those registers, then
-//                             the row is quantized and stored with VEC-byte stores, its sum
-//                             reduced in the same pass. R = 0 is the two-pass variant for
-//                             rows too long for registers; VEC = 1 is the scalar variant for
-//                             unaligned pointers or widths.
+//   quantize_rows<T, VEC, R, MODE>
+//                             one block per row at a time (a grid of as many blocks as the
+//                             SMs hold, each looping over rows). The row is loaded once into
+//                             registers (R 16-byte vectors per thread; the next row's load
+//                             is issued while this one is processed), dynamic per-row or
+//                             per-group parameters (MODE) are reduced from those registers,
+//                             then the row is quantized and stored with VEC-byte stores, its
+//                             sum reduced in the same pass. R = 0 is the two-pass variant
+//                             for rows too long for registers; VEC = 1 is the scalar variant
+//                             for unaligned pointers or widths.
 //   group_params_scalar<T>    per-group parameters, one thread per group, for group sizes
 //                             that do not map onto lane segments (G/VEC not a power of two
 //                             <= 32); quantize_rows then runs with the parameters given.
@@ -25,6 +27,7 @@
 //   row_sums_kernel           one block per row.
 #include <cuda_runtime.h>
 
+#include <atomic>
 #include <type_traits>
 
 #include "common/numeric.cuh"
@@ -171,9 +174,9 @@ __global__ void __launch_bounds__(kRowsMaxBlock<VEC, R>) quantize_rows(qk_quanti
   const int64_t ngroups = a.granularity == QK_GROUP ? a.cols / a.group : 1;
   const int seg = MODE == kDynGroup ? (int)(a.group / VEC) : 1;  // lanes per group
   const bool row_uniform = a.granularity == QK_TENSOR || a.granularity == QK_ROW;
-  // NOTE: 32 bits per thread suffice: a thread sees at most cols / 32 elements of each of
-  // rows / grid rows, fewer than 2^32 for any matrix that fits in device memory; the block
-  // total is 64-bit.
+  // NOTE: 32 bits per thread suffice: a thread sees at most VEC · ceil(nvec / nt) elements
+  // of each of ceil(rows / grid) rows, fewer than 2^32 for any matrix that fits in device
+  // memory; the block total is 64-bit.
   uint32_t nonfinite = 0;
 
   constexpr int RB = R > 0 ? R : 1;
@@ -369,11 +372,15 @@ __global__ void __launch_bounds__(kRowsMaxBlock<VEC, R>) quantize_rows(qk_quanti
     unsigned long long total = 0;
     for (int w = 0; w < (nt + 31) / 32; ++w) total += s_nf[w];
     unsigned long long *slot = reinterpret_cast<unsigned long long *>(a.nonfinite);
-    if (total != 0) atomicAdd(slot + 1, total);
-    __threadfence();
-    if (atomicAdd(slot + 2, 1ull) == gridDim.x - 1) {
-      slot[0] = atomicExch(slot + 1, 0ull);
-      atomicExch(slot + 2, 0ull);
+    if (gridDim.x == 1) {
+      slot[0] = total;  // one block (M = 1): no other block to wait for, no fence, no atomics
+    } else {
+      if (total != 0) atomicAdd(slot + 1, total);
+      __threadfence();
+      if (atomicAdd(slot + 2, 1ull) == gridDim.x - 1) {
+        slot[0] = atomicExch(slot + 1, 0ull);
+        atomicExch(slot + 2, 0ull);
+      }
     }
   }
 }
@@ -511,12 +518,21 @@ template <auto Kernel>
 cudaError_t launch_rows_kernel(const qk_quantize_args &a, int nt, cudaStream_t s) {
   int grid = (int)(a.rows < 8 ? a.rows : 8);
   if (a.rows > 8) {  // up to 8 blocks fit on any device: no query (decode, M = 1)
-    int dev = 0, sms = 0, per_sm = 0;
+    // Resident blocks of this kernel at this block size, per device, asked once.
+    static std::atomic<int> resident[32][kMaxBlock / 32 + 1];  // 0 = not asked yet
+    int dev = 0;
     cudaError_t err = cudaGetDevice(&dev);
-    if (err == cudaSuccess) err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-    if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, nt, 0);
     if (err != cudaSuccess) return err;
-    const int64_t cap = (int64_t)(per_sm > 0 ? per_sm : 1) * (sms > 0 ? sms : 1);
+    const bool cached = dev >= 0 && dev < 32 && nt % 32 == 0 && nt <= kMaxBlock;
+    int cap = cached ? resident[dev][nt / 32].load(std::memory_order_relaxed) : 0;
+    if (cap == 0) {
+      int sms = 0, per_sm = 0;
+      err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+      if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, nt, 0);
+      if (err != cudaSuccess) return err;
+      cap = (per_sm > 0 ? per_sm : 1) * (sms > 0 ? sms : 1);
+      if (cached) resident[dev][nt / 32].store(cap, std::memory_order_relaxed);
+    }
     grid = (int)(a.rows < cap ? a.rows : cap);
   }
   Kernel<<<grid, nt, 0, s>>>(a);

@@ -1,6 +1,7 @@
 //! The edge table of DESIGN.md section 5 on the CPU reference: signed zeros, subnormals,
 //! f32::MAX, NaN, ±Inf, exact ties, values either side of ±127.5·s, degenerate groups and
-//! a single nonzero. (tests/gpu_vs_cpu.rs runs the same inputs on the GPU.)
+//! a single nonzero. (tests/gpu_vs_cpu.rs compares the GPU with this reference on random,
+//! non-finite and extreme inputs.)
 
 use qkernels::cpu::{self, numeric::MIN_NORMAL};
 use qkernels::{Error, Granularity, IntType, QuantParams, QuantSpec, bf16, f16};

@@ -267,8 +267,8 @@ fn persistent_scheduler_tile_counts() {
     }
 }
 
-/// Pinned kernel configurations against the CPU reference: no bias, and an f32 bias for
-/// float outputs (i32 output takes no bias).
+/// Pinned kernel configurations against the CPU reference: no bias, and an f32 and a bf16
+/// bias for float outputs (i32 output takes no bias).
 fn compare_pinned<O: DeviceGemmOutput + PartialEq>(
     g: &Gpu,
     ha: &HostOperand,
@@ -283,6 +283,7 @@ fn compare_pinned<O: DeviceGemmOutput + PartialEq>(
     let cases = [
         (None, None),
         (Some(Bias::F32(&bs.b32)), Some(DeviceBias::F32(bs.d32.as_view()))),
+        (Some(Bias::BF16(&bs.bb)), Some(DeviceBias::BF16(bs.db.as_view()))),
     ];
     let cases = if O::TYPE == OutType::I32 {
         &cases[..1]
@@ -316,8 +317,10 @@ fn compare_pinned<O: DeviceGemmOutput + PartialEq>(
 /// Every kernel configuration the device runs, pinned (not through the dispatcher's
 /// thresholds), with both epilogue paths (general, and the fast path of whole tiles without
 /// zero points), on shapes each configuration accepts: ragged M (an odd number of 128-row
-/// tiles leaves the multicast kernel's last pair half outside M), N and K tails, and
-/// N = 384 (the multicast kernel's second B half of the last column lies wholly beyond N).
+/// tiles leaves the multicast kernel's last pair half outside M; M = 200 puts one consumer
+/// warpgroup of the last row band on the fast epilogue and the other on the general one), N
+/// and K tails, and N = 384 (the multicast kernel's second B half of the last column lies
+/// wholly beyond N).
 #[test]
 fn every_kernel_configuration() {
     let Some(g) = common::gpu() else { return };
@@ -325,6 +328,7 @@ fn every_kernel_configuration() {
     let cc = info.cc;
     let shapes = [
         (300, 500, 256),
+        (200, 512, 256),
         (384, 384, 512),
         (129, 257, 4096),
         (1, 1000, 2048),

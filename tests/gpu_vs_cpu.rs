@@ -41,6 +41,8 @@ fn data(rows: usize, cols: usize, seed: u64, nonfinite: bool) -> Vec<f32> {
         x[n / 2] = f32::NAN;
         x[n / 3] = f32::INFINITY;
         x[n - 1] = f32::NEG_INFINITY;
+        // A signalling NaN: the range pass relies on min/max ignoring every NaN.
+        x[n / 4] = f32::from_bits(0x7F80_0001);
     }
     x
 }
@@ -161,6 +163,110 @@ fn nonfinite_values_match_and_are_counted() {
     let Some(g) = common::gpu() else { return };
     sweep::<f32>(&g, &[(3, 8), (9, 96), (4, 4104)], &[0, 1], true);
     sweep::<bf16>(&g, &[(3, 8), (9, 96)], &[0], true);
+}
+
+/// More rows than the grid has blocks, so that each block quantizes several rows and the
+/// next row's vectors are loaded while the current one is processed: the register-resident
+/// variants R = 1, 2, 4 (with that prefetch) and 8, in every mode (given, dynamic per row,
+/// dynamic per group), with non-finite values in the data.
+#[test]
+fn many_rows_per_block_take_the_prefetch_path() {
+    let Some(g) = common::gpu() else { return };
+    let specs = [
+        QuantSpec::symmetric(Granularity::Row).unwrap(),
+        QuantSpec::affine(IntType::U8, Granularity::Row).unwrap(),
+        QuantSpec::min_offset(Granularity::Row).unwrap(),
+        QuantSpec::symmetric(Granularity::Group(64)).unwrap(),
+        QuantSpec::affine(IntType::I8, Granularity::Group(8)).unwrap(),
+        QuantSpec::symmetric(Granularity::Tensor).unwrap(),
+        QuantSpec::affine(IntType::U8, Granularity::Col).unwrap(),
+    ];
+    // bf16 4096: R = 2; bf16 4104: R = 4; f32 1024: R = 1; f32 4104: R = 8.
+    let run = |rows: usize, cols: usize, f32_input: bool| {
+        let x = data(rows, cols, (rows + cols) as u64, true);
+        for spec in specs {
+            if let Granularity::Group(gs) = spec.granularity()
+                && !cols.is_multiple_of(gs)
+            {
+                continue;
+            }
+            if f32_input {
+                check_case::<f32>(&g, &x, rows, cols, spec, 0);
+            } else {
+                check_case::<bf16>(&g, &x, rows, cols, spec, 0);
+            }
+        }
+    };
+    run(2048, 4096, false);
+    run(1500, 4104, false);
+    run(3000, 1024, true);
+    run(1100, 4104, true);
+}
+
+/// Values that leave the division-free quotient: dynamic scales above 2^64 and below 2^-64
+/// (taken by the division), a static scale in range with a quotient beyond f32 (the vector
+/// is redone exactly), a MinOffset offset that makes x − offset overflow, and a group of
+/// only non-finite values.
+#[test]
+fn extreme_values_take_the_exact_path() {
+    let Some(g) = common::gpu() else { return };
+    let cols = 64;
+    let mut x = data(4, cols, 5, false);
+    x[..cols].iter_mut().for_each(|v| *v *= 1e25);
+    x[cols..2 * cols].iter_mut().for_each(|v| *v *= 1e-22);
+    x[2 * cols..2 * cols + 8].copy_from_slice(&[
+        f32::INFINITY,
+        f32::NEG_INFINITY,
+        f32::NAN,
+        f32::INFINITY,
+        f32::NAN,
+        f32::NEG_INFINITY,
+        f32::INFINITY,
+        f32::NAN,
+    ]);
+    x[3 * cols] = 3e38;
+    x[3 * cols + 1] = -3e38;
+    for spec in [
+        QuantSpec::symmetric(Granularity::Row).unwrap(),
+        QuantSpec::affine(IntType::U8, Granularity::Row).unwrap(),
+        QuantSpec::min_offset(Granularity::Row).unwrap(),
+        QuantSpec::symmetric(Granularity::Group(8)).unwrap(),
+        QuantSpec::min_offset(Granularity::Group(8)).unwrap(),
+    ] {
+        check_case::<f32>(&g, &x, 4, cols, spec, 0);
+    }
+    // Static parameters: scale 2^-60 with |x| up to 1e30 (q0 overflows: the vector is redone),
+    // and a MinOffset offset of -3e38 with x up to 3e38 (x − offset overflows).
+    let mut y = data(2, cols, 6, false);
+    y[3] = 1e30;
+    y[4] = -1e30;
+    y[cols + 5] = 3e38;
+    let cases = [
+        (
+            QuantSpec::symmetric(Granularity::Tensor).unwrap(),
+            QuantParams {
+                scales: vec![2f32.powi(-60)],
+                ..Default::default()
+            },
+        ),
+        (
+            QuantSpec::min_offset(Granularity::Tensor).unwrap(),
+            QuantParams {
+                scales: vec![1.0],
+                offsets: Some(vec![-3e38]),
+                ..Default::default()
+            },
+        ),
+    ];
+    let dy = g.stream.clone_htod(&y).unwrap();
+    for (spec, p) in cases {
+        let want = cpu::quantize(&y, 2, cols, spec, Some(&p), true).unwrap();
+        let got = cuda::quantize(&g.stream, &dy, 2, cols, spec, Some(&p))
+            .unwrap()
+            .to_host(&g.stream, true)
+            .unwrap();
+        assert_same(&got, &want, &format!("{spec:?} static {:?}", p.scales));
+    }
 }
 
 #[test]

@@ -175,8 +175,9 @@ __device__ __forceinline__ bool quantize_fast(const float (&x)[VEC], const Quant
     redo |= !(fabsf(q0) < INFINITY);
     const float e = __fmaf_rn(-q0, z.p.scale, xm);                        // exact residual
     const float t = fminf(fmaxf(__fmaf_rn(e, z.r, q0), z.lo), z.hi);      // RN(xm / s), clamped
-    // Round half to even: |t| <= 383, so t + 1.5·2^23 has unit ulp and the addition rounds t
-    // to an integer (the contract's rne); the low bits of the sum are that integer.
+    // Round half to even: |t| <= 255 (zp lies in the type's range), far below the 2^22 up to
+    // which t + 1.5·2^23 has unit ulp, so the addition rounds t to an integer (the
+    // contract's rne); the low bits of the sum are that integer.
     q[j] = (int32_t)(__float_as_uint(__fadd_rn(t, 12582912.0f)) - 0x4B400000u) + z.p.zp;
   }
   return redo;
