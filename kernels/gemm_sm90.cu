@@ -318,6 +318,15 @@ __global__ void __launch_bounds__(THREADS, 1)
     int64_t um, tn;
     unit_coords(u, units_m, tiles_n, GROUP_M / CM, um, tn);
     const int64_t tm = um * CM + rank;
+    // The tile's column parameters this thread stages (columns tw, tw + 128), loaded now so
+    // that their latency passes under the main loop; written to shared memory after it.
+    constexpr int PER = BN / 128;
+    ColParams pre[PER];
+#pragma unroll
+    for (int jj = 0; jj < PER; ++jj) {
+      const int64_t n = tn * BN + tw + 128 * jj;
+      pre[jj] = n < N ? col_params(args, ctx, n) : ColParams{};
+    }
     int32_t acc[C::ACC];
 #pragma unroll
     for (int i = 0; i < C::ACC; ++i) acc[i] = 0;
@@ -343,16 +352,14 @@ __global__ void __launch_bounds__(THREADS, 1)
     if (prev >= 0) release(prev);
 
     // Column parameters (scale, bias, zero point, ΣB) of the tile, staged in shared memory by
-    // the warpgroup: one coalesced load per column instead of one dependent global load per
-    // fragment quad. The first barrier waits until the previous tile's epilogue has read
-    // the copy.
+    // the warpgroup: one coalesced load per column (issued before the main loop) instead of
+    // one dependent global load per fragment quad. The first barrier waits until the
+    // previous tile's epilogue has read the copy.
     // NOTE: loading them per quad from global memory cost 15–19 µs per 128×256 tile of
     // bf16 output on H200 (the fused epilogue at +28% to +69% over i32 out).
     named_bar_sync(1 + c);
-    for (int j = tw; j < BN; j += 128) {
-      const int64_t n = tn * BN + j;
-      if (n < N) cols->set(j, col_params(args, ctx, n));
-    }
+#pragma unroll
+    for (int jj = 0; jj < PER; ++jj) cols->set(tw + 128 * jj, pre[jj]);
     named_bar_sync(1 + c);
 
     // Epilogue: warp `warp` holds rows 16·warp + gid (+8) of this warpgroup's 64 rows and,

@@ -132,7 +132,7 @@ run() {
   # tool, test binary, test-name filters (subsets: the sanitizers slow kernels down a lot)
   local runs=(
     "memcheck gpu_vs_cpu small_shapes_f32 long_rows gpu_errors"
-    "racecheck gpu_vs_cpu long_rows"
+    "racecheck gpu_vs_cpu long_rows nonfinite_values extreme_values"
     "memcheck gemm_gpu operands_at_offsets a_large_shape gpu_gemm_errors"
     "racecheck gemm_gpu operands_at_offsets"
     "memcheck gemm_gpu every_kernel_configuration"
