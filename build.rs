@@ -31,10 +31,45 @@ const GENCODE: &[&str] = &[
 const GENCODE_SM90A: &[&str] = &["-gencode=arch=compute_90a,code=sm_90a"];
 const ARCHS: &str = "sm_80,sm_89,sm_90a (+compute_80 PTX); wgmma GEMM: sm_90a";
 
+/// The GENCODE entries to build: all of them, or those of the architectures listed in
+/// `QKERNELS_ARCHS` (comma-separated, of sm_80, sm_89, sm_90a; the compute_80 PTX comes with
+/// sm_80). `scripts/device-check.sh build` sets `sm_90a`: the Hopper machines run nothing
+/// else, and every test binary carries the device code, so the bundle stays small.
+fn gencode() -> Vec<&'static str> {
+    let Ok(list) = env::var("QKERNELS_ARCHS") else {
+        return GENCODE.to_vec();
+    };
+    let archs: Vec<&str> = list.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
+    for a in &archs {
+        assert!(
+            ["sm_80", "sm_89", "sm_90a"].contains(a),
+            "QKERNELS_ARCHS: unknown architecture {a:?} (expected sm_80, sm_89 or sm_90a)"
+        );
+    }
+    let kept: Vec<&'static str> = GENCODE
+        .iter()
+        .copied()
+        .filter(|g| {
+            archs
+                .iter()
+                .any(|a| g.ends_with(&format!("code={a}")) || (*a == "sm_80" && g.ends_with("compute_80")))
+        })
+        .collect();
+    assert!(!kept.is_empty(), "QKERNELS_ARCHS={list:?} selects no architecture");
+    kept
+}
+
 fn main() {
     println!("cargo::rustc-check-cfg=cfg(qk_cuda)");
     println!("cargo:rerun-if-changed=kernels");
-    for var in ["NVCC", "CUDA_HOME", "CUDA_PATH", "QKERNELS_REQUIRE_CUDA", "PATH"] {
+    for var in [
+        "NVCC",
+        "CUDA_HOME",
+        "CUDA_PATH",
+        "QKERNELS_REQUIRE_CUDA",
+        "QKERNELS_ARCHS",
+        "PATH",
+    ] {
         println!("cargo:rerun-if-env-changed={var}");
     }
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR"));
@@ -62,7 +97,11 @@ fn main() {
     };
     compile_kernels(&manifest, &nvcc);
     println!("cargo:rustc-cfg=qk_cuda");
-    println!("cargo:rustc-env=QK_CUDA_ARCHS={ARCHS}");
+    let archs = match env::var("QKERNELS_ARCHS") {
+        Ok(list) => format!("{list} (QKERNELS_ARCHS); wgmma GEMM: sm_90a"),
+        Err(_) => ARCHS.to_string(),
+    };
+    println!("cargo:rustc-env=QK_CUDA_ARCHS={archs}");
 }
 
 fn find_nvcc(manifest: &Path) -> Option<PathBuf> {
@@ -125,7 +164,8 @@ fn compile_kernels(manifest: &Path, nvcc: &Path) {
     let mut hasher = DefaultHasher::new();
     base_cmd.get_program().hash(&mut hasher);
     base_cmd.get_args().for_each(|a| a.hash(&mut hasher));
-    GENCODE.hash(&mut hasher);
+    let gencode = gencode();
+    gencode.hash(&mut hasher);
     GENCODE_SM90A.hash(&mut hasher);
     for s in &sources {
         s.strip_prefix(manifest).unwrap_or(s).hash(&mut hasher);
@@ -150,7 +190,7 @@ fn compile_kernels(manifest: &Path, nvcc: &Path) {
                 cmd.args(if stem.ends_with("_sm90") {
                     GENCODE_SM90A
                 } else {
-                    GENCODE
+                    &gencode[..]
                 });
                 cmd.arg("-c").arg(src.as_path()).arg("-o").arg(&obj);
                 scope.spawn(move || compile_one(cmd, &obj, &report))
