@@ -179,10 +179,10 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, BM == 128 ? 3 : 1)
   __syncthreads();
 
   // Epilogue from registers: thread holds rows gid and gid + 8 of each m16 tile and
-  // columns 2·tig, 2·tig + 1 of each n8 tile. Whole tiles without zero points take the
-  // fast path (store_quad_plain: no bounds checks, no integer corrections).
+  // columns 2·tig, 2·tig + 1 of each n8 tile. Whole tiles without zero points take
+  // store_quad_whole (no bounds checks, no integer corrections).
   const int gid = lane >> 2, tig = lane & 3;
-  const bool fast = plain_epilogue(ctx) && m0 + BM <= M && n0 + BN <= N;
+  const bool whole = ctx.pairs_aligned && m0 + BM <= M && n0 + BN <= N, plain = plain_epilogue(ctx);
   with_out_type(args.y_type, [&]<typename TOut>() {
 #pragma unroll
     for (int i = 0; i < MT; ++i) {
@@ -190,15 +190,17 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, BM == 128 ? 3 : 1)
       const bool ok0 = mr0 < M, ok1 = mr1 < M;
       if (!ok0) continue;
       const RowParams r0 = row_params(args.a, ctx, mr0), r1 = ok1 ? row_params(args.a, ctx, mr1) : r0;
-      if (fast) {
+      auto whole_tile = [&]<bool ZP>() {
         TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + n0 + wn0 + tig * 2;
 #pragma unroll
-        for (int j = 0; j < NT; ++j) {
-          const int col = wn0 + j * 8 + tig * 2;
-          store_quad_plain<TOut>(y0 + j * 8, y0 + 8 * N + j * 8, true, r0.sa, r1.sa, cols->sb2(col), ctx.has_bias,
-                                 ctx.has_bias ? cols->bias2(col) : float2{}, acc[i][j][0], acc[i][j][1],
-                                 acc[i][j][2], acc[i][j][3]);
-        }
+        for (int j = 0; j < NT; ++j)
+          store_quad_whole<TOut, ZP>(ctx, *cols, wn0 + j * 8 + tig * 2, y0 + j * 8, y0 + 8 * N + j * 8, true, r0, r1,
+                                     acc[i][j][0], acc[i][j][1], acc[i][j][2], acc[i][j][3]);
+      };
+      // NOTE: tiles with zero points stay on the general path here: with a whole-tile
+      // variant for them too, the 128x128 tile spilled at its 168 registers.
+      if (whole && plain) {
+        whole_tile.template operator()<false>();
       } else {
 #pragma unroll
         for (int j = 0; j < NT; ++j) {

@@ -368,20 +368,21 @@ __global__ void __launch_bounds__(THREADS, 1)
     const bool ok0 = mr0 < M, ok1 = mr1 < M;
     if (ok0) {
       const RowParams r0 = row_params(args.a, ctx, mr0), r1 = ok1 ? row_params(args.a, ctx, mr1) : r0;
-      // NOTE: the fast path (no bounds checks, no zero-point terms) covers the warpgroup's
-      // part of a tile wholly inside the output: every tile but the last row and column.
-      const bool fast = plain && tn * BN + BN <= N && tm * BM + c * 64 + 64 <= M;
+      // NOTE: the whole-tile path (no bounds checks) covers the warpgroup's part of a tile
+      // wholly inside the output: every tile but the last row and column.
+      const bool whole = ctx.pairs_aligned && tn * BN + BN <= N && tm * BM + c * 64 + 64 <= M;
       with_out_type(args.y_type, [&]<typename TOut>() {
-        if (fast) {
+        auto whole_tile = [&]<bool ZP>() {
           TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + tn * BN + tig * 2;
           TOut *const y1 = y0 + 8 * N;
 #pragma unroll
-          for (int j = 0; j < BN / 8; ++j) {
-            const int col = j * 8 + tig * 2;
-            store_quad_plain<TOut>(y0 + j * 8, y1 + j * 8, true, r0.sa, r1.sa, cols->sb2(col), ctx.has_bias,
-                                   ctx.has_bias ? cols->bias2(col) : float2{}, acc[j * 4], acc[j * 4 + 1],
-                                   acc[j * 4 + 2], acc[j * 4 + 3]);
-          }
+          for (int j = 0; j < BN / 8; ++j)
+            store_quad_whole<TOut, ZP>(ctx, *cols, j * 8 + tig * 2, y0 + j * 8, y1 + j * 8, true, r0, r1, acc[j * 4],
+                                       acc[j * 4 + 1], acc[j * 4 + 2], acc[j * 4 + 3]);
+        };
+        if (whole) {
+          if (plain) whole_tile.template operator()<false>();
+          else whole_tile.template operator()<true>();
         } else {
 #pragma unroll
           for (int j = 0; j < BN / 8; ++j) {
@@ -522,16 +523,16 @@ __global__ void __launch_bounds__(THREADS, 1)
   const RowParams r0 = ok0 ? row_params(args.a, ctx, mr0) : RowParams{}, r1 = ok1 ? row_params(args.a, ctx, mr1) : r0;
   const int lc0 = c * sk::HALF + tig * 2;  // this thread's first column in the tile
   const int64_t n0 = tn * sk::BN + lc0;
-  // NOTE: the fast path (no bounds checks, no zero-point terms) covers warpgroups whose
-  // columns are all below N; rows are checked per thread.
-  const bool fast = plain_epilogue(ctx) && tn * sk::BN + (c + 1) * sk::HALF <= N;
+  // NOTE: the whole-tile path (no bounds checks) covers warpgroups whose columns are all
+  // below N; rows are checked per thread.
+  const bool whole = ctx.pairs_aligned && tn * sk::BN + (c + 1) * sk::HALF <= N, plain = plain_epilogue(ctx);
   // The epilogue of quad q with accumulators a (rows mr0, mr1; columns n0 + 8q, +1).
   auto quad = [&]<typename TOut>(int q, int32_t a00, int32_t a01, int32_t a10, int32_t a11) {
     const int col = lc0 + q * 8;
-    if (fast) {
+    if (whole) {
       TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + n0 + q * 8;
-      store_quad_plain<TOut>(y0, y0 + 8 * N, ok1, r0.sa, r1.sa, cols->sb2(col), ctx.has_bias,
-                             ctx.has_bias ? cols->bias2(col) : float2{}, a00, a01, a10, a11);
+      if (plain) store_quad_whole<TOut, false>(ctx, *cols, col, y0, y0 + 8 * N, ok1, r0, r1, a00, a01, a10, a11);
+      else store_quad_whole<TOut, true>(ctx, *cols, col, y0, y0 + 8 * N, ok1, r0, r1, a00, a01, a10, a11);
     } else {
       epilogue_quad_cols<TOut>(args, ctx, mr0, ok0, r0, mr1, ok1, r1, n0 + q * 8, cols->get(col), cols->get(col + 1),
                                a00, a01, a10, a11);

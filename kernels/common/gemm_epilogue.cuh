@@ -109,7 +109,7 @@ __device__ __forceinline__ ColParams col_params(const qk_gemm_args &args, const 
 }
 
 // The column parameters of a tile of N_ columns, staged in shared memory as arrays, so that
-// the fast epilogue reads the scales (and biases) of a column pair as one 8-byte load.
+// the whole-tile epilogue reads each parameter of a column pair as one 8-byte load.
 template <int N_> struct TileCols {
   int32_t zb[N_], sum_b[N_], col_sum[N_];
   float sb[N_], bias[N_];
@@ -121,37 +121,52 @@ template <int N_> struct TileCols {
   __device__ __forceinline__ float2 bias2(int j) const { return *reinterpret_cast<const float2 *>(bias + j); }
 };
 
-// Whether the fast epilogue (store_quad_plain) applies to a tile: no zero points and no
-// MinOffset term (raw i8·i8, or Symmetric with scales and bias: the common case), and
-// paired stores aligned. The caller adds that the tile's columns are all below N.
-// NOTE: without zero points corrected_acc returns acc, and float_part without the
-// MinOffset term is (f32(acc)·sa)·sb [+ bias]: dropping the zero terms changes no bits.
+// Whether a tile's epilogue can skip the zero-point and MinOffset terms: no zero points
+// on either operand and no MinOffset (raw i8·i8, or Symmetric with scales and bias: the
+// common case). Without zero points corrected_acc returns acc, and without MinOffset
+// float_part has no offset product: dropping those zero terms changes no bits.
 __device__ __forceinline__ bool plain_epilogue(const EpilogueCtx &ctx) {
-  return !ctx.need_sum_a && !ctx.need_sum_b && !ctx.min_offset && ctx.pairs_aligned;
+  return !ctx.need_sum_a && !ctx.need_sum_b && !ctx.min_offset;
 }
 
-// The fast epilogue of one fragment quad: columns n, n + 1 (both < N, pair-aligned) of rows
-// m0 (valid) and m0 + 8 (valid when ok1); y0, y1 point at (m0, n) and (m0 + 8, n). No bounds
-// checks and no integer corrections; each row is one paired store.
-template <typename TOut>
-__device__ __forceinline__ void store_quad_plain(TOut *y0, TOut *y1, bool ok1, float sa0, float sa1, float2 sb,
-                                                 bool has_bias, float2 bias, int32_t a00, int32_t a01, int32_t a10,
-                                                 int32_t a11) {
+// The epilogue of one fragment quad of a tile wholly inside the output, with paired stores
+// aligned (ctx.pairs_aligned): staged columns col, col + 1 (output columns n, n + 1) of rows
+// m0 (valid) and m0 + 8 (valid when ok1); y0 and y1 point at (m0, n) and (m0 + 8, n). No
+// bounds checks, each row one paired store, each column pair's parameters one 8-byte
+// shared-memory load. ZP = false for plain_epilogue tiles (the integer corrections and the
+// MinOffset product skipped); ZP = true: the contract's full corrected_acc and float_part.
+template <typename TOut, bool ZP, int N_>
+__device__ __forceinline__ void store_quad_whole(const EpilogueCtx &ctx, const TileCols<N_> &cols, int col, TOut *y0,
+                                                 TOut *y1, bool ok1, const RowParams &r0, const RowParams &r1,
+                                                 int32_t a00, int32_t a01, int32_t a10, int32_t a11) {
+  const float2 sb = cols.sb2(col);
+  const float2 bias = ctx.has_bias ? cols.bias2(col) : float2{};
+  int2 zb{}, sum_b{}, col_sum{};
+  if constexpr (ZP) {
+    zb = *reinterpret_cast<const int2 *>(cols.zb + col);
+    sum_b = *reinterpret_cast<const int2 *>(cols.sum_b + col);
+    col_sum = *reinterpret_cast<const int2 *>(cols.col_sum + col);
+  }
+  // Output e (0: column n, 1: n + 1) of row parameters r from the raw sum a.
+  auto acc = [&](int32_t a, const RowParams &r, int e) -> int32_t {
+    if constexpr (ZP) return corrected_acc(a, ctx.k, r.za, e ? zb.y : zb.x, r.sum_a, e ? sum_b.y : sum_b.x);
+    else return a;
+  };
+  auto value = [&](int32_t a, const RowParams &r, int e) {
+    return float_part(acc(a, r, e), r.sa, e ? sb.y : sb.x, ZP && ctx.min_offset, r.off_a, e ? col_sum.y : col_sum.x,
+                      ctx.has_bias, e ? bias.y : bias.x);
+  };
   if constexpr (std::is_same<TOut, int32_t>::value) {
-    *reinterpret_cast<int2 *>(y0) = make_int2(a00, a01);
-    if (ok1) *reinterpret_cast<int2 *>(y1) = make_int2(a10, a11);
+    *reinterpret_cast<int2 *>(y0) = make_int2(acc(a00, r0, 0), acc(a01, r0, 1));
+    if (ok1) *reinterpret_cast<int2 *>(y1) = make_int2(acc(a10, r1, 0), acc(a11, r1, 1));
   } else {
-    auto value = [&](int32_t a, float sa, float sbe, float b) {
-      const float v = __fmul_rn(__fmul_rn(__int2float_rn(a), sa), sbe);
-      return has_bias ? __fadd_rn(v, b) : v;
-    };
     auto store = [](TOut *y, float v0, float v1) {
       if constexpr (std::is_same<TOut, float>::value) *reinterpret_cast<float2 *>(y) = make_float2(v0, v1);
       else if constexpr (std::is_same<TOut, __half>::value) *reinterpret_cast<__half2 *>(y) = __floats2half2_rn(v0, v1);
       else *reinterpret_cast<__nv_bfloat162 *>(y) = __floats2bfloat162_rn(v0, v1);
     };
-    store(y0, value(a00, sa0, sb.x, bias.x), value(a01, sa0, sb.y, bias.y));
-    if (ok1) store(y1, value(a10, sa1, sb.x, bias.x), value(a11, sa1, sb.y, bias.y));
+    store(y0, value(a00, r0, 0), value(a01, r0, 1));
+    if (ok1) store(y1, value(a10, r1, 0), value(a11, r1, 1));
   }
 }
 
