@@ -315,8 +315,8 @@ fn compare_pinned<O: DeviceGemmOutput + PartialEq>(
 }
 
 /// Every kernel configuration the device runs, pinned (not through the dispatcher's
-/// thresholds), with both epilogue paths (general, and the fast path of whole tiles without
-/// zero points), on shapes each configuration accepts: ragged M (an odd number of 128-row
+/// thresholds), with every epilogue path (general; whole tiles with and without zero points
+/// and the MinOffset term), on shapes each configuration accepts: ragged M (an odd number of 128-row
 /// tiles leaves the multicast kernel's last pair half outside M; M = 200 puts one consumer
 /// warpgroup of the last row band on the fast epilogue and the other on the general one), N
 /// and K tails, and N = 384 (the multicast kernel's second B half of the last column lies
@@ -348,11 +348,15 @@ fn every_kernel_configuration() {
         }
         let expected = if cc.0 == 9 { cuda::GemmKernel::all().len() } else { 3 };
         assert_eq!(kernels.len(), expected, "{m}x{n}x{k}: configurations run");
-        // Affine activations take the general epilogue (zero-point corrections); Symmetric
-        // ones the fast path of whole tiles without zero points, in every output type.
+        // Affine and MinOffset activations take the epilogues with zero-point corrections (and
+        // the MinOffset term); Symmetric ones those without, in every output type.
         let b = make(Kind::Sym(Granularity::Row), n, k, 22);
         let db = DevOp::upload(&g, &b);
-        for ka in [Kind::Aff(IntType::U8, Granularity::Row), Kind::Sym(Granularity::Row)] {
+        for ka in [
+            Kind::Aff(IntType::U8, Granularity::Row),
+            Kind::MinOff(Granularity::Row),
+            Kind::Sym(Granularity::Row),
+        ] {
             let a = make(ka, m, k, 21);
             let da = DevOp::upload(&g, &a);
             let what = format!("{ka:?} {m}x{n}x{k}");
