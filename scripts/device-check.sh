@@ -17,9 +17,9 @@
 #
 # With the device tool: build here, then run with carry=["device-bundle"] and the command
 # `scripts/device-check.sh run`, a timeout that leaves room for one rerun, then give_back.
-# Order: smoke, tests, benchmarks, sanitizers. Every step has its own timeout (smoke 90 s,
-# tests 240 s per binary, benchmarks 150 s and 300 s, sanitizers 60 s per run) so one hang
-# cannot eat the lease; expect about 5 minutes on an H100/H200.
+# Order: smoke, tests, benchmarks, sanitizers. Every step has its own timeout (smoke 150 s,
+# tests 240 s per binary, benchmarks 150 s and 300 s, sanitizers 90 s per run) so one hang
+# cannot eat the lease; expect about 5-7 minutes on an H100/H200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -96,7 +96,7 @@ run() {
   local smoke_rc gemm_hang=0
   echo "===== smoke: gemm_gpu $SMOKE_TESTS" >"$out/tests.log"
   # shellcheck disable=SC2086
-  timeout -k 10 90 "$bundle/tests/gemm_gpu" --test-threads 1 $SMOKE_TESTS >>"$out/tests.log" 2>&1
+  timeout -k 10 150 "$bundle/tests/gemm_gpu" --test-threads 1 $SMOKE_TESTS >>"$out/tests.log" 2>&1
   smoke_rc=$?
   echo "smoke (gemm_gpu $SMOKE_TESTS): rc=$smoke_rc" >>"$report"
   [[ $smoke_rc -eq 0 ]] || failed=1
@@ -146,7 +146,7 @@ run() {
     [[ $gemm_hang -eq 1 && $bin == gemm_gpu ]] && continue
     echo "===== $tool $bin: $filter" >>"$out/sanitizer.log"
     # shellcheck disable=SC2086
-    timeout -k 10 60 compute-sanitizer --tool "$tool" --error-exitcode 9 "$bundle/tests/$bin" --test-threads 1 $filter \
+    timeout -k 10 90 compute-sanitizer --tool "$tool" --error-exitcode 9 "$bundle/tests/$bin" --test-threads 1 $filter \
       >>"$out/sanitizer.log" 2>&1
     rc=$?
     [[ $rc -eq 0 ]] || failed=1
