@@ -179,37 +179,30 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, BM == 128 ? 3 : 1)
   __syncthreads();
 
   // Epilogue from registers: thread holds rows gid and gid + 8 of each m16 tile and
-  // columns 2·tig, 2·tig + 1 of each n8 tile. Whole tiles without zero points take
-  // store_quad_whole (no bounds checks, no integer corrections).
+  // columns 2·tig, 2·tig + 1 of each n8 tile. Whole tiles without zero points take the
+  // whole-tile path (no bounds checks, no integer corrections); with zero points they stay on
+  // the general path here: a third unrolled variant spilled the 128x128 tile at its 168
+  // registers.
   const int gid = lane >> 2, tig = lane & 3;
-  const bool whole = ctx.pairs_aligned && m0 + BM <= M && n0 + BN <= N, plain = plain_epilogue(ctx);
+  const EpiPath path = epilogue_path(ctx, m0 + BM <= M && n0 + BN <= N, false);
   with_out_type(args.y_type, [&]<typename TOut>() {
+    with_epilogue_path(path, [&]<EpiPath P>() {
 #pragma unroll
-    for (int i = 0; i < MT; ++i) {
-      const int64_t mr0 = m0 + wm0 + i * 16 + gid, mr1 = mr0 + 8;
-      const bool ok0 = mr0 < M, ok1 = mr1 < M;
-      if (!ok0) continue;
-      const RowParams r0 = row_params(args.a, ctx, mr0), r1 = ok1 ? row_params(args.a, ctx, mr1) : r0;
-      auto whole_tile = [&]<bool ZP>() {
-        TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + n0 + wn0 + tig * 2;
-#pragma unroll
-        for (int j = 0; j < NT; ++j)
-          store_quad_whole<TOut, ZP>(ctx, *cols, wn0 + j * 8 + tig * 2, y0 + j * 8, y0 + 8 * N + j * 8, true, r0, r1,
-                                     acc[i][j][0], acc[i][j][1], acc[i][j][2], acc[i][j][3]);
-      };
-      // NOTE: tiles with zero points stay on the general path here: with a whole-tile
-      // variant for them too, the 128x128 tile spilled at its 168 registers.
-      if (whole && plain) {
-        whole_tile.template operator()<false>();
-      } else {
+      for (int i = 0; i < MT; ++i) {
+        const int64_t mr0 = m0 + wm0 + i * 16 + gid, mr1 = mr0 + 8;
+        const bool ok0 = mr0 < M, ok1 = mr1 < M;
+        if (!ok0) continue;
+        const RowParams r0 = row_params(args.a, ctx, mr0), r1 = ok1 ? row_params(args.a, ctx, mr1) : r0;
+        TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + n0 + wn0 + tig * 2, *const y1 = y0 + 8 * N;
 #pragma unroll
         for (int j = 0; j < NT; ++j) {
           const int col = wn0 + j * 8 + tig * 2;
-          epilogue_quad_cols<TOut>(args, ctx, mr0, ok0, r0, mr1, ok1, r1, n0 + col, cols->get(col), cols->get(col + 1),
-                                   acc[i][j][0], acc[i][j][1], acc[i][j][2], acc[i][j][3]);
+          // NOTE: the whole-tile path covers tiles inside M, where ok1 holds.
+          epilogue_quad<TOut, P>(args, ctx, *cols, col, n0 + col, mr0, ok0, r0, mr1, P == EpiPath::General ? ok1 : true,
+                                 r1, y0 + j * 8, y1 + j * 8, acc[i][j][0], acc[i][j][1], acc[i][j][2], acc[i][j][3]);
         }
       }
-    }
+    });
   });
 }
 

@@ -312,7 +312,6 @@ __global__ void __launch_bounds__(THREADS, 1)
   const EpilogueCtx ctx = make_epilogue_ctx(args);
   TileCols<BN> *const cols =
       reinterpret_cast<TileCols<BN> *>(smem_raw + (base - (uint32_t)__cvta_generic_to_shared(smem_raw)) + C::PARAMS_OFF) + c;
-  const bool plain = plain_epilogue(ctx);
   int64_t it = 0;
   for (int64_t u = first_unit; u < units; u += unit_stride) {
     int64_t um, tn;
@@ -368,29 +367,20 @@ __global__ void __launch_bounds__(THREADS, 1)
     const bool ok0 = mr0 < M, ok1 = mr1 < M;
     if (ok0) {
       const RowParams r0 = row_params(args.a, ctx, mr0), r1 = ok1 ? row_params(args.a, ctx, mr1) : r0;
-      // NOTE: the whole-tile path (no bounds checks) covers the warpgroup's part of a tile
-      // wholly inside the output: every tile but the last row and column.
-      const bool whole = ctx.pairs_aligned && tn * BN + BN <= N && tm * BM + c * 64 + 64 <= M;
+      // NOTE: the whole-tile paths (no bounds checks) cover the warpgroup's part of a tile
+      // wholly inside the output: every tile but the last row and column. There ok1 holds.
+      const EpiPath path = epilogue_path(ctx, tn * BN + BN <= N && tm * BM + c * 64 + 64 <= M, true);
       with_out_type(args.y_type, [&]<typename TOut>() {
-        auto whole_tile = [&]<bool ZP>() {
-          TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + tn * BN + tig * 2;
-          TOut *const y1 = y0 + 8 * N;
-#pragma unroll
-          for (int j = 0; j < BN / 8; ++j)
-            store_quad_whole<TOut, ZP>(ctx, *cols, j * 8 + tig * 2, y0 + j * 8, y1 + j * 8, true, r0, r1, acc[j * 4],
-                                       acc[j * 4 + 1], acc[j * 4 + 2], acc[j * 4 + 3]);
-        };
-        if (whole) {
-          if (plain) whole_tile.template operator()<false>();
-          else whole_tile.template operator()<true>();
-        } else {
+        with_epilogue_path(path, [&]<EpiPath P>() {
+          TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + tn * BN + tig * 2, *const y1 = y0 + 8 * N;
 #pragma unroll
           for (int j = 0; j < BN / 8; ++j) {
             const int col = j * 8 + tig * 2;
-            epilogue_quad_cols<TOut>(args, ctx, mr0, ok0, r0, mr1, ok1, r1, tn * BN + col, cols->get(col),
-                                     cols->get(col + 1), acc[j * 4], acc[j * 4 + 1], acc[j * 4 + 2], acc[j * 4 + 3]);
+            epilogue_quad<TOut, P>(args, ctx, *cols, col, tn * BN + col, mr0, ok0, r0, mr1,
+                                   P == EpiPath::General ? ok1 : true, r1, y0 + j * 8, y1 + j * 8, acc[j * 4],
+                                   acc[j * 4 + 1], acc[j * 4 + 2], acc[j * 4 + 3]);
           }
-        }
+        });
       });
     }
   }
@@ -523,20 +513,14 @@ __global__ void __launch_bounds__(THREADS, 1)
   const RowParams r0 = ok0 ? row_params(args.a, ctx, mr0) : RowParams{}, r1 = ok1 ? row_params(args.a, ctx, mr1) : r0;
   const int lc0 = c * sk::HALF + tig * 2;  // this thread's first column in the tile
   const int64_t n0 = tn * sk::BN + lc0;
-  // NOTE: the whole-tile path (no bounds checks) covers warpgroups whose columns are all
+  // NOTE: the whole-tile paths (no bounds checks) cover warpgroups whose columns are all
   // below N; rows are checked per thread.
-  const bool whole = ctx.pairs_aligned && tn * sk::BN + (c + 1) * sk::HALF <= N, plain = plain_epilogue(ctx);
+  const EpiPath path = epilogue_path(ctx, tn * sk::BN + (c + 1) * sk::HALF <= N, true);
   // The epilogue of quad q with accumulators a (rows mr0, mr1; columns n0 + 8q, +1).
-  auto quad = [&]<typename TOut>(int q, int32_t a00, int32_t a01, int32_t a10, int32_t a11) {
-    const int col = lc0 + q * 8;
-    if (whole) {
-      TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + n0 + q * 8;
-      if (plain) store_quad_whole<TOut, false>(ctx, *cols, col, y0, y0 + 8 * N, ok1, r0, r1, a00, a01, a10, a11);
-      else store_quad_whole<TOut, true>(ctx, *cols, col, y0, y0 + 8 * N, ok1, r0, r1, a00, a01, a10, a11);
-    } else {
-      epilogue_quad_cols<TOut>(args, ctx, mr0, ok0, r0, mr1, ok1, r1, n0 + q * 8, cols->get(col), cols->get(col + 1),
-                               a00, a01, a10, a11);
-    }
+  auto quad = [&]<typename TOut, EpiPath P>(int q, int32_t a00, int32_t a01, int32_t a10, int32_t a11) {
+    TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + n0 + q * 8;
+    epilogue_quad<TOut, P>(args, ctx, *cols, lc0 + q * 8, n0 + q * 8, mr0, ok0, r0, mr1, ok1, r1, y0, y0 + 8 * N, a00,
+                           a01, a10, a11);
   };
   // NOTE: both consumer warpgroups: after it the column parameters are visible, and the
   // stage buffers are free (both have finished their last wgmma, and every TMA load has
@@ -545,9 +529,11 @@ __global__ void __launch_bounds__(THREADS, 1)
   if (split == 1) {
     if (ok0) {
       with_out_type(args.y_type, [&]<typename TOut>() {
+        with_epilogue_path(path, [&]<EpiPath P>() {
 #pragma unroll
-        for (int q = 0; q < sk::QUADS; ++q)
-          quad.template operator()<TOut>(q, acc[q * 4], acc[q * 4 + 1], acc[q * 4 + 2], acc[q * 4 + 3]);
+          for (int q = 0; q < sk::QUADS; ++q)
+            quad.template operator()<TOut, P>(q, acc[q * 4], acc[q * 4 + 1], acc[q * 4 + 2], acc[q * 4 + 3]);
+        });
       });
     }
     return;
@@ -565,15 +551,17 @@ __global__ void __launch_bounds__(THREADS, 1)
   const int q0 = (int)(sk::QUADS * rank / split), q1 = (int)(sk::QUADS * (rank + 1) / split);
   if (ok0) {
     with_out_type(args.y_type, [&]<typename TOut>() {
-      for (int q = q0; q < q1; ++q) {
-        const uint32_t at = base + (uint32_t)((q * sk::CONSUMERS + ct) * 16);
-        int32_t sum[4] = {0, 0, 0, 0};
-        for (uint32_t r = 0; r < split; ++r) {
-          const int4 v = ld_cluster_v4(map_rank(at, r));
-          sum[0] += v.x, sum[1] += v.y, sum[2] += v.z, sum[3] += v.w;
+      with_epilogue_path(path, [&]<EpiPath P>() {
+        for (int q = q0; q < q1; ++q) {
+          const uint32_t at = base + (uint32_t)((q * sk::CONSUMERS + ct) * 16);
+          int32_t sum[4] = {0, 0, 0, 0};
+          for (uint32_t r = 0; r < split; ++r) {
+            const int4 v = ld_cluster_v4(map_rank(at, r));
+            sum[0] += v.x, sum[1] += v.y, sum[2] += v.z, sum[3] += v.w;
+          }
+          quad.template operator()<TOut, P>(q, sum[0], sum[1], sum[2], sum[3]);
         }
-        quad.template operator()<TOut>(q, sum[0], sum[1], sum[2], sum[3]);
-      }
+      });
     });
   }
   // NOTE: no CTA may exit (releasing its shared memory) while another still reads it. The
@@ -645,15 +633,11 @@ static cudaError_t launch_clusters(Kernel kernel, int64_t grid, int cluster, int
 // device: cudaOccupancyMaxActiveClusters).
 template <auto Kernel>
 static cudaError_t max_active_clusters_once(int cluster, int smem, int *out) {
-  static std::atomic<int> cached[32];  // per device; 0 = not asked yet
-  int dev = 0;
-  cudaError_t err = cudaGetDevice(&dev);
-  if (err != cudaSuccess) return err;
-  if (dev < 32 && (*out = cached[dev].load(std::memory_order_relaxed)) > 0) return cudaSuccess;
-  ClusterLaunch l(cluster, cluster, smem, nullptr);
-  err = cudaOccupancyMaxActiveClusters(out, Kernel, &l.cfg);
-  if (err == cudaSuccess && dev < 32 && *out > 0) cached[dev].store(*out, std::memory_order_relaxed);
-  return err;
+  static PerDevice<> cached;
+  return cached.get(0, out, [&](int, int *o) {
+    ClusterLaunch l(cluster, cluster, smem, nullptr);
+    return cudaOccupancyMaxActiveClusters(o, Kernel, &l.cfg);
+  });
 }
 
 template <typename TA, typename TB, int BN, int CM>

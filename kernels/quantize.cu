@@ -27,9 +27,9 @@
 //   row_sums_kernel           one block per row.
 #include <cuda_runtime.h>
 
-#include <atomic>
 #include <type_traits>
 
+#include "common/host.cuh"
 #include "common/numeric.cuh"
 #include "common/reduce.cuh"
 
@@ -39,19 +39,33 @@ enum QuantMode { kGiven = 0, kDynRow = 1, kDynGroup = 2 };
 
 // ---- vector memory helpers ------------------------------------------------------------
 
+// The VEC elements of one 16-byte vector, widened to f32.
+// NOTE: by shifts and masks of the four words, not through a T pointer into the vector: taking
+// its address put the row buffers in local memory.
+template <typename T, int VEC>
+__device__ __forceinline__ void unpack(const uint4 &raw, float (&out)[VEC]) {
+  static_assert(VEC * sizeof(T) == 16, "vectors are exactly 16 bytes");
+  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
+#pragma unroll
+  for (int k = 0; k < 4; ++k) {
+    if constexpr (std::is_same<T, float>::value) {
+      out[k] = __uint_as_float(w[k]);
+    } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
+      out[2 * k] = __uint_as_float(w[k] << 16);  // bf16 is the high half of an f32
+      out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
+    } else {
+      out[2 * k] = __half2float(__ushort_as_half((unsigned short)(w[k] & 0xffffu)));
+      out[2 * k + 1] = __half2float(__ushort_as_half((unsigned short)(w[k] >> 16)));
+    }
+  }
+}
+
 // Loads VEC consecutive elements; for VEC > 1 the pointer is 16-byte aligned and
 // VEC * sizeof(T) == 16.
 template <typename T, int VEC>
 __device__ __forceinline__ void load_floats(const T *p, float (&out)[VEC]) {
-  if constexpr (VEC == 1) {
-    out[0] = to_f32(p[0]);
-  } else {
-    static_assert(VEC * sizeof(T) == 16, "vector loads are exactly 16 bytes");
-    uint4 raw = *reinterpret_cast<const uint4 *>(p);
-    const T *e = reinterpret_cast<const T *>(&raw);
-#pragma unroll
-    for (int j = 0; j < VEC; ++j) out[j] = to_f32(e[j]);
-  }
+  if constexpr (VEC == 1) out[0] = to_f32(p[0]);
+  else unpack<T, VEC>(*reinterpret_cast<const uint4 *>(p), out);
 }
 
 // Stores VEC 8-bit values (low byte of each int); the pointer is VEC-byte aligned.
@@ -103,27 +117,6 @@ __device__ __forceinline__ void store_params(const qk_quantize_args &a, int64_t 
 }
 
 // ---- quantize_rows ------------------------------------------------------------------------
-
-// The VEC elements of one 16-byte vector, widened to f32.
-// NOTE: by shifts and masks of the four words, not through a T pointer into the vector: taking
-// its address put the row buffers in local memory.
-template <typename T, int VEC>
-__device__ __forceinline__ void unpack(const uint4 &raw, float (&out)[VEC]) {
-  static_assert(VEC * sizeof(T) == 16, "vectors are exactly 16 bytes");
-  const uint32_t w[4] = {raw.x, raw.y, raw.z, raw.w};
-#pragma unroll
-  for (int k = 0; k < 4; ++k) {
-    if constexpr (std::is_same<T, float>::value) {
-      out[k] = __uint_as_float(w[k]);
-    } else if constexpr (std::is_same<T, __nv_bfloat16>::value) {
-      out[2 * k] = __uint_as_float(w[k] << 16);  // bf16 is the high half of an f32
-      out[2 * k + 1] = __uint_as_float(w[k] & 0xffff0000u);
-    } else {
-      out[2 * k] = __half2float(__ushort_as_half((unsigned short)(w[k] & 0xffffu)));
-      out[2 * k + 1] = __half2float(__ushort_as_half((unsigned short)(w[k] >> 16)));
-    }
-  }
-}
 
 // quantize_value out of line (the per-element path of per-column parameters and of scales
 // outside the Quantizer's range): inlined into every unrolled vector, its IEEE division and
@@ -302,7 +295,6 @@ __global__ void __launch_bounds__(kRowsMaxBlock<VEC, R>) quantize_rows(qk_quanti
 
     // Phase 2: quantize, store, sum.
     int32_t sum = 0;
-    uint32_t &nf = nonfinite;
     Quantizer zrow{};
     if (row_uniform)
       zrow = make_quantizer(a.scheme, ir,
@@ -316,7 +308,7 @@ __global__ void __launch_bounds__(kRowsMaxBlock<VEC, R>) quantize_rows(qk_quanti
       if (a.granularity == QK_COL) {
 #pragma unroll
         for (int j = 0; j < VEC; ++j) {
-          qv[j] = quantize_slow<VEC>(t[j], a.scheme, ir, load_params(a.scheme, a.scale, a.zero_point, a.offset, c0 + j), nf);
+          qv[j] = quantize_slow<VEC>(t[j], a.scheme, ir, load_params(a.scheme, a.scale, a.zero_point, a.offset, c0 + j), nonfinite);
         }
       } else {
         // NOTE: a vector never straddles a group (checked at launch).
@@ -330,7 +322,7 @@ __global__ void __launch_bounds__(kRowsMaxBlock<VEC, R>) quantize_rows(qk_quanti
         // NOTE: a vector with a non-finite x (or an overflowing quotient) is redone exactly.
         if (!z.fast || (min_offset ? quantize_fast<true>(t, z, qv) : quantize_fast<false>(t, z, qv))) {
 #pragma unroll
-          for (int j = 0; j < VEC; ++j) qv[j] = quantize_slow<VEC>(t[j], a.scheme, ir, z.p, nf);
+          for (int j = 0; j < VEC; ++j) qv[j] = quantize_slow<VEC>(t[j], a.scheme, ir, z.p, nonfinite);
         }
       }
 #pragma unroll
@@ -442,9 +434,7 @@ __global__ void finalize_params(qk_quantize_args a, int64_t n) {
     const uint32_t emax = reinterpret_cast<const uint32_t *>(a.scale)[i];
     Range rg{};
     if (a.scheme == QK_SYMMETRIC) {
-      rg.any = 1;
-      rg.lo = 0.0f;
-      rg.hi = __uint_as_float(emax);
+      rg = FiniteAbsMax{__uint_as_float(emax)}.to_range();
     } else {
       const uint32_t emin = min_slots(a)[i];
       if (emin != kEncMinInit) {
@@ -518,21 +508,17 @@ template <auto Kernel>
 cudaError_t launch_rows_kernel(const qk_quantize_args &a, int nt, cudaStream_t s) {
   int grid = (int)(a.rows < 8 ? a.rows : 8);
   if (a.rows > 8) {  // up to 8 blocks fit on any device: no query (decode, M = 1)
-    // Resident blocks of this kernel at this block size, per device, asked once.
-    static std::atomic<int> resident[32][kMaxBlock / 32 + 1];  // 0 = not asked yet
-    int dev = 0;
-    cudaError_t err = cudaGetDevice(&dev);
-    if (err != cudaSuccess) return err;
-    const bool cached = dev >= 0 && dev < 32 && nt % 32 == 0 && nt <= kMaxBlock;
-    int cap = cached ? resident[dev][nt / 32].load(std::memory_order_relaxed) : 0;
-    if (cap == 0) {
+    // Resident blocks of this kernel per device and block size (a multiple of 32, <= 512).
+    static PerDevice<kMaxBlock / 32 + 1> resident;
+    int cap = 0;
+    const cudaError_t err = resident.get(nt / 32, &cap, [&](int dev, int *o) {
       int sms = 0, per_sm = 0;
-      err = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
-      if (err == cudaSuccess) err = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, nt, 0);
-      if (err != cudaSuccess) return err;
-      cap = (per_sm > 0 ? per_sm : 1) * (sms > 0 ? sms : 1);
-      if (cached) resident[dev][nt / 32].store(cap, std::memory_order_relaxed);
-    }
+      cudaError_t e = cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev);
+      if (e == cudaSuccess) e = cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, Kernel, nt, 0);
+      *o = (per_sm > 0 ? per_sm : 1) * (sms > 0 ? sms : 1);
+      return e;
+    });
+    if (err != cudaSuccess) return err;
     grid = (int)(a.rows < cap ? a.rows : cap);
   }
   Kernel<<<grid, nt, 0, s>>>(a);

@@ -3,12 +3,12 @@
 // arithmetic is common/epilogue.cuh (twin of src/cpu/epilogue.rs).
 #pragma once
 
-#include <atomic>
 #include <type_traits>
 
 #include <cuda_runtime.h>
 
 #include "epilogue.cuh"
+#include "host.cuh"
 
 namespace qk {
 
@@ -68,22 +68,14 @@ template <> __device__ __forceinline__ void store_out<__nv_bfloat16>(void *y, in
   static_cast<__nv_bfloat16 *>(y)[i] = __float2bfloat16_rn(v);
 }
 
-// Two adjacent outputs (n, n + 1) of one row, paired into one store when aligned.
+// Two adjacent outputs of one row as one store; y is 2·sizeof(TOut)-aligned (the callers
+// check ctx.pairs_aligned). i32 out stores acc, the float types v.
 template <typename TOut>
-__device__ __forceinline__ void store_pair(void *y, int64_t i, bool pair, const int32_t (&acc)[2], const float (&v)[2]) {
-  // NOTE: the caller passes pair == true only when element i is 2·sizeof(TOut)-aligned.
-  if (pair) {
-    if constexpr (sizeof(TOut) == 4) {
-      if constexpr (std::is_same<TOut, int32_t>::value) *reinterpret_cast<int2 *>(static_cast<int32_t *>(y) + i) = make_int2(acc[0], acc[1]);
-      else *reinterpret_cast<float2 *>(static_cast<float *>(y) + i) = make_float2(v[0], v[1]);
-    } else if constexpr (std::is_same<TOut, __half>::value) {
-      *reinterpret_cast<__half2 *>(static_cast<__half *>(y) + i) = __floats2half2_rn(v[0], v[1]);
-    } else {
-      *reinterpret_cast<__nv_bfloat162 *>(static_cast<__nv_bfloat16 *>(y) + i) = __floats2bfloat162_rn(v[0], v[1]);
-    }
-  } else {
-    store_out<TOut>(y, i, acc[0], v[0]);
-  }
+__device__ __forceinline__ void store_pair(TOut *y, int32_t acc0, int32_t acc1, float v0, float v1) {
+  if constexpr (std::is_same<TOut, int32_t>::value) *reinterpret_cast<int2 *>(y) = make_int2(acc0, acc1);
+  else if constexpr (std::is_same<TOut, float>::value) *reinterpret_cast<float2 *>(y) = make_float2(v0, v1);
+  else if constexpr (std::is_same<TOut, __half>::value) *reinterpret_cast<__half2 *>(y) = __floats2half2_rn(v0, v1);
+  else *reinterpret_cast<__nv_bfloat162 *>(y) = __floats2bfloat162_rn(v0, v1);
 }
 
 // Parameters of one column of B (one output channel), loaded once per column.
@@ -145,7 +137,7 @@ __device__ __forceinline__ void store_quad_whole(const EpilogueCtx &ctx, const T
   if constexpr (ZP) {
     zb = *reinterpret_cast<const int2 *>(cols.zb + col);
     sum_b = *reinterpret_cast<const int2 *>(cols.sum_b + col);
-    col_sum = *reinterpret_cast<const int2 *>(cols.col_sum + col);
+    if (ctx.min_offset) col_sum = *reinterpret_cast<const int2 *>(cols.col_sum + col);
   }
   // Output e (0: column n, 1: n + 1) of row parameters r from the raw sum a.
   auto acc = [&](int32_t a, const RowParams &r, int e) -> int32_t {
@@ -153,21 +145,13 @@ __device__ __forceinline__ void store_quad_whole(const EpilogueCtx &ctx, const T
     else return a;
   };
   auto value = [&](int32_t a, const RowParams &r, int e) {
-    return float_part(acc(a, r, e), r.sa, e ? sb.y : sb.x, ZP && ctx.min_offset, r.off_a, e ? col_sum.y : col_sum.x,
-                      ctx.has_bias, e ? bias.y : bias.x);
+    if constexpr (std::is_same<TOut, int32_t>::value) return 0.0f;
+    else
+      return float_part(acc(a, r, e), r.sa, e ? sb.y : sb.x, ZP && ctx.min_offset, r.off_a, e ? col_sum.y : col_sum.x,
+                        ctx.has_bias, e ? bias.y : bias.x);
   };
-  if constexpr (std::is_same<TOut, int32_t>::value) {
-    *reinterpret_cast<int2 *>(y0) = make_int2(acc(a00, r0, 0), acc(a01, r0, 1));
-    if (ok1) *reinterpret_cast<int2 *>(y1) = make_int2(acc(a10, r1, 0), acc(a11, r1, 1));
-  } else {
-    auto store = [](TOut *y, float v0, float v1) {
-      if constexpr (std::is_same<TOut, float>::value) *reinterpret_cast<float2 *>(y) = make_float2(v0, v1);
-      else if constexpr (std::is_same<TOut, __half>::value) *reinterpret_cast<__half2 *>(y) = __floats2half2_rn(v0, v1);
-      else *reinterpret_cast<__nv_bfloat162 *>(y) = __floats2bfloat162_rn(v0, v1);
-    };
-    store(y0, value(a00, r0, 0), value(a01, r0, 1));
-    if (ok1) store(y1, value(a10, r1, 0), value(a11, r1, 1));
-  }
+  store_pair<TOut>(y0, acc(a00, r0, 0), acc(a01, r0, 1), value(a00, r0, 0), value(a01, r0, 1));
+  if (ok1) store_pair<TOut>(y1, acc(a10, r1, 0), acc(a11, r1, 1), value(a10, r1, 0), value(a11, r1, 1));
 }
 
 // The 2 x 2 outputs a thread holds in an m16n8 (or wgmma) fragment: rows m0 and m1 (each
@@ -201,12 +185,56 @@ __device__ __forceinline__ void epilogue_quad_cols(const qk_gemm_args &args, con
     }
     const int64_t i = rows[h] * N + n;
     if (ctx.pairs_aligned && two) {
-      store_pair<TOut>(args.y, i, true, out_acc, out_v);
+      store_pair<TOut>(static_cast<TOut *>(args.y) + i, out_acc[0], out_acc[1], out_v[0], out_v[1]);
     } else {
       store_out<TOut>(args.y, i, out_acc[0], out_v[0]);
       if (two) store_out<TOut>(args.y, i + 1, out_acc[1], out_v[1]);
     }
   }
+}
+
+// The epilogue a warpgroup's (or block's) part of a tile takes:
+//   General  bounds checks, any parameters (epilogue_quad_cols);
+//   Whole    wholly inside the output (`inside`), paired stores aligned, no zero points or
+//            MinOffset (store_quad_whole<., false>): the common case;
+//   WholeZp  inside and aligned, with zero points or MinOffset (store_quad_whole<., true>);
+//            allow_zp = false keeps those tiles on General (a kernel without the registers
+//            for a third unrolled epilogue).
+enum class EpiPath { General, Whole, WholeZp };
+
+__device__ __forceinline__ EpiPath epilogue_path(const EpilogueCtx &ctx, bool inside, bool allow_zp) {
+  if (!inside || !ctx.pairs_aligned) return EpiPath::General;
+  if (plain_epilogue(ctx)) return EpiPath::Whole;
+  return allow_zp ? EpiPath::WholeZp : EpiPath::General;
+}
+
+// Runs `body.template operator()<P>()` with path `p` (one switch per tile, outside the
+// unrolled store loops).
+template <typename Body>
+__device__ __forceinline__ void with_epilogue_path(EpiPath p, Body &&body) {
+  switch (p) {
+    case EpiPath::Whole: body.template operator()<EpiPath::Whole>(); break;
+    case EpiPath::WholeZp: body.template operator()<EpiPath::WholeZp>(); break;
+    default: body.template operator()<EpiPath::General>(); break;
+  }
+}
+
+// One fragment quad through path P: staged columns col, col + 1 (output columns n, n + 1)
+// of rows m0 and m1 = m0 + 8, with their validity ok0, ok1 (the Whole paths need ok0).
+// y0 and y1 point at (m0, n) and (m1, n); the Whole paths store through them.
+// NOTE: the callers form y0 and y1 from a row base hoisted out of their unrolled loops plus
+// a constant column offset; computed here from m0, m1 and n, they cost a 64-bit multiply-add
+// and address per quad (the SASS showed it).
+template <typename TOut, EpiPath P, int N_>
+__device__ __forceinline__ void epilogue_quad(const qk_gemm_args &args, const EpilogueCtx &ctx, const TileCols<N_> &cols,
+                                              int col, int64_t n, int64_t m0, bool ok0, const RowParams &r0, int64_t m1,
+                                              bool ok1, const RowParams &r1, TOut *y0, TOut *y1, int32_t acc00,
+                                              int32_t acc01, int32_t acc10, int32_t acc11) {
+  if constexpr (P == EpiPath::General)
+    epilogue_quad_cols<TOut>(args, ctx, m0, ok0, r0, m1, ok1, r1, n, cols.get(col), cols.get(col + 1), acc00, acc01,
+                             acc10, acc11);
+  else
+    store_quad_whole<TOut, P == EpiPath::WholeZp>(ctx, cols, col, y0, y1, ok1, r0, r1, acc00, acc01, acc10, acc11);
 }
 
 // Runs `body.template operator()<TOut>()` with the output type of `args` (one switch per
@@ -230,20 +258,6 @@ cudaError_t with_operand_types(const qk_gemm_args &a, Body &&body) {
   if (as) return body.template operator()<int8_t, uint8_t>();
   if (bs) return body.template operator()<uint8_t, int8_t>();
   return body.template operator()<uint8_t, uint8_t>();
-}
-
-// Raises a kernel's dynamic shared-memory limit once per device (host side).
-template <auto Kernel>
-cudaError_t set_smem_limit_once(int bytes) {
-  static std::atomic<unsigned> done{0};  // bit d: set on device d
-  int dev = 0;
-  cudaError_t err = cudaGetDevice(&dev);
-  if (err != cudaSuccess) return err;
-  const unsigned bit = dev < 32 ? 1u << dev : 0u;
-  if (bit != 0 && (done.load(std::memory_order_relaxed) & bit)) return cudaSuccess;
-  err = cudaFuncSetAttribute(Kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
-  if (err == cudaSuccess) done.fetch_or(bit, std::memory_order_relaxed);
-  return err;
 }
 
 }  // namespace qk
