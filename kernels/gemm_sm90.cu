@@ -7,27 +7,39 @@
 //
 // Structure (one CTA per SM, looping over output tiles):
 // - warpgroup 0 (producer; registers lowered with setmaxnreg): one thread issues TMA loads
-//   (cp.async.bulk.tensor, 128-byte swizzle) of a BM x 128 A tile and a BN x 128 B tile per
-//   stage into a STAGES-deep ring; each stage has a "full" mbarrier (TMA transaction
-//   bytes) and an "empty" mbarrier (one arrival per consumer warpgroup, of both CTAs of a
+//   (cp.async.bulk.tensor, 128-byte swizzle) of an A tile and a BN x 128 B tile per stage
+//   into a ring of stages; each stage has a "full" mbarrier (TMA transaction bytes) and an
+//   "empty" mbarrier (one arrival per consumer warpgroup that reads it, of both CTAs of a
 //   multicast pair).
-// - warpgroups 1 and 2 (consumers; registers raised): each owns 64 rows of the tile and
-//   issues wgmma.m64nBNk32 from shared-memory descriptors, 4 per stage, keeping one wgmma
-//   group in flight; then the epilogue runs from the accumulator registers.
-// - tiles are visited in bands of GROUP_M tile-rows (L2 reuse of the B tiles), the grid is
+// - warpgroups 1 and 2 (consumers; registers raised) issue wgmma.m64nBNk32 from shared-
+//   memory descriptors, 4 per stage, keeping one wgmma group in flight; then the epilogue
+//   runs from the accumulator registers. Two schedules:
+//   cooperative: both consumers work on one 128-row tile, 64 rows each; the tensor cores
+//     idle while they run the epilogue (the producer only prefetches the next stages).
+//   ping-pong: each consumer owns whole 64-row tiles, the CTA's tiles alternating between
+//     them, and an ordered hand-off (two "turn" mbarriers) runs their main loops one after
+//     the other, so one consumer's epilogue overlaps the other's main loop.
+// - tiles are visited in bands of GROUP_ROWS rows (L2 reuse of the B tiles), the grid is
 //   the device's SM count (passed in by the host, never hard-coded).
 // TMA zero-fills rows beyond M and N and bytes beyond K, so tails need no predication in
 // the main loop; the epilogue predicates its stores.
 //
 // Kernel versions and why each exists:
-//   gemm_s90<TA, TB, 256, 1>  128x256x128 tiles, 128 accumulators per consumer thread:
-//                             the large-shape configuration (most MACs per byte loaded).
-//   gemm_s90<TA, TB, 256, 2>  the same in clusters of two CTAs on vertically adjacent tiles
-//                             that load each B tile once, by TMA multicast: 64 instead of
-//                             96 KiB from L2 per pair and K tile, for when L2 bandwidth,
+//   gemm_s90<TA, TB, 256, 1, false>  128x256x128 tiles, cooperative, 128 accumulators per
+//                             consumer thread: the large-shape configuration (most MACs
+//                             per byte loaded).
+//   gemm_s90<TA, TB, 256, 2, false>  the same in clusters of two CTAs on vertically adjacent
+//                             tiles that load each B tile once, by TMA multicast: 64 instead
+//                             of 96 KiB from L2 per pair and K tile, for when L2 bandwidth,
 //                             not the tensor cores, limits the 8192^3 class of shapes.
-//   gemm_s90<TA, TB, 128, 1>  128x128x128 tiles: twice the tiles for shapes whose 128x256
-//                             tile count leaves SMs idle.
+//   gemm_s90<TA, TB, 128, 1, false>  128x128x128 tiles: twice the tiles for shapes whose
+//                             128x256 tile count leaves SMs idle.
+//   gemm_s90<TA, TB, 256, CM, true>  64x256x128 tiles in ping-pong (alone, CM = 1, or in
+//                             multicast pairs, CM = 2, which bring L2 traffic per MAC back
+//                             to the cooperative 128x256 kernel's): the epilogue, which costs
+//                             ~6 us per 128x256 tile and idles the tensor cores in the
+//                             cooperative schedule, runs under the other consumer's main
+//                             loop; for short K (4096), where it is ~20% of a tile's time.
 //   gemm_s90_splitk<TA, TB>   64x256x128 tiles, not persistent, each tile's K split across a
 //                             cluster of 1-8 CTAs that reduce through distributed shared
 //                             memory: small M (decode), where there are too few tiles to
@@ -45,26 +57,29 @@
 namespace qk {
 namespace sm90 {
 
-constexpr int BM = 128;      // two consumer warpgroups x 64 rows
 constexpr int BK = 128;      // K bytes per stage: exactly one 128-byte swizzle row
-constexpr int STAGES = 4;    // 4 x (16 + 32) KiB = 192 KiB of the 227 KiB per block
 constexpr int THREADS = 384; // producer warpgroup + two consumer warpgroups
-constexpr int GROUP_M = 8;   // tile rasterization band
+constexpr int GROUP_ROWS = 1024;  // tile rasterization band, in rows of the output
 constexpr int PRODUCER_REGS = 40, CONSUMER_REGS = 232;
 // NOTE: setmaxnreg.inc blocks until registers are free: the two budgets must fit in what
 // __launch_bounds__(THREADS, 1) allocates (65536 / 384 = 170, rounded down to 168).
 static_assert(PRODUCER_REGS * 128 + CONSUMER_REGS * 256 <= 168 * THREADS, "register budgets exceed the CTA's");
 
-template <int BN> struct Cfg {
+// Shared memory of the persistent kernel: STAGES x (A tile + B tile), the full and empty
+// barriers, the ping-pong turn barriers, and each consumer's staged column parameters.
+template <int BN, bool PP> struct Cfg {
+  static constexpr int BM = PP ? 64 : 128;    // tile rows: one consumer's (ping-pong) or both's
+  static constexpr int STAGES = PP ? 5 : 4;   // 5 x (8 + 32) KiB or 4 x (16 + 32) KiB of 227 KiB
   static constexpr int A_BYTES = BM * BK;
   static constexpr int STAGE_BYTES = (BM + BN) * BK;
   static constexpr int ACC = BN / 2;  // int32 accumulators per consumer thread: 64 x BN / 128
-  // Each consumer warpgroup's copy of its tile's column parameters (staged once per tile).
-  static constexpr int PARAMS_OFF = STAGES * STAGE_BYTES + 2 * STAGES * 8;  // after the barriers
+  static constexpr int FULL_OFF = STAGES * STAGE_BYTES, EMPTY_OFF = FULL_OFF + STAGES * 8;
+  static constexpr int TURN_OFF = EMPTY_OFF + STAGES * 8;  // two barriers (ping-pong only)
+  static constexpr int PARAMS_OFF = (TURN_OFF + 2 * 8 + 15) / 16 * 16;
   static constexpr int PARAM_BYTES = 2 * (int)sizeof(TileCols<BN>);
   static constexpr int SMEM = PARAMS_OFF + PARAM_BYTES + 1024;  // + alignment of the base
-  static_assert(STAGE_BYTES % 1024 == 0, "128-byte-swizzled tiles must start 1024-byte aligned");
-  static_assert(PARAMS_OFF % 16 == 0, "column parameters are read as 8-byte vectors");
+  static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0, "128-byte-swizzled tiles must start 1024-byte aligned");
+  static_assert(SMEM <= 227 * 1024, "more shared memory than a Hopper CTA may have");
 };
 
 // ---- PTX wrappers -------------------------------------------------------------------------
@@ -202,6 +217,23 @@ __device__ __forceinline__ void wgmma(int32_t (&d)[N / 2], uint64_t da, uint64_t
   }
 }
 
+// A position in a ring of S stages: the stage and the parity of its round (the phase a
+// wait on that stage's barrier names), advanced incrementally: no 64-bit division by S per
+// K tile. `wrapped`: the ring has gone round at least once (a producer's first round waits
+// for no release).
+template <int S> struct Ring {
+  uint32_t stage = 0, phase = 0;
+  bool wrapped = false;
+  __device__ __forceinline__ void next() {
+    if (++stage == S) stage = 0, phase ^= 1, wrapped = true;
+  }
+  // Skips n stages (n % S and (n / S) & 1 precomputed by the caller; consumers only).
+  __device__ __forceinline__ void skip(uint32_t n_mod, uint32_t n_div_parity) {
+    stage += n_mod, phase ^= n_div_parity;
+    if (stage >= S) stage -= S, phase ^= 1;
+  }
+};
+
 // Unit `t` of a units_m x units_n grid, visited in bands of `group` unit-rows: consecutive
 // clusters share a B tile, and a band's A tiles stay in L2 while it sweeps N.
 __device__ __forceinline__ void unit_coords(int64_t t, int64_t units_m, int64_t units_n, int64_t group, int64_t &um,
@@ -216,25 +248,31 @@ __device__ __forceinline__ void unit_coords(int64_t t, int64_t units_m, int64_t 
 
 // CM = 1: one CTA per tile. CM = 2: clusters of two CTAs on vertically adjacent tiles
 // (rows 2u and 2u + 1 of tiles, same columns); each CTA loads half of the shared B tile and
-// multicasts it to both, so the pair reads B from L2 once: 64 KiB per pair and K tile
-// instead of 96. A stage of either CTA is then refilled only when the consumers of both
-// have released it (empty barriers count 2 x CM arrivals, half of them remote).
-template <typename TA, typename TB, int BN, int CM>
+// multicasts it to both, so the pair reads B from L2 once. A stage of either CTA is then
+// refilled only when the consumers of both have released it (empty barriers count the
+// readers of a stage in the cluster, half of them remote).
+// PP = false: cooperative, both consumers read every stage (64 rows each of a 128-row tile).
+// PP = true: ping-pong, 64-row tiles; consumer c takes the CTA's tiles c, c + 2, c + 4, …,
+// and only it reads their stages.
+template <typename TA, typename TB, int BN, int CM, bool PP>
 __global__ void __launch_bounds__(THREADS, 1)
     gemm_s90(const qk_gemm_args args, const __grid_constant__ CUtensorMap map_a,
              const __grid_constant__ CUtensorMap map_b) {
   static_assert(CM == 1 || CM == 2, "clusters of one or two CTAs along M");
-  using C = Cfg<BN>;
+  using C = Cfg<BN, PP>;
+  constexpr int STAGES = C::STAGES, BM = C::BM;
+  constexpr int READERS = PP ? 1 : 2;  // consumer warpgroups per CTA that read a stage
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   // NOTE: 128-byte swizzled TMA tiles and the wgmma descriptors assume 1024-byte aligned
   // tiles; the dynamic allocation is over-sized by 1024 bytes for this.
   const uint32_t base = ((uint32_t)__cvta_generic_to_shared(smem_raw) + 1023u) & ~1023u;
-  const uint32_t full = base + STAGES * C::STAGE_BYTES, empty = full + STAGES * 8;
+  const uint32_t full = base + C::FULL_OFF, empty = base + C::EMPTY_OFF, turn = base + C::TURN_OFF;
 
   const int64_t M = args.a.rows, N = args.b.rows, K = args.k;
   const int64_t tiles_m = (M + BM - 1) / BM, tiles_n = (N + BN - 1) / BN;
   const int64_t units_m = (tiles_m + CM - 1) / CM, units = units_m * tiles_n;
   const int64_t ktiles = (K + BK - 1) / BK;
+  constexpr int GROUP = GROUP_ROWS / (BM * CM);  // band height in units
   // NOTE: the grid is a multiple of CM; cluster ranks are consecutive along x.
   const uint32_t rank = CM > 1 ? cluster_ctarank() : 0;
   const int64_t first_unit = blockIdx.x / CM, unit_stride = gridDim.x / CM;
@@ -242,8 +280,12 @@ __global__ void __launch_bounds__(THREADS, 1)
 
   if (threadIdx.x == 0) {
     for (int s = 0; s < STAGES; ++s) {
-      mbar_init(full + 8 * s, 1);        // the producer's arrive.expect_tx
-      mbar_init(empty + 8 * s, 2 * CM);  // one arrival per consumer warpgroup of the cluster
+      mbar_init(full + 8 * s, 1);                 // the producer's arrive.expect_tx
+      mbar_init(empty + 8 * s, READERS * CM);     // one arrival per reading warpgroup of the cluster
+    }
+    if constexpr (PP) {
+      mbar_init(turn, 1);      // consumer 0's turn: consumer 1 finished a main loop
+      mbar_init(turn + 8, 1);  // consumer 1's turn: consumer 0 finished a main loop
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -257,21 +299,20 @@ __global__ void __launch_bounds__(THREADS, 1)
     // each warpgroup's role in one branch; the producer gives registers to the consumers.
     asm volatile("setmaxnreg.dec.sync.aligned.u32 %0;\n" ::"n"(PRODUCER_REGS));
     if (threadIdx.x == 0) {
-      int64_t it = 0;
+      Ring<STAGES> ring;
       for (int64_t u = first_unit; u < units; u += unit_stride) {
         int64_t um, tn;
-        unit_coords(u, units_m, tiles_n, GROUP_M / CM, um, tn);
+        unit_coords(u, units_m, tiles_n, GROUP, um, tn);
         const int64_t tm = um * CM + rank;  // beyond tiles_m for rank 1 of a last odd row
         // NOTE: a TMA box must overlap the tensor (zero fill and the transaction count are
         // specified for boxes that cross its edge). Rank 1 of a last odd tile row loads the
         // row above again, and a B half wholly beyond N loads from row N - 1: both fill
         // outputs the epilogue skips (rows >= M, columns >= N).
         const int64_t a_row = min(tm, tiles_m - 1) * BM;
-        for (int64_t kt = 0; kt < ktiles; ++kt, ++it) {
-          const int s = (int)(it % STAGES);
-          const int64_t round = it / STAGES;
+        for (int64_t kt = 0; kt < ktiles; ++kt, ring.next()) {
+          const uint32_t s = ring.stage;
           // NOTE: round r reuses the stage the consumers released in round r - 1.
-          if (round > 0) mbar_wait(empty + 8 * s, (uint32_t)((round - 1) & 1));
+          if (ring.wrapped) mbar_wait(empty + 8 * s, ring.phase ^ 1);
           const uint32_t sa = base + s * C::STAGE_BYTES;
           // NOTE: the full barrier counts this CTA's A tile and the whole B tile, half of
           // which the peer's multicast delivers (possibly before this expect_tx: the
@@ -295,7 +336,7 @@ __global__ void __launch_bounds__(THREADS, 1)
   }
 
   asm volatile("setmaxnreg.inc.sync.aligned.u32 %0;\n" ::"n"(CONSUMER_REGS));
-  const int c = wg - 1;                    // consumer index: rows 64c..64c+63 of the tile
+  const int c = wg - 1;                    // consumer index
   const int tw = threadIdx.x % 128, warp = tw / 32, lane = tw % 32;
   const int gid = lane >> 2, tig = lane & 3;
   const bool leader = tw == 0;
@@ -312,10 +353,30 @@ __global__ void __launch_bounds__(THREADS, 1)
   const EpilogueCtx ctx = make_epilogue_ctx(args);
   TileCols<BN> *const cols =
       reinterpret_cast<TileCols<BN> *>(smem_raw + (base - (uint32_t)__cvta_generic_to_shared(smem_raw)) + C::PARAMS_OFF) + c;
-  int64_t it = 0;
-  for (int64_t u = first_unit; u < units; u += unit_stride) {
+  // This consumer's rows of a tile and its A rows in a stage: rows 64c.. of the 128-row
+  // tile (cooperative), or the whole 64-row tile (ping-pong).
+  const int row_off = PP ? 0 : c * 64;
+  Ring<STAGES> ring;  // every unit of the CTA takes ktiles stages of the ring
+  const uint32_t skip_mod = (uint32_t)(ktiles % STAGES), skip_parity = (uint32_t)((ktiles / STAGES) & 1);
+  // The CTA's unit count: only its two low bits are used (a wrap at 2^32 keeps them).
+  uint32_t j = 0;
+  for (int64_t u = first_unit; u < units; u += unit_stride, ++j) {
+    if constexpr (PP) {
+      if ((j & 1) != (uint32_t)c) {  // the other consumer's unit
+        ring.skip(skip_mod, skip_parity);
+        continue;
+      }
+      // NOTE: wait until the other consumer has passed every full barrier of unit j - 1.
+      // Correctness, not only scheduling: a parity wait cannot tell a phase from the one two
+      // phases later, so no consumer may wait on a stage more than one round ahead of the
+      // producer. With this hand-off, every full barrier of the units before j has
+      // completed when unit j's waits begin. Turn barrier c completes one phase per main
+      // loop of the other consumer, whose unit j - 1 is its ((j - 1) / 2)-th; the consumers
+      // strictly alternate, so neither turn barrier runs a phase ahead of its waiter.
+      if (j > 0) mbar_wait(turn + 8 * c, ((j - 1) >> 1) & 1);
+    }
     int64_t um, tn;
-    unit_coords(u, units_m, tiles_n, GROUP_M / CM, um, tn);
+    unit_coords(u, units_m, tiles_n, GROUP, um, tn);
     const int64_t tm = um * CM + rank;
     // The tile's column parameters this thread stages (columns tw, tw + 128), loaded now so
     // that their latency passes under the main loop; written to shared memory after it.
@@ -330,14 +391,14 @@ __global__ void __launch_bounds__(THREADS, 1)
 #pragma unroll
     for (int i = 0; i < C::ACC; ++i) acc[i] = 0;
     int prev = -1;
-    for (int64_t kt = 0; kt < ktiles; ++kt, ++it) {
-      const int s = (int)(it % STAGES);
-      mbar_wait(full + 8 * s, (uint32_t)((it / STAGES) & 1));
-      const uint32_t sa = base + s * C::STAGE_BYTES + c * 64 * BK, sb = base + s * C::STAGE_BYTES + C::A_BYTES;
+    for (int64_t kt = 0; kt < ktiles; ++kt, ring.next()) {
+      const int s = (int)ring.stage;
+      mbar_wait(full + 8 * s, ring.phase);
+      const uint32_t sa = base + s * C::STAGE_BYTES + row_off * BK, sb = base + s * C::STAGE_BYTES + C::A_BYTES;
       fence_operands(acc);
       wgmma_fence();
 #pragma unroll
-      for (int j = 0; j < BK / 32; ++j) wgmma<TA, TB, BN>(acc, smem_desc(sa + 32 * j), smem_desc(sb + 32 * j), 1);
+      for (int q = 0; q < BK / 32; ++q) wgmma<TA, TB, BN>(acc, smem_desc(sa + 32 * q), smem_desc(sb + 32 * q), 1);
       wgmma_commit();
       fence_operands(acc);
       // NOTE: keep this stage's group in flight; once the previous group has completed,
@@ -345,6 +406,10 @@ __global__ void __launch_bounds__(THREADS, 1)
       wgmma_wait<1>();
       if (prev >= 0) release(prev);
       prev = s;
+    }
+    // Ping-pong: the other consumer's turn (its main loop runs under this one's epilogue).
+    if constexpr (PP) {
+      if (leader) mbar_arrive(turn + 8 * (1 - c));
     }
     wgmma_wait<0>();
     fence_operands(acc);
@@ -362,23 +427,24 @@ __global__ void __launch_bounds__(THREADS, 1)
     named_bar_sync(1 + c);
 
     // Epilogue: warp `warp` holds rows 16·warp + gid (+8) of this warpgroup's 64 rows and,
-    // for each n8 block j, columns 8j + 2·tig and 8j + 2·tig + 1.
-    const int64_t mr0 = tm * BM + c * 64 + warp * 16 + gid, mr1 = mr0 + 8;
+    // for each n8 block q, columns 8q + 2·tig and 8q + 2·tig + 1.
+    const int64_t row0 = tm * BM + row_off;
+    const int64_t mr0 = row0 + warp * 16 + gid, mr1 = mr0 + 8;
     const bool ok0 = mr0 < M, ok1 = mr1 < M;
     if (ok0) {
       const RowParams r0 = row_params(args.a, ctx, mr0), r1 = ok1 ? row_params(args.a, ctx, mr1) : r0;
       // NOTE: the whole-tile paths (no bounds checks) cover the warpgroup's part of a tile
       // wholly inside the output: every tile but the last row and column. There ok1 holds.
-      const EpiPath path = epilogue_path(ctx, tn * BN + BN <= N && tm * BM + c * 64 + 64 <= M, true);
+      const EpiPath path = epilogue_path(ctx, tn * BN + BN <= N && row0 + 64 <= M, true);
       with_out_type(args.y_type, [&]<typename TOut>() {
         with_epilogue_path(path, [&]<EpiPath P>() {
           TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + tn * BN + tig * 2, *const y1 = y0 + 8 * N;
 #pragma unroll
-          for (int j = 0; j < BN / 8; ++j) {
-            const int col = j * 8 + tig * 2;
+          for (int q = 0; q < BN / 8; ++q) {
+            const int col = q * 8 + tig * 2;
             epilogue_quad<TOut, P>(args, ctx, *cols, col, tn * BN + col, mr0, ok0, r0, mr1,
-                                   P == EpiPath::General ? ok1 : true, r1, y0 + j * 8, y1 + j * 8, acc[j * 4],
-                                   acc[j * 4 + 1], acc[j * 4 + 2], acc[j * 4 + 3]);
+                                   P == EpiPath::General ? ok1 : true, r1, y0 + q * 8, y1 + q * 8, acc[q * 4],
+                                   acc[q * 4 + 1], acc[q * 4 + 2], acc[q * 4 + 3]);
           }
         });
       });
@@ -640,29 +706,30 @@ static cudaError_t max_active_clusters_once(int cluster, int smem, int *out) {
   });
 }
 
-template <typename TA, typename TB, int BN, int CM>
+template <typename TA, typename TB, int BN, int CM, bool PP>
 cudaError_t launch(const qk_gemm_args &a, cudaStream_t s) {
+  using C = Cfg<BN, PP>;
   CUtensorMap map_a, map_b;
-  cudaError_t err = make_map(&map_a, a.a.data, a.a.rows, a.k, BM);
+  cudaError_t err = make_map(&map_a, a.a.data, a.a.rows, a.k, C::BM);
   if (err == cudaSuccess) err = make_map(&map_b, a.b.data, a.b.rows, a.k, BN / CM);
   if (err != cudaSuccess) return err;
-  constexpr auto kernel = gemm_s90<TA, TB, BN, CM>;
-  err = set_smem_limit_once<kernel>(Cfg<BN>::SMEM);
+  constexpr auto kernel = gemm_s90<TA, TB, BN, CM, PP>;
+  err = set_smem_limit_once<kernel>(C::SMEM);
   if (err != cudaSuccess) return err;
-  const int64_t units = ((a.a.rows + BM * CM - 1) / (BM * CM)) * ((a.b.rows + BN - 1) / BN);
+  const int64_t units = ((a.a.rows + C::BM * CM - 1) / (C::BM * CM)) * ((a.b.rows + BN - 1) / BN);
   int64_t clusters = units < a.sms / CM ? units : a.sms / CM;
   if constexpr (CM == 1) {
-    kernel<<<(unsigned)clusters, THREADS, Cfg<BN>::SMEM, s>>>(a, map_a, map_b);
+    kernel<<<(unsigned)clusters, THREADS, C::SMEM, s>>>(a, map_a, map_b);
     return cudaGetLastError();
   } else {
     // NOTE: pairs must fit in one GPC; with an odd number of SMs free in some GPCs, fewer
     // than sms / 2 pairs are resident at once, and the rest of a persistent grid would run
     // as a second wave. Cap the grid at what the device can hold.
     int resident = 0;
-    err = max_active_clusters_once<kernel>(CM, Cfg<BN>::SMEM, &resident);
+    err = max_active_clusters_once<kernel>(CM, C::SMEM, &resident);
     if (err != cudaSuccess) return err;
     if (resident > 0 && clusters > resident) clusters = resident;
-    return launch_clusters(kernel, clusters * CM, CM, Cfg<BN>::SMEM, s, a, map_a, map_b);
+    return launch_clusters(kernel, clusters * CM, CM, C::SMEM, s, a, map_a, map_b);
   }
 }
 
@@ -685,10 +752,13 @@ template <typename TA, typename TB>
 cudaError_t launch_tile(const qk_gemm_args &a, cudaStream_t s) {
   switch (a.tile) {
     case QK_TILE_128x256:
-      if (a.cluster == 2) return launch<TA, TB, 256, 2>(a, s);
-      return a.cluster == 1 ? launch<TA, TB, 256, 1>(a, s) : cudaErrorInvalidValue;
-    case QK_TILE_128x128: return a.cluster == 1 ? launch<TA, TB, 128, 1>(a, s) : cudaErrorInvalidValue;
+      if (a.cluster == 2) return launch<TA, TB, 256, 2, false>(a, s);
+      return a.cluster == 1 ? launch<TA, TB, 256, 1, false>(a, s) : cudaErrorInvalidValue;
+    case QK_TILE_128x128: return a.cluster == 1 ? launch<TA, TB, 128, 1, false>(a, s) : cudaErrorInvalidValue;
     case QK_TILE_64x256: return launch_splitk<TA, TB>(a, s);
+    case QK_TILE_64x256_PINGPONG:
+      if (a.cluster == 2) return launch<TA, TB, 256, 2, true>(a, s);
+      return a.cluster == 1 ? launch<TA, TB, 256, 1, true>(a, s) : cudaErrorInvalidValue;
     default: return cudaErrorInvalidValue;  // an sm_80 tile: not a configuration of this kernel
   }
 }

@@ -95,13 +95,16 @@ typedef enum { QK_OUT_I32 = 0, QK_OUT_F32 = 1, QK_OUT_F16 = 2, QK_OUT_BF16 = 3 }
 typedef enum { QK_PARAM_NONE = 0, QK_PARAM_TENSOR = 1, QK_PARAM_ROW = 2 } qk_param_layout;
 
 /** Tile configurations (rows of A x rows of B per block). sm_80: 128x128, 64x128, 16x128;
- *  sm_90a: 128x256 and 128x128 (persistent), 64x256 (split along K across a cluster). */
+ *  sm_90a: 128x256 and 128x128 (persistent, both consumer warpgroups on one tile), 64x256
+ *  (split along K across a cluster), 64x256 ping-pong (persistent, one tile per consumer
+ *  warpgroup, one's epilogue under the other's main loop). */
 typedef enum {
   QK_TILE_128x128 = 0,
   QK_TILE_64x128 = 1,
   QK_TILE_16x128 = 2,
   QK_TILE_128x256 = 3,
-  QK_TILE_64x256 = 4
+  QK_TILE_64x256 = 4,
+  QK_TILE_64x256_PINGPONG = 5
 } qk_gemm_tile;
 
 /** One GEMM operand: a row-major [rows, k] 8-bit matrix with its parameters. */
@@ -135,8 +138,9 @@ typedef struct {
   qk_gemm_tile tile;
   int32_t sms;     /* multiprocessors of the device: the persistent sm_90a grid */
   int32_t cluster; /* sm_90a CTAs per cluster: QK_TILE_64x256 splits each tile's K across 1, 2,
-                      4 or 8; QK_TILE_128x256 pairs (2) vertically adjacent tiles that share
-                      each B tile by TMA multicast; otherwise 1. sm_80: ignored. */
+                      4 or 8; QK_TILE_128x256 and QK_TILE_64x256_PINGPONG pair (2) vertically
+                      adjacent tiles that share each B tile by TMA multicast; otherwise 1.
+                      sm_80: ignored. */
 } qk_gemm_args;
 
 /** The mma.sync (sm_80+) GEMM. Needs M, N >= 1; any K >= 0 (K % 16 == 0 with 16-byte aligned

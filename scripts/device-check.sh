@@ -17,13 +17,15 @@
 #
 # With the device tool: build here, then run with carry=["device-bundle"] and the command
 # `scripts/device-check.sh run`, a timeout that leaves room for one rerun, then give_back.
-# Order: smoke, tests, benchmarks, sanitizers. Every step has its own timeout (smoke 150 s,
-# tests 240 s per binary, benchmarks 150 s and 300 s, sanitizers 90 s per run) so one hang
+# Order: smoke, tests, benchmarks, sanitizers. Every step has its own timeout (smoke 60 s
+# for the ping-pong turns and 150 s for every configuration, tests 240 s per binary, benchmarks 150 s and 300 s, sanitizers 90 s per run) so one hang
 # cannot eat the lease; expect about 5-7 minutes on an H100/H200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
-# The smoke test's filter: small shapes through every kernel configuration, pinned.
+# The smoke tests: the ping-pong kernels' turns first (the newest protocol), then small
+# shapes through every kernel configuration, pinned.
+SMOKE_PINGPONG="pingpong_turns"
 SMOKE_TESTS="every_kernel_configuration"
 
 build() {
@@ -93,16 +95,30 @@ run() {
   # protocol is wrong. One small GEMM test (both paths, every sm_90a kernel) under a short
   # timeout; if it hangs, the GEMM tests and sanitizer runs are skipped and the benchmark
   # times the sm80 path only, so the rest of the lease still yields results.
-  local smoke_rc gemm_hang=0
-  echo "===== smoke: gemm_gpu $SMOKE_TESTS" >"$out/tests.log"
-  # shellcheck disable=SC2086
-  timeout -k 10 150 "$bundle/tests/gemm_gpu" --test-threads 1 $SMOKE_TESTS >>"$out/tests.log" 2>&1
+  # A ping-pong hang leaves the ping-pong kernels out (every_kernel_configuration, which
+  # pins them too, included) and lets the other sm_90a kernels be tested and timed.
+  local smoke_rc gemm_hang=0 pp_hang=0 gemm_skip=() bench_skip=()
+  echo "===== smoke: gemm_gpu $SMOKE_PINGPONG" >"$out/tests.log"
+  timeout -k 10 60 "$bundle/tests/gemm_gpu" --test-threads 1 "$SMOKE_PINGPONG" >>"$out/tests.log" 2>&1
   smoke_rc=$?
-  echo "smoke (gemm_gpu $SMOKE_TESTS): rc=$smoke_rc" >>"$report"
+  echo "smoke (gemm_gpu $SMOKE_PINGPONG): rc=$smoke_rc" >>"$report"
   [[ $smoke_rc -eq 0 ]] || failed=1
   if [[ $smoke_rc -eq 124 || $smoke_rc -eq 137 ]]; then
-    gemm_hang=1
-    echo "smoke HUNG: skipping gemm_gpu, its sanitizer runs and the sm90 benchmark" >>"$report"
+    pp_hang=1
+    gemm_skip=(--skip "$SMOKE_PINGPONG" --skip "$SMOKE_TESTS")
+    bench_skip=(--skip-pingpong)
+    echo "ping-pong HUNG: skipping $SMOKE_PINGPONG, $SMOKE_TESTS and the ping-pong benchmark" >>"$report"
+  else
+    echo "===== smoke: gemm_gpu $SMOKE_TESTS" >>"$out/tests.log"
+    # shellcheck disable=SC2086
+    timeout -k 10 150 "$bundle/tests/gemm_gpu" --test-threads 1 $SMOKE_TESTS >>"$out/tests.log" 2>&1
+    smoke_rc=$?
+    echo "smoke (gemm_gpu $SMOKE_TESTS): rc=$smoke_rc" >>"$report"
+    [[ $smoke_rc -eq 0 ]] || failed=1
+    if [[ $smoke_rc -eq 124 || $smoke_rc -eq 137 ]]; then
+      gemm_hang=1
+      echo "smoke HUNG: skipping gemm_gpu, its sanitizer runs and the sm90 benchmark" >>"$report"
+    fi
   fi
 
   for t in "$bundle"/tests/*; do
@@ -110,7 +126,9 @@ run() {
     name=$(basename "$t")
     [[ $gemm_hang -eq 1 && $name == gemm_gpu ]] && continue
     echo "===== $name" >>"$out/tests.log"
-    timeout -k 10 240 "$t" --test-threads 4 >>"$out/tests.log" 2>&1
+    local skip_here=()
+    [[ $name == gemm_gpu ]] && skip_here=(${gemm_skip[@]+"${gemm_skip[@]}"})
+    timeout -k 10 240 "$t" --test-threads 4 ${skip_here[@]+"${skip_here[@]}"} >>"$out/tests.log" 2>&1
     rc=$?
     [[ $rc -eq 0 ]] || failed=1
     # A GEMM test that hangs past the smoke test still keeps the sm90 kernels out of the
@@ -125,7 +143,7 @@ run() {
 
   # The benchmarks before the sanitizers: if the lease runs out, the figures are what
   # matters most after the tests (the JSON is rewritten after every shape).
-  local skip=()
+  local skip=(${bench_skip[@]+"${bench_skip[@]}"})
   [[ $gemm_hang -eq 1 ]] && skip=(--skip-sm90)
   timeout -k 10 300 "$bundle/qk" bench gemm ${skip[@]+"${skip[@]}"} --all-kernels --json "$out/bench-gemm.json" --svg "$out/bench-gemm.svg" \
     >>"$report" 2>&1 || failed=1
@@ -144,6 +162,7 @@ run() {
     local tool bin filter rc
     read -r tool bin filter <<<"$r"
     [[ $gemm_hang -eq 1 && $bin == gemm_gpu ]] && continue
+    [[ $pp_hang -eq 1 && $filter == *"$SMOKE_TESTS"* ]] && continue
     echo "===== $tool $bin: $filter" >>"$out/sanitizer.log"
     # shellcheck disable=SC2086
     timeout -k 10 90 compute-sanitizer --tool "$tool" --error-exitcode 9 "$bundle/tests/$bin" --test-threads 1 $filter \

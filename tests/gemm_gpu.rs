@@ -7,7 +7,8 @@
 //! paths too (the wgmma path may decline K % 16 ≠ 0 and unaligned operands, and only that).
 //! Shapes with more tiles than SMs, fewer, and one tile exercise its persistent scheduler;
 //! small-M shapes chosen for each cluster size the dispatcher picks (1, 2, 4) exercise its
-//! split-K kernel, and every configuration (split 8 too) runs pinned.
+//! split-K kernel, shapes with 1 to ~6 tiles per CTA its ping-pong kernels, and every
+//! configuration (split 8 too) runs pinned.
 //!
 //! Without a GPU each test prints `SKIPPED: no CUDA device` and passes;
 //! `QKERNELS_REQUIRE_GPU=1` turns a missing device into a failure.
@@ -405,6 +406,55 @@ fn split_k_cluster_sizes() {
             let what = format!("{ka:?} {m}x{n}x{k}");
             compare::<i32>(&g, &a.operand(), &b.operand(), &da.operand(), &db.operand(), &what);
             compare::<bf16>(&g, &a.operand(), &b.operand(), &da.operand(), &db.operand(), &what);
+        }
+    }
+}
+
+/// The ping-pong kernels with several tiles per CTA, so that the two consumer warpgroups
+/// take turns: 2 or 3 tiles per CTA (an odd count gives the first consumer one more), about
+/// 6, and fewer tiles than SMs (the second consumer idles); K tiles fewer than, as many as
+/// and more than the 5-stage ring (1, 5, 6, 11: a consumer skipping the other's tile
+/// advances the ring by every remainder and round parity); an odd number of 64-row tile
+/// rows (the multicast pair's last tile lies beyond M), ragged M, N and K tails.
+#[test]
+fn pingpong_turns() {
+    let Some(g) = common::gpu() else { return };
+    let info = cuda::DispatchInfo::for_device(&g.ctx, true).unwrap();
+    let kernels = [true, false].map(|multicast| cuda::GemmKernel::Sm90PingPong { multicast });
+    let sms = info.sms;
+    let shapes = [
+        (128 * sms + 64, 256, 16),
+        (192 * sms - 37, 260, 656),
+        (64 * sms + 200, 520, 640),
+        (200, 1000, 1408),
+    ];
+    for (m, n, k) in shapes {
+        let shape = qkernels::gemm::GemmShape { m, n, k };
+        for kernel in kernels {
+            let checked = cuda::check_kernel(info, shape, kernel);
+            if info.cc.0 != 9 {
+                assert!(
+                    matches!(checked, Err(Error::Unsupported(_))),
+                    "{kernel} off Hopper: {checked:?}"
+                );
+            } else {
+                checked.unwrap_or_else(|e| panic!("{m}x{n}x{k} {kernel}: {e}"));
+            }
+        }
+        if info.cc.0 != 9 {
+            continue;
+        }
+        let b = make(Kind::Sym(Granularity::Row), n, k, 31);
+        let db = DevOp::upload(&g, &b);
+        for ka in [Kind::Aff(IntType::U8, Granularity::Row), Kind::Sym(Granularity::Row)] {
+            let a = make(ka, m, k, 32);
+            let da = DevOp::upload(&g, &a);
+            let what = format!("{ka:?} {m}x{n}x{k}");
+            let (ha, hb, dao, dbo) = (a.operand(), b.operand(), da.operand(), db.operand());
+            if matches!(ka, Kind::Aff(..)) {
+                compare_pinned::<i32>(&g, &ha, &hb, &dao, &dbo, &kernels, &what);
+            }
+            compare_pinned::<bf16>(&g, &ha, &hb, &dao, &dbo, &kernels, &what);
         }
     }
 }

@@ -99,7 +99,8 @@ pub const qk_gemm_tile_QK_TILE_64x128: qk_gemm_tile = 1;
 pub const qk_gemm_tile_QK_TILE_16x128: qk_gemm_tile = 2;
 pub const qk_gemm_tile_QK_TILE_128x256: qk_gemm_tile = 3;
 pub const qk_gemm_tile_QK_TILE_64x256: qk_gemm_tile = 4;
-#[doc = " Tile configurations (rows of A x rows of B per block). sm_80: 128x128, 64x128, 16x128;\n  sm_90a: 128x256 and 128x128 (persistent), 64x256 (split along K across a cluster)."]
+pub const qk_gemm_tile_QK_TILE_64x256_PINGPONG: qk_gemm_tile = 5;
+#[doc = " Tile configurations (rows of A x rows of B per block). sm_80: 128x128, 64x128, 16x128;\n  sm_90a: 128x256 and 128x128 (persistent, both consumer warpgroups on one tile), 64x256\n  (split along K across a cluster), 64x256 ping-pong (persistent, one tile per consumer\n  warpgroup, one's epilogue under the other's main loop)."]
 pub type qk_gemm_tile = ::std::os::raw::c_uint;
 #[doc = " One GEMM operand: a row-major [rows, k] 8-bit matrix with its parameters."]
 #[repr(C)]

@@ -166,6 +166,11 @@ pub enum GemmKernel {
     /// The small-M kernel of `gemm_sm90.cu`: 64×256 tiles, each tile's K split across a
     /// cluster of `split` CTAs (1, 2, 4 or 8) that reduce through distributed shared memory.
     Sm90SplitK { split: usize },
+    /// The persistent kernel of `gemm_sm90.cu` in ping-pong: 64×256 tiles, one per consumer
+    /// warpgroup, whose main loops take turns so that one's epilogue runs under the other's
+    /// main loop. With `multicast`, in pairs that share each B tile by TMA multicast (as
+    /// `Sm90 { multicast: true }`). Opt-in (pinned, benchmarked) until measured on Hopper.
+    Sm90PingPong { multicast: bool },
 }
 
 impl GemmKernel {
@@ -188,6 +193,7 @@ impl GemmKernel {
             multicast: false,
         });
         v.extend([1, 2, 4, 8].map(|split| GemmKernel::Sm90SplitK { split }));
+        v.extend([true, false].map(|multicast| GemmKernel::Sm90PingPong { multicast }));
         v
     }
 }
@@ -201,6 +207,9 @@ impl std::fmt::Display for GemmKernel {
                 multicast,
             } => write!(f, "sm90 {m}x{n}{}", if multicast { " multicast" } else { "" }),
             GemmKernel::Sm90SplitK { split } => write!(f, "sm90 64x256 split {split}"),
+            GemmKernel::Sm90PingPong { multicast } => {
+                write!(f, "sm90 64x256 pingpong{}", if multicast { " multicast" } else { "" })
+            }
         }
     }
 }
@@ -332,11 +341,15 @@ pub fn check_kernel(info: DispatchInfo, shape: GemmShape, kernel: GemmKernel) ->
             (matches!((tile, multicast), ((128, 256), _) | ((128, 128), false)), None)
         }
         GemmKernel::Sm90SplitK { split } => (matches!(split, 1 | 2 | 4 | 8), Some(split)),
+        GemmKernel::Sm90PingPong { .. } => (true, None),
     };
     if !tile_ok {
         return Err(Error::Unsupported(format!("{kernel}: no such wgmma configuration")));
     }
-    let min_sms = if matches!(kernel, GemmKernel::Sm90 { multicast: true, .. }) {
+    let min_sms = if matches!(
+        kernel,
+        GemmKernel::Sm90 { multicast: true, .. } | GemmKernel::Sm90PingPong { multicast: true }
+    ) {
         2
     } else {
         1
@@ -483,6 +496,9 @@ fn launch_gemm<O: DeviceGemmOutput>(
         } => (ffi::qk_gemm_tile_QK_TILE_128x256, if multicast { 2 } else { 1 }),
         GemmKernel::Sm90 { .. } => (ffi::qk_gemm_tile_QK_TILE_128x128, 1),
         GemmKernel::Sm90SplitK { split } => (ffi::qk_gemm_tile_QK_TILE_64x256, split as i32),
+        GemmKernel::Sm90PingPong { multicast } => {
+            (ffi::qk_gemm_tile_QK_TILE_64x256_PINGPONG, if multicast { 2 } else { 1 })
+        }
     };
 
     let (yp, _gy) = out.device_ptr_mut(stream);
@@ -519,7 +535,7 @@ fn launch_gemm<O: DeviceGemmOutput>(
             // layouts; the views and guards keep the memory alive until the launch is enqueued.
             unsafe { ffi::qk_gemm_sm80(&args, s) }
         }),
-        GemmKernel::Sm90 { .. } | GemmKernel::Sm90SplitK { .. } => {
+        GemmKernel::Sm90 { .. } | GemmKernel::Sm90SplitK { .. } | GemmKernel::Sm90PingPong { .. } => {
             super::quantize::launch(stream, "qk_gemm_sm90", |s| {
                 // SAFETY: matches `int qk_gemm_sm90(const qk_gemm_args*, qk_stream_t)`; the same
                 // checks as above, plus check_kernel's K > 0, K % 16 == 0, 16-byte alignment and
@@ -684,16 +700,26 @@ mod tests {
             check_kernel(info((9, 0)), huge, GemmKernel::Sm90SplitK { split: 1 }),
             Err(Error::Limit(_))
         ));
-        let persistent = GemmKernel::Sm90 {
-            tile: (128, 256),
-            multicast: true,
-        };
-        assert!(check_kernel(info((9, 0)), huge, persistent).is_ok());
         let one_sm = DispatchInfo { sms: 1, ..info((9, 0)) };
-        assert!(matches!(
-            check_kernel(one_sm, s, persistent),
-            Err(Error::Unsupported(_))
-        ));
+        let pairs = [
+            GemmKernel::Sm90 {
+                tile: (128, 256),
+                multicast: true,
+            },
+            GemmKernel::Sm90PingPong { multicast: true },
+        ];
+        for persistent in pairs {
+            assert!(check_kernel(info((9, 0)), huge, persistent).is_ok(), "{persistent}");
+            assert!(
+                matches!(check_kernel(one_sm, s, persistent), Err(Error::Unsupported(_))),
+                "{persistent}"
+            );
+        }
+        assert!(check_kernel(one_sm, s, GemmKernel::Sm90PingPong { multicast: false }).is_ok());
         assert_eq!(GemmKernel::Sm90SplitK { split: 4 }.to_string(), "sm90 64x256 split 4");
+        assert_eq!(
+            GemmKernel::Sm90PingPong { multicast: true }.to_string(),
+            "sm90 64x256 pingpong multicast"
+        );
     }
 }

@@ -69,6 +69,10 @@ struct Row {
     /// `--all-kernels`: i32-out time of every configuration that accepts the shape.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     kernels_i32_us: BTreeMap<String, f64>,
+    /// `--all-kernels`: bf16-out time (the fused epilogue, as `ours_bf16_fused_us`) of the
+    /// two configurations fastest in i32 out.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    kernels_bf16_fused_us: BTreeMap<String, f64>,
 }
 
 #[derive(Serialize)]
@@ -162,8 +166,11 @@ pub struct GemmBenchOpts {
     pub quick: bool,
     /// Time the sm80 path only.
     pub skip_sm90: bool,
-    /// Also time every kernel configuration that accepts each shape (i32 out).
+    /// Also time every kernel configuration that accepts each shape (i32 out), and the two
+    /// fastest with bf16 out.
     pub all_kernels: bool,
+    /// Leave the ping-pong configurations out of `all_kernels`.
+    pub skip_pingpong: bool,
 }
 
 pub fn gemm(json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpts) -> Result<()> {
@@ -353,7 +360,11 @@ fn bench_shape(
     if opts.all_kernels {
         for kernel in GemmKernel::all() {
             let wgmma = !matches!(kernel, GemmKernel::Sm80 { .. });
-            if (wgmma && opts.skip_sm90) || cuda::check_kernel(info, shape, kernel).is_err() {
+            let pingpong = matches!(kernel, GemmKernel::Sm90PingPong { .. });
+            if (wgmma && opts.skip_sm90)
+                || (pingpong && opts.skip_pingpong)
+                || cuda::check_kernel(info, shape, kernel).is_err()
+            {
                 continue;
             }
             let t = time_us(g, warm, iters, || {
@@ -364,11 +375,33 @@ fn bench_shape(
             });
             match t {
                 Ok(t) => {
-                    kernels.insert(kernel.to_string(), t);
+                    kernels.insert(kernel.to_string(), (kernel, t));
                 }
                 // A configuration that fails is recorded, and the sweep goes on.
                 Err(e) => baseline_errors.push(format!("{kernel}: {e}")),
             }
+        }
+    }
+    // The fused bf16 epilogue through the two fastest configurations: whether the i32
+    // ranking holds with the epilogue that inference runs.
+    let mut fastest: Vec<_> = kernels.values().copied().collect();
+    fastest.sort_by(|a, b| a.1.total_cmp(&b.1));
+    let mut kernels_bf16 = BTreeMap::new();
+    for &(kernel, _) in fastest.iter().take(2) {
+        let t = time_us(g, warm, iters, || {
+            let x = &inputs[i % sets];
+            i += 1;
+            let (a, b) = (
+                scaled(x.a.as_view(), &scale_m, &zeros_m, m, k)?,
+                scaled(x.b.as_view(), &scale_n, &zeros_n, n, k)?,
+            );
+            cuda::gemm_into_kernel(s, &a, &b, Some(&dbias), &mut y16, kernel)
+        });
+        match t {
+            Ok(t) => {
+                kernels_bf16.insert(kernel.to_string(), t);
+            }
+            Err(e) => baseline_errors.push(format!("{kernel} bf16: {e}")),
         }
     }
 
@@ -396,7 +429,8 @@ fn bench_shape(
         weight_gbps,
         weight_fraction_of_copy: weight_gbps.map(|w| w / copy),
         baseline_errors,
-        kernels_i32_us: kernels,
+        kernels_i32_us: kernels.into_iter().map(|(name, (_, t))| (name, t)).collect(),
+        kernels_bf16_fused_us: kernels_bf16,
     })
 }
 
@@ -407,6 +441,18 @@ fn print_kernels(rows: &[Row]) {
         let mut v: Vec<_> = r.kernels_i32_us.iter().collect();
         v.sort_by(|a, b| a.1.total_cmp(b.1));
         let list: Vec<String> = v.iter().map(|(k, t)| format!("{k} {t:.1}")).collect();
+        println!("{:>6} {:>6} {:>6}  {}", r.m, r.n, r.k, list.join(" | "));
+    }
+    println!("\nthe two fastest, bf16 out with the fused epilogue (µs; cost over the same kernel's i32 out):");
+    for r in rows {
+        let list: Vec<String> = r
+            .kernels_bf16_fused_us
+            .iter()
+            .map(|(k, t)| match r.kernels_i32_us.get(k) {
+                Some(i32_us) => format!("{k} {t:.1} ({:+.1}%)", 100.0 * (t / i32_us - 1.0)),
+                None => format!("{k} {t:.1}"),
+            })
+            .collect();
         println!("{:>6} {:>6} {:>6}  {}", r.m, r.n, r.k, list.join(" | "));
     }
 }
@@ -582,6 +628,7 @@ mod tests {
                 weight_fraction_of_copy: None,
                 baseline_errors: Vec::new(),
                 kernels_i32_us: BTreeMap::new(),
+                kernels_bf16_fused_us: BTreeMap::new(),
             })
             .collect();
         let path = std::env::temp_dir().join(format!("qk-plot-{}.svg", std::process::id()));

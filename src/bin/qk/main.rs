@@ -65,10 +65,14 @@ enum BenchCommand {
         /// Do not run the wgmma (sm_90a) kernels: time the mma.sync path only.
         #[arg(long)]
         skip_sm90: bool,
-        /// Also time every kernel configuration that accepts each shape, i32 out (for
-        /// tuning the dispatcher).
+        /// Also time every kernel configuration that accepts each shape, i32 out, and the
+        /// two fastest with bf16 out and the fused epilogue (for tuning the dispatcher).
         #[arg(long)]
         all_kernels: bool,
+        /// Leave the ping-pong configurations out of `--all-kernels` (where they hang or
+        /// fail on a device).
+        #[arg(long)]
+        skip_pingpong: bool,
     },
 }
 
@@ -148,6 +152,7 @@ fn run(cli: Cli) -> Result<()> {
                     quick,
                     skip_sm90,
                     all_kernels,
+                    skip_pingpong,
                 },
         } => bench_gemm::gemm(
             json.as_deref(),
@@ -156,6 +161,7 @@ fn run(cli: Cli) -> Result<()> {
                 quick,
                 skip_sm90,
                 all_kernels,
+                skip_pingpong,
             },
         ),
     }

@@ -1,0 +1,205 @@
+#!/usr/bin/env python3
+"""A model of the barrier protocol of the persistent sm_90a GEMM (kernels/gemm_sm90.cu).
+
+The mbarrier pipelines hang or read stale tiles, rather than fail, when the protocol is
+wrong, and a GPU is not always at hand. This runs the kernel's protocol, as written there,
+in a model under random interleavings and checks that it never deadlocks, that every
+consumer reads the stage round it expects, and that no TMA load overwrites a stage a
+consumer still reads. Modelled: one producer and two consumer warpgroups per CTA, CTAs
+per cluster CM = 1 or 2 (B halves multicast to both), cooperative (both consumers read
+every stage) or ping-pong (each consumer owns alternate tiles; the "turn" barriers hand
+the main loop over), STAGES = 4 or 5, the incremental ring (Ring<S>, skip), parity waits
+(try_wait.parity succeeds while the barrier's current phase has the other parity), TMA
+transactions that land in any order, also before the expect_tx.
+
+It also checks itself: without the turn hand-off, or with the skip's round parity
+dropped, consumers must read stale stages (the parity of a wait cannot tell a phase from
+the one two later), and the model must say so.
+
+Usage: scripts/model-pingpong.py [RUNS]   (exit status 1 on any failure)
+"""
+
+import random
+import sys
+
+
+class MBar:
+    """An mbarrier: `count` arrivals and a transaction count complete a phase."""
+
+    def __init__(self, count):
+        self.count, self.pending, self.tx, self.phase = count, count, 0, 0
+
+    def arrive(self, tx=0):
+        self.tx += tx
+        self.pending -= 1
+        self._check()
+
+    def complete_tx(self, n):
+        self.tx -= n
+        self._check()
+
+    def _check(self):
+        assert self.pending >= 0, "more arrivals than the barrier counts"
+        if self.pending == 0 and self.tx == 0:
+            self.phase += 1
+            self.pending = self.count
+
+    def passed(self, parity):
+        """mbarrier.try_wait.parity."""
+        return (self.phase & 1) != parity
+
+
+class Ring:
+    """Ring<S> of gemm_sm90.cu."""
+
+    def __init__(self, stages):
+        self.S, self.stage, self.phase, self.wrapped = stages, 0, 0, False
+
+    def next(self):
+        self.stage += 1
+        if self.stage == self.S:
+            self.stage, self.phase, self.wrapped = 0, self.phase ^ 1, True
+
+    def skip(self, n_mod, n_div_parity):
+        self.stage += n_mod
+        self.phase ^= n_div_parity
+        if self.stage >= self.S:
+            self.stage -= self.S
+            self.phase ^= 1
+
+
+def simulate(cm, stages, units, ktiles, pingpong, seed, mutation=None, max_steps=1_000_000):
+    """Returns None when the run is correct, else what went wrong."""
+    rnd = random.Random(seed)
+    readers = 1 if pingpong else 2
+    ctas = [
+        dict(
+            full=[MBar(1) for _ in range(stages)],
+            empty=[MBar(readers * cm) for _ in range(stages)],
+            turn=[MBar(1), MBar(1)],
+            tag=[None] * stages,  # which ring position a stage holds; None while loading
+            loading=[None] * stages,  # the ring position whose parts are landing
+            landed=[set() for _ in range(stages)],
+            held=[set() for _ in range(stages)],
+        )
+        for _ in range(cm)
+    ]
+    in_flight = []  # TMA transactions: (destination CTA, stage, ring position, part)
+
+    def producer(rank):
+        cta, ring, it = ctas[rank], Ring(stages), 0
+        for _ in range(units):
+            for _ in range(ktiles):
+                s = ring.stage
+                if ring.wrapped:
+                    while not cta["empty"][s].passed(ring.phase ^ 1):
+                        yield
+                # The A tile and cm halves of B (one from each CTA of the cluster).
+                cta["full"][s].arrive(tx=1 + cm)
+                in_flight.append((rank, s, it, "A"))
+                for dst in range(cm):
+                    in_flight.append((dst, s, it, f"B{rank}"))
+                it += 1
+                ring.next()
+                yield
+
+    def release(rank, c, s, it):
+        ctas[rank]["held"][s].discard((c, it))
+        for dst in range(cm):
+            ctas[dst]["empty"][s].arrive()
+
+    def consumer(rank, c):
+        cta, ring, it = ctas[rank], Ring(stages), 0
+        skip_parity = 0 if mutation == "skip-parity" else (ktiles // stages) & 1
+        for j in range(units):
+            if pingpong:
+                if j & 1 != c:
+                    ring.skip(ktiles % stages, skip_parity)
+                    it += ktiles
+                    continue
+                if j > 0 and mutation != "no-turn":
+                    while not cta["turn"][c].passed(((j - 1) >> 1) & 1):
+                        yield
+            prev = None
+            for _ in range(ktiles):
+                s = ring.stage
+                while not cta["full"][s].passed(ring.phase):
+                    yield
+                if cta["tag"][s] != it:
+                    raise AssertionError(f"CTA {rank} consumer {c} read stage {s} holding {cta['tag'][s]}, not {it}")
+                cta["held"][s].add((c, it))
+                yield
+                if prev is not None:
+                    release(rank, c, *prev)
+                prev = (s, it)
+                it += 1
+                ring.next()
+            if pingpong:
+                cta["turn"][1 - c].arrive()
+            yield
+            if prev is not None:
+                release(rank, c, *prev)
+            yield
+
+    threads = []
+    for rank in range(cm):
+        threads += [producer(rank), consumer(rank, 0), consumer(rank, 1)]
+    try:
+        for _ in range(max_steps):
+            if not threads and not in_flight:
+                return None
+            k = rnd.randrange(len(threads) + (1 if in_flight else 0))
+            if k == len(threads):
+                dst, s, it, part = in_flight.pop(rnd.randrange(len(in_flight)))
+                cta = ctas[dst]
+                if cta["held"][s]:
+                    raise AssertionError(f"a TMA load overwrites stage {s} of CTA {dst}, held by {cta['held'][s]}")
+                if cta["loading"][s] != it:  # the first part of a new round: the old tile is gone
+                    cta["tag"][s], cta["loading"][s], cta["landed"][s] = None, it, set()
+                cta["landed"][s].add(part)
+                if len(cta["landed"][s]) == 1 + cm:
+                    cta["tag"][s] = it
+                cta["full"][s].complete_tx(1)
+                continue
+            try:
+                next(threads[k])
+            except StopIteration:
+                threads.pop(k)
+        return "deadlock (no progress within the step limit)"
+    except AssertionError as e:
+        return str(e)
+
+
+def main():
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    failures = 0
+    for seed in range(runs):
+        rnd = random.Random(seed)
+        cfg = dict(
+            cm=rnd.choice([1, 2]),
+            stages=rnd.choice([4, 5]),
+            units=rnd.randint(1, 7),
+            ktiles=rnd.randint(1, 13),
+            pingpong=rnd.random() < 0.75,
+        )
+        err = simulate(seed=seed, **cfg)
+        if err:
+            failures += 1
+            print(f"FAIL seed {seed} {cfg}: {err}")
+    # The model must catch a broken protocol: each mutation must fail somewhere.
+    for mutation in ["no-turn", "skip-parity"]:
+        caught = sum(
+            simulate(cm=1, stages=5, units=6, ktiles=kt, pingpong=True, seed=s, mutation=mutation) is not None
+            for s in range(50)
+            for kt in (3, 6, 7)
+        )
+        print(f"mutation {mutation}: {caught} of 150 runs fail, as they must")
+        if caught == 0:
+            failures += 1
+            print(f"FAIL: the model does not catch the mutation {mutation}")
+    print(f"model-pingpong: {runs} runs, {failures} failures")
+    return 1 if failures else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
