@@ -38,6 +38,10 @@ struct Report {
     empty_launch_us: Option<f64>,
     m1_launch_us: Option<f64>,
     m1_over_empty: Option<f64>,
+    /// The same M = 1 launches with cudarc's event tracking off (host cost of the
+    /// per-buffer stream waits and event records).
+    m1_untracked_us: Option<f64>,
+    m1_untracked_over_empty: Option<f64>,
     results: Vec<Row>,
     note: String,
 }
@@ -141,16 +145,31 @@ fn gpu_quant(g: &Gpu, json: Option<&Path>) -> Result<()> {
     })? / BATCH as f64;
     let x1 = x.slice(0..4096);
     let mut out1 = DeviceQuantized::alloc(&g.stream, spec, 1, 4096)?;
-    let m1 = time_us(g, 2, 15, || {
-        for _ in 0..BATCH {
-            cuda::quantize_into(&g.stream, &x1, 1, 4096, None, &mut out1)?;
-        }
-        Ok(())
-    })? / BATCH as f64;
+    let mut m1_batch = || {
+        time_us(g, 2, 15, || {
+            for _ in 0..BATCH {
+                cuda::quantize_into(&g.stream, &x1, 1, 4096, None, &mut out1)?;
+            }
+            Ok(())
+        })
+        .map(|t| t / BATCH as f64)
+    };
+    let m1 = m1_batch()?;
+    // Gpu::new creates a stream, which puts cudarc's context in multi-stream mode: each
+    // device buffer a call touches then costs a cuStreamWaitEvent and a cuEventRecord on
+    // the host. Timed again without them, to tell that host cost from the kernel's.
+    // SAFETY: every buffer here is used on g.stream alone, whose order keeps them safe;
+    // tracking is restored before any error is returned.
+    unsafe { g.ctx.disable_event_tracking() };
+    let m1_untracked = m1_batch();
+    unsafe { g.ctx.enable_event_tracking() };
+    let m1_untracked = m1_untracked?;
     print_rows(&results);
     println!(
-        "M = 1, K = 4096: {m1:.2} µs per launch; empty kernel {empty:.2} µs; ratio {:.2}",
-        m1 / empty
+        "M = 1, K = 4096: {m1:.2} µs per launch ({m1_untracked:.2} µs without cudarc's event tracking); \
+         empty kernel {empty:.2} µs; ratio {:.2} ({:.2})",
+        m1 / empty,
+        m1_untracked / empty
     );
     write_json(
         json,
@@ -164,9 +183,12 @@ fn gpu_quant(g: &Gpu, json: Option<&Path>) -> Result<()> {
             empty_launch_us: Some(empty),
             m1_launch_us: Some(m1),
             m1_over_empty: Some(m1 / empty),
+            m1_untracked_us: Some(m1_untracked),
+            m1_untracked_over_empty: Some(m1_untracked / empty),
             results,
             note: "bytes = input + output + scales; medians of CUDA-event timings; M = 1 per launch over \
-                   batches of 200 back-to-back launches (the memset of the non-finite counter included)"
+                   batches of 200 back-to-back launches, with cudarc's event tracking (the default) and \
+                   without"
                 .into(),
         },
     )
@@ -213,6 +235,8 @@ fn cpu_quant(json: Option<&Path>) -> Result<()> {
             empty_launch_us: None,
             m1_launch_us: None,
             m1_over_empty: None,
+            m1_untracked_us: None,
+            m1_untracked_over_empty: None,
             results,
             note: "CPU reference timings (rayon); not a GPU figure".into(),
         },
