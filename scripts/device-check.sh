@@ -82,7 +82,10 @@ run() {
   local bundle
   bundle=$(mktemp -d)
   tar -C "$bundle" -xzf "$carried/bundle.tgz" || { echo "device-check: no $carried/bundle.tgz; run build first" >&2; return 1; }
-  local report="$out/report.txt" failed=0
+  local report="$out/report.txt" failed=0 t0
+  t0=$(date +%s)
+  # Seconds since the start, for the report (the lease is counted in device time).
+  at() { echo "+$(($(date +%s) - t0))s"; }
   export QKERNELS_REQUIRE_GPU=1 QK_BIN="$bundle/qk" QK_GIT_REV="$(head -1 "$bundle/REV")"
   {
     echo "# qkernels device check"
@@ -101,7 +104,7 @@ run() {
   echo "===== smoke: gemm_gpu $SMOKE_PINGPONG" >"$out/tests.log"
   timeout -k 10 60 "$bundle/tests/gemm_gpu" --test-threads 1 "$SMOKE_PINGPONG" >>"$out/tests.log" 2>&1
   smoke_rc=$?
-  echo "smoke (gemm_gpu $SMOKE_PINGPONG): rc=$smoke_rc" >>"$report"
+  echo "smoke (gemm_gpu $SMOKE_PINGPONG): rc=$smoke_rc $(at)" >>"$report"
   [[ $smoke_rc -eq 0 ]] || failed=1
   if [[ $smoke_rc -eq 124 || $smoke_rc -eq 137 ]]; then
     pp_hang=1
@@ -113,7 +116,7 @@ run() {
     # shellcheck disable=SC2086
     timeout -k 10 150 "$bundle/tests/gemm_gpu" --test-threads 1 $SMOKE_TESTS >>"$out/tests.log" 2>&1
     smoke_rc=$?
-    echo "smoke (gemm_gpu $SMOKE_TESTS): rc=$smoke_rc" >>"$report"
+    echo "smoke (gemm_gpu $SMOKE_TESTS): rc=$smoke_rc $(at)" >>"$report"
     [[ $smoke_rc -eq 0 ]] || failed=1
     if [[ $smoke_rc -eq 124 || $smoke_rc -eq 137 ]]; then
       gemm_hang=1
@@ -137,7 +140,7 @@ run() {
       gemm_hang=1
       echo "gemm_gpu HUNG: skipping its sanitizer runs and the sm90 benchmark" >>"$report"
     fi
-    echo "test $name: rc=$rc $(grep -E '^test result' "$out/tests.log" | tail -1)" >>"$report"
+    echo "test $name: rc=$rc $(at) $(grep -E '^test result' "$out/tests.log" | tail -1)" >>"$report"
   done
   grep -c "SKIPPED" "$out/tests.log" | sed 's/^/SKIPPED lines in tests.log: /' >>"$report"
 
@@ -147,7 +150,9 @@ run() {
   [[ $gemm_hang -eq 1 ]] && skip=(--skip-sm90)
   timeout -k 10 300 "$bundle/qk" bench gemm ${skip[@]+"${skip[@]}"} --all-kernels --json "$out/bench-gemm.json" --svg "$out/bench-gemm.svg" \
     >>"$report" 2>&1 || failed=1
+  echo "bench gemm done $(at)" >>"$report"
   timeout -k 10 150 "$bundle/qk" bench quant --json "$out/bench-quant.json" >>"$report" 2>&1 || failed=1
+  echo "bench quant done $(at)" >>"$report"
 
   : >"$out/sanitizer.log"
   # tool, test binary, test-name filters (subsets: the sanitizers slow kernels down a lot)
@@ -169,7 +174,7 @@ run() {
       >>"$out/sanitizer.log" 2>&1
     rc=$?
     [[ $rc -eq 0 ]] || failed=1
-    echo "compute-sanitizer $tool $bin ($filter): rc=$rc $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer.log" | tail -1)" >>"$report"
+    echo "compute-sanitizer $tool $bin ($filter): rc=$rc $(at) $(grep -E 'ERROR SUMMARY|RACECHECK SUMMARY' "$out/sanitizer.log" | tail -1)" >>"$report"
   done
 
   echo "overall: $([[ $failed -eq 0 ]] && echo PASS || echo FAIL)" >>"$report"
