@@ -82,6 +82,8 @@ struct Report {
     device: String,
     git_rev: String,
     date_utc: String,
+    /// The device's multiprocessors (the persistent grids' size; the dispatcher's input).
+    sms: Option<usize>,
     peak_tops: f64,
     copy_gbps: Option<f64>,
     empty_launch_us: Option<f64>,
@@ -215,6 +217,7 @@ fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpt
         device: name,
         git_rev: git_rev(),
         date_utc: date_utc(),
+        sms: Some(cuda::DispatchInfo::for_device(&g.ctx, true)?.sms),
         peak_tops: PEAK_TOPS,
         copy_gbps: Some(copy),
         empty_launch_us: Some(empty),
