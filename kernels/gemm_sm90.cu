@@ -284,8 +284,13 @@ __global__ void __launch_bounds__(THREADS, 1)
       mbar_init(empty + 8 * s, READERS * CM);     // one arrival per reading warpgroup of the cluster
     }
     if constexpr (PP) {
-      mbar_init(turn, 1);      // consumer 0's turn: consumer 1 finished a main loop
-      mbar_init(turn + 8, 1);  // consumer 1's turn: consumer 0 finished a main loop
+      // Consumer 0's turn (every thread of consumer 1 finished a main loop), and consumer 1's.
+      // NOTE: all 128 threads arrive, not one: a leader's arrival would not show that the
+      // other warps of its warpgroup have passed their own turn wait (with one K tile its
+      // wgmma_wait<1> returns at once), and a warp that lags a whole epilogue behind could
+      // then find the barrier two phases on, which its parity wait reads as not yet.
+      mbar_init(turn, 128);
+      mbar_init(turn + 8, 128);
     }
     asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
   }
@@ -357,35 +362,38 @@ __global__ void __launch_bounds__(THREADS, 1)
   // tile (cooperative), or the whole 64-row tile (ping-pong).
   const int row_off = PP ? 0 : c * 64;
   Ring<STAGES> ring;  // every unit of the CTA takes ktiles stages of the ring
-  const uint32_t skip_mod = (uint32_t)(ktiles % STAGES), skip_parity = (uint32_t)((ktiles / STAGES) & 1);
   // The CTA's unit count: only its two low bits are used (a wrap at 2^32 keeps them).
   uint32_t j = 0;
   for (int64_t u = first_unit; u < units; u += unit_stride, ++j) {
     if constexpr (PP) {
       if ((j & 1) != (uint32_t)c) {  // the other consumer's unit
-        ring.skip(skip_mod, skip_parity);
+        ring.skip((uint32_t)(ktiles % STAGES), (uint32_t)((ktiles / STAGES) & 1));
         continue;
       }
-      // NOTE: wait until the other consumer has passed every full barrier of unit j - 1.
-      // Correctness, not only scheduling: a parity wait cannot tell a phase from the one two
-      // phases later, so no consumer may wait on a stage more than one round ahead of the
-      // producer. With this hand-off, every full barrier of the units before j has
-      // completed when unit j's waits begin. Turn barrier c completes one phase per main
-      // loop of the other consumer, whose unit j - 1 is its ((j - 1) / 2)-th; the consumers
-      // strictly alternate, so neither turn barrier runs a phase ahead of its waiter.
-      if (j > 0) mbar_wait(turn + 8 * c, ((j - 1) >> 1) & 1);
     }
     int64_t um, tn;
     unit_coords(u, units_m, tiles_n, GROUP, um, tn);
     const int64_t tm = um * CM + rank;
     // The tile's column parameters this thread stages (columns tw, tw + 128), loaded now so
-    // that their latency passes under the main loop; written to shared memory after it.
+    // that their latency passes under the (turn wait and) main loop; written to shared
+    // memory after it.
     constexpr int PER = BN / 128;
     ColParams pre[PER];
 #pragma unroll
     for (int jj = 0; jj < PER; ++jj) {
       const int64_t n = tn * BN + tw + 128 * jj;
       pre[jj] = n < N ? col_params(args, ctx, n) : ColParams{};
+    }
+    if constexpr (PP) {
+      // NOTE: wait until the other consumer has passed every full barrier of unit j - 1.
+      // Correctness, not only scheduling: a parity wait cannot tell a phase from the one two
+      // phases later, so no consumer may wait on a stage more than one round ahead of the
+      // producer. With this hand-off, every full barrier of the units before j has
+      // completed when unit j's waits begin. Turn barrier c completes one phase per main
+      // loop of the other consumer (all 128 threads arrive), whose unit j - 1 is its
+      // ((j - 1) / 2)-th; the consumers strictly alternate, and each thread arrives only
+      // after its own turn wait, so neither turn barrier runs a phase ahead of any waiter.
+      if (j > 0) mbar_wait(turn + 8 * c, ((j - 1) >> 1) & 1);
     }
     int32_t acc[C::ACC];
 #pragma unroll
@@ -408,9 +416,7 @@ __global__ void __launch_bounds__(THREADS, 1)
       prev = s;
     }
     // Ping-pong: the other consumer's turn (its main loop runs under this one's epilogue).
-    if constexpr (PP) {
-      if (leader) mbar_arrive(turn + 8 * (1 - c));
-    }
+    if constexpr (PP) mbar_arrive(turn + 8 * (1 - c));
     wgmma_wait<0>();
     fence_operands(acc);
     if (prev >= 0) release(prev);

@@ -4,17 +4,20 @@
 The mbarrier pipelines hang or read stale tiles, rather than fail, when the protocol is
 wrong, and a GPU is not always at hand. This runs the kernel's protocol, as written there,
 in a model under random interleavings and checks that it never deadlocks, that every
-consumer reads the stage round it expects, and that no TMA load overwrites a stage a
-consumer still reads. Modelled: one producer and two consumer warpgroups per CTA, CTAs
-per cluster CM = 1 or 2 (B halves multicast to both), cooperative (both consumers read
-every stage) or ping-pong (each consumer owns alternate tiles; the "turn" barriers hand
+consumer reads the stage round it expects, that no warp waits on a turn barrier that has
+already run two phases past it, and that no TMA load overwrites a stage a consumer still
+reads. Modelled: one producer thread and two consumer warpgroups of 4 warps per CTA (a
+wgmma group completes once every warp has issued it; the leader in warp 0 releases
+stages; one warp runs far behind the others), CTAs per cluster CM = 1 or 2 (B halves
+multicast to both), cooperative (both consumers read every stage) or ping-pong (each
+consumer owns alternate tiles; the "turn" barriers, to which every thread arrives, hand
 the main loop over), STAGES = 4 or 5, the incremental ring (Ring<S>, skip), parity waits
 (try_wait.parity succeeds while the barrier's current phase has the other parity), TMA
 transactions that land in any order, also before the expect_tx.
 
-It also checks itself: without the turn hand-off, or with the skip's round parity
-dropped, consumers must read stale stages (the parity of a wait cannot tell a phase from
-the one two later), and the model must say so.
+It also checks itself: without the turn hand-off, with the skip's round parity dropped,
+or with only the leader arriving on the turn barrier (a lagging warp then finds it two
+phases on with one K tile), the model must report a failure.
 
 Usage: scripts/model-pingpong.py [RUNS]   (exit status 1 on any failure)
 """
@@ -68,19 +71,26 @@ class Ring:
             self.phase ^= 1
 
 
-def simulate(cm, stages, units, ktiles, pingpong, seed, mutation=None, max_steps=1_000_000):
+WARPS = 4  # warps per consumer warpgroup
+
+
+def simulate(cm, stages, units, ktiles, pingpong, seed, mutation=None, slow=0.02, max_steps=400_000):
     """Returns None when the run is correct, else what went wrong."""
     rnd = random.Random(seed)
     readers = 1 if pingpong else 2
+    # mutation "leader-turn": one arrival (the leader's) instead of every thread's.
+    turn_count = 1 if mutation == "leader-turn" else WARPS
     ctas = [
         dict(
             full=[MBar(1) for _ in range(stages)],
             empty=[MBar(readers * cm) for _ in range(stages)],
-            turn=[MBar(1), MBar(1)],
+            turn=[MBar(turn_count), MBar(turn_count)],
             tag=[None] * stages,  # which ring position a stage holds; None while loading
             loading=[None] * stages,  # the ring position whose parts are landing
             landed=[set() for _ in range(stages)],
             held=[set() for _ in range(stages)],
+            issued=[[0] * WARPS for _ in range(2)],  # wgmma groups each warp has issued
+            named=[[0, 0] for _ in range(2)],  # bar.sync 1 + c: arrivals, generation
         )
         for _ in range(cm)
     ]
@@ -108,8 +118,14 @@ def simulate(cm, stages, units, ktiles, pingpong, seed, mutation=None, max_steps
         for dst in range(cm):
             ctas[dst]["empty"][s].arrive()
 
-    def consumer(rank, c):
+    def warp(rank, c, w):
+        """Warp w of consumer c; warp 0 holds the leader thread (stage releases)."""
         cta, ring, it = ctas[rank], Ring(stages), 0
+        issued = cta["issued"][c]
+
+        def complete(g):  # a wgmma group completes once every warp has issued it
+            return g < 0 or min(issued) > g
+
         skip_parity = 0 if mutation == "skip-parity" else (ktiles // stages) & 1
         for j in range(units):
             if pingpong:
@@ -118,7 +134,12 @@ def simulate(cm, stages, units, ktiles, pingpong, seed, mutation=None, max_steps
                     it += ktiles
                     continue
                 if j > 0 and mutation != "no-turn":
-                    while not cta["turn"][c].passed(((j - 1) >> 1) & 1):
+                    phase = (j - 1) >> 1
+                    while not cta["turn"][c].passed(phase & 1):
+                        if cta["turn"][c].phase >= phase + 2:
+                            raise AssertionError(
+                                f"CTA {rank} consumer {c} warp {w} waits for turn phase {phase}, which is 2 behind"
+                            )
                         yield
             prev = None
             for _ in range(ktiles):
@@ -127,28 +148,53 @@ def simulate(cm, stages, units, ktiles, pingpong, seed, mutation=None, max_steps
                     yield
                 if cta["tag"][s] != it:
                     raise AssertionError(f"CTA {rank} consumer {c} read stage {s} holding {cta['tag'][s]}, not {it}")
-                cta["held"][s].add((c, it))
+                if w == 0:
+                    cta["held"][s].add((c, it))
+                issued[w] += 1
+                group = issued[w] - 1
                 yield
-                if prev is not None:
+                while not complete(group - 1):  # wgmma_wait<1>
+                    yield
+                if prev is not None and w == 0:
                     release(rank, c, *prev)
                 prev = (s, it)
                 it += 1
                 ring.next()
-            if pingpong:
+            if pingpong and (w == 0 or turn_count == WARPS):
                 cta["turn"][1 - c].arrive()
             yield
-            if prev is not None:
+            while not complete(issued[w] - 1):  # wgmma_wait<0>
+                yield
+            if prev is not None and w == 0:
                 release(rank, c, *prev)
-            yield
+            named = cta["named"][c]  # the epilogue's warpgroup barrier, then the epilogue
+            generation = named[1]
+            named[0] += 1
+            if named[0] == WARPS:
+                named[0], named[1] = 0, named[1] + 1
+            while named[1] == generation:
+                yield
+            for _ in range(rnd.randint(0, 4)):
+                yield
 
-    threads = []
+    threads, weights = [], []
+    slow_warp = rnd.randrange(WARPS)  # one warp of every consumer runs far behind the others
     for rank in range(cm):
-        threads += [producer(rank), consumer(rank, 0), consumer(rank, 1)]
+        threads.append(producer(rank))
+        weights.append(1.0)
+        for c in range(2):
+            for w in range(WARPS):
+                threads.append(warp(rank, c, w))
+                weights.append(slow if w == slow_warp else 1.0)
     try:
         for _ in range(max_steps):
             if not threads and not in_flight:
                 return None
-            k = rnd.randrange(len(threads) + (1 if in_flight else 0))
+            x = rnd.random() * (sum(weights) + (1.0 if in_flight else 0.0))
+            k = 0
+            while k < len(threads) and x >= weights[k]:
+                x -= weights[k]
+                k += 1
             if k == len(threads):
                 dst, s, it, part = in_flight.pop(rnd.randrange(len(in_flight)))
                 cta = ctas[dst]
@@ -165,13 +211,14 @@ def simulate(cm, stages, units, ktiles, pingpong, seed, mutation=None, max_steps
                 next(threads[k])
             except StopIteration:
                 threads.pop(k)
+                weights.pop(k)
         return "deadlock (no progress within the step limit)"
     except AssertionError as e:
         return str(e)
 
 
 def main():
-    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 1000
+    runs = int(sys.argv[1]) if len(sys.argv) > 1 else 300
     failures = 0
     for seed in range(runs):
         rnd = random.Random(seed)
@@ -179,7 +226,7 @@ def main():
             cm=rnd.choice([1, 2]),
             stages=rnd.choice([4, 5]),
             units=rnd.randint(1, 7),
-            ktiles=rnd.randint(1, 13),
+            ktiles=rnd.choice([1, 1, 2, 3, 4, 5, 6, 7, 9, 10, 11, 13]),
             pingpong=rnd.random() < 0.75,
         )
         err = simulate(seed=seed, **cfg)
@@ -187,13 +234,13 @@ def main():
             failures += 1
             print(f"FAIL seed {seed} {cfg}: {err}")
     # The model must catch a broken protocol: each mutation must fail somewhere.
-    for mutation in ["no-turn", "skip-parity"]:
+    for mutation, ktiles in [("no-turn", (3, 6, 7)), ("skip-parity", (3, 6, 7)), ("leader-turn", (1,))]:
+        cases = [(s, kt) for s in range(40) for kt in ktiles]
         caught = sum(
-            simulate(cm=1, stages=5, units=6, ktiles=kt, pingpong=True, seed=s, mutation=mutation) is not None
-            for s in range(50)
-            for kt in (3, 6, 7)
+            simulate(cm=1 + s % 2, stages=5, units=6, ktiles=kt, pingpong=True, seed=s, mutation=mutation) is not None
+            for s, kt in cases
         )
-        print(f"mutation {mutation}: {caught} of 150 runs fail, as they must")
+        print(f"mutation {mutation}: {caught} of {len(cases)} runs fail, as they must")
         if caught == 0:
             failures += 1
             print(f"FAIL: the model does not catch the mutation {mutation}")

@@ -411,11 +411,12 @@ fn split_k_cluster_sizes() {
 }
 
 /// The ping-pong kernels with several tiles per CTA, so that the two consumer warpgroups
-/// take turns: 2 or 3 tiles per CTA (an odd count gives the first consumer one more), about
-/// 6, and fewer tiles than SMs (the second consumer idles); K tiles fewer than, as many as
-/// and more than the 5-stage ring (1, 5, 6, 11: a consumer skipping the other's tile
-/// advances the ring by every remainder and round parity); an odd number of 64-row tile
-/// rows (the multicast pair's last tile lies beyond M), ragged M, N and K tails.
+/// take turns: 2 to ~6 tiles per CTA (an odd count gives the first consumer one more), each
+/// with a number of K tiles that a consumer skipping the other's tile advances the 5-stage
+/// ring by in a different way (1, 7, 5, 6, 9, 13 K tiles: every remainder and both round
+/// parities; one K tile is where a single arrival on the turn barrier could hang); an odd
+/// number of 64-row tile rows (the multicast pair's last tile lies beyond M) with one and
+/// with thirteen K tiles; ragged M, N and K tails.
 #[test]
 fn pingpong_turns() {
     let Some(g) = common::gpu() else { return };
@@ -424,9 +425,11 @@ fn pingpong_turns() {
     let sms = info.sms;
     let shapes = [
         (128 * sms + 64, 256, 16),
-        (192 * sms - 37, 260, 656),
+        (128 * sms, 256, 880),
         (64 * sms + 200, 520, 640),
-        (200, 1000, 1408),
+        (192 * sms - 37, 260, 656),
+        (128 * sms - 5, 200, 1152),
+        (128 * sms + 182, 300, 1648),
     ];
     for (m, n, k) in shapes {
         let shape = qkernels::gemm::GemmShape { m, n, k };

@@ -88,7 +88,80 @@ struct Report {
     copy_gbps: Option<f64>,
     empty_launch_us: Option<f64>,
     rows: Vec<Row>,
+    /// The issue's targets, over the sweep (absent until the sweep is complete).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    summary: Option<Summary>,
     note: String,
+}
+
+/// Geometric means over the prefill shapes (M 512–4096, not the squares) and the decode
+/// shapes (M ≤ 16), each over the shapes whose baseline has a time.
+#[derive(Serialize, Debug, PartialEq)]
+struct Summary {
+    prefill_vs_cublaslt: Option<f64>,
+    prefill_vs_cublas_bf16: Option<f64>,
+    decode_vs_cublaslt: Option<f64>,
+    /// Median over all shapes of bf16-out (fused epilogue) / i32-out − 1.
+    fused_epilogue_cost_median: Option<f64>,
+    /// `--all-kernels`: the prefill ratios if every shape ran its fastest configuration
+    /// (what the dispatcher can reach with the configurations there are).
+    prefill_best_config_vs_cublaslt: Option<f64>,
+    prefill_best_config_vs_cublas_bf16: Option<f64>,
+}
+
+fn geomean(values: impl Iterator<Item = f64>) -> Option<f64> {
+    let (sum, n) = values
+        .filter(|v| v.is_finite() && *v > 0.0)
+        .fold((0.0, 0usize), |(s, n), v| (s + v.ln(), n + 1));
+    (n > 0).then(|| (sum / n as f64).exp())
+}
+
+fn summarize(rows: &[Row]) -> Summary {
+    let squares = |r: &&Row| r.m == r.n && r.n == r.k;
+    let prefill: Vec<&Row> = rows
+        .iter()
+        .filter(|r| (512..=4096).contains(&r.m) && !squares(r))
+        .collect();
+    let best = |r: &Row| r.kernels_i32_us.values().copied().fold(f64::INFINITY, f64::min);
+    let all_kernels = prefill.iter().all(|r| !r.kernels_i32_us.is_empty()) && !prefill.is_empty();
+    let mut costs: Vec<f64> = rows
+        .iter()
+        .map(|r| r.fused_epilogue_cost)
+        .filter(|c| c.is_finite())
+        .collect();
+    costs.sort_by(f64::total_cmp);
+    Summary {
+        prefill_vs_cublaslt: geomean(prefill.iter().map(|r| r.vs_cublaslt)),
+        prefill_vs_cublas_bf16: geomean(prefill.iter().map(|r| r.vs_cublas_bf16)),
+        decode_vs_cublaslt: geomean(rows.iter().filter(|r| r.m <= 16).map(|r| r.vs_cublaslt)),
+        fused_epilogue_cost_median: (!costs.is_empty()).then(|| costs[costs.len() / 2]),
+        prefill_best_config_vs_cublaslt: all_kernels
+            .then(|| geomean(prefill.iter().map(|r| r.cublaslt_i8_us / best(r).min(r.ours_i32_us))))
+            .flatten(),
+        prefill_best_config_vs_cublas_bf16: all_kernels
+            .then(|| geomean(prefill.iter().map(|r| r.cublas_bf16_us / best(r).min(r.ours_i32_us))))
+            .flatten(),
+    }
+}
+
+fn print_summary(s: &Summary) {
+    let x = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}x"));
+    println!(
+        "\nprefill (M 512-4096) geometric mean: {} cuBLASLt INT8, {} cuBLAS BF16; decode (M <= 16): {} cuBLASLt; \
+         fused bf16-out epilogue median {}",
+        x(s.prefill_vs_cublaslt),
+        x(s.prefill_vs_cublas_bf16),
+        x(s.decode_vs_cublaslt),
+        s.fused_epilogue_cost_median
+            .map_or("-".into(), |c| format!("{:+.1}%", 100.0 * c))
+    );
+    if s.prefill_best_config_vs_cublaslt.is_some() {
+        println!(
+            "prefill with each shape's fastest configuration: {} cuBLASLt INT8, {} cuBLAS BF16",
+            x(s.prefill_best_config_vs_cublaslt),
+            x(s.prefill_best_config_vs_cublas_bf16)
+        );
+    }
 }
 
 fn shapes(quick: bool) -> Vec<(usize, usize, usize)> {
@@ -222,6 +295,7 @@ fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpt
         copy_gbps: Some(copy),
         empty_launch_us: Some(empty),
         rows: Vec::new(),
+        summary: None,
         note: "ours i32 = raw i8·i8 → i32 like cuBLASLt, the faster of the sm80 and sm90 kernels (both reported); ours bf16 fused = per-token × per-channel scales + f32 \
                bias → bf16; medians of CUDA-event timings, inputs rotated beyond 2× L2"
             .into(),
@@ -241,6 +315,9 @@ fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpt
     if opts.all_kernels {
         print_kernels(&report.rows);
     }
+    let summary = summarize(&report.rows);
+    print_summary(&summary);
+    report.summary = Some(summary);
     if let Some(p) = svg {
         plot(p, &report.rows, &report.device)?;
         println!("wrote {}", p.display());
@@ -603,37 +680,43 @@ fn cpu_gemm(json: Option<&Path>) -> Result<()> {
 mod tests {
     use super::*;
 
+    /// A row with synthetic timings (i32 out `1 + m` µs; cuBLASLt 2 + m, cuBLAS BF16 3 + m).
+    fn row(m: usize, n: usize, k: usize) -> Row {
+        Row {
+            m,
+            n,
+            k,
+            kernel: "sm80 128x128".into(),
+            ours_i32_us: 1.0 + m as f64,
+            sm80_i32_us: 1.0 + m as f64,
+            sm90_i32_us: None,
+            ours_bf16_fused_us: 1.0 + m as f64,
+            // A baseline that rejected the shape (M = 1) has no time.
+            cublaslt_i8_us: if m == 1 { f64::NAN } else { 2.0 + m as f64 },
+            cublaslt_algos_tried: 1,
+            cublas_bf16_us: 3.0 + m as f64,
+            ours_tops: 0.0,
+            percent_of_peak: 0.0,
+            vs_cublaslt: if m == 1 {
+                f64::NAN
+            } else {
+                (2.0 + m as f64) / (1.0 + m as f64)
+            },
+            vs_cublas_bf16: (3.0 + m as f64) / (1.0 + m as f64),
+            fused_epilogue_cost: 0.0,
+            weight_gbps: None,
+            weight_fraction_of_copy: None,
+            baseline_errors: Vec::new(),
+            kernels_i32_us: BTreeMap::new(),
+            kernels_bf16_fused_us: BTreeMap::new(),
+        }
+    }
+
     /// The plot renders every (N, K) panel from rows shaped like a real sweep (synthetic
     /// timings: this checks the drawing, not any performance figure).
     #[test]
     fn plot_renders_all_panels() {
-        let rows: Vec<Row> = shapes(false)
-            .into_iter()
-            .map(|(m, n, k)| Row {
-                m,
-                n,
-                k,
-                kernel: "sm80 128x128".into(),
-                ours_i32_us: 1.0 + m as f64,
-                sm80_i32_us: 1.0 + m as f64,
-                sm90_i32_us: None,
-                ours_bf16_fused_us: 1.0 + m as f64,
-                // A baseline that rejected the shape (M = 1) has no time.
-                cublaslt_i8_us: if m == 1 { f64::NAN } else { 2.0 + m as f64 },
-                cublaslt_algos_tried: 1,
-                cublas_bf16_us: 3.0 + m as f64,
-                ours_tops: 0.0,
-                percent_of_peak: 0.0,
-                vs_cublaslt: 1.0,
-                vs_cublas_bf16: 1.0,
-                fused_epilogue_cost: 0.0,
-                weight_gbps: None,
-                weight_fraction_of_copy: None,
-                baseline_errors: Vec::new(),
-                kernels_i32_us: BTreeMap::new(),
-                kernels_bf16_fused_us: BTreeMap::new(),
-            })
-            .collect();
+        let rows: Vec<Row> = shapes(false).into_iter().map(|(m, n, k)| row(m, n, k)).collect();
         let path = std::env::temp_dir().join(format!("qk-plot-{}.svg", std::process::id()));
         plot(&path, &rows, "test device").unwrap();
         let svg = std::fs::read_to_string(&path).unwrap();
@@ -647,5 +730,39 @@ mod tests {
         // A missing baseline is written as null in the JSON.
         let json = serde_json::to_string(&rows[3]).unwrap();
         assert!(json.contains("\"cublaslt_i8_us\":null"), "{json}");
+    }
+
+    /// The summary's geometric means: prefill rows only (squares and M outside 512-4096
+    /// left out), baselines without a time skipped, and the best-configuration ratios from
+    /// the fastest of the sweep and the main table.
+    #[test]
+    fn summary_of_known_rows() {
+        let mut rows = vec![
+            row(1, 4096, 4096),
+            row(512, 4096, 4096),
+            row(2048, 4096, 4096),
+            row(4096, 4096, 4096),
+        ];
+        rows[1].vs_cublaslt = 2.0;
+        rows[2].vs_cublaslt = 0.5;
+        rows[1].vs_cublas_bf16 = 4.0;
+        rows[2].vs_cublas_bf16 = 1.0;
+        rows[1].fused_epilogue_cost = 0.10;
+        rows[2].fused_epilogue_cost = 0.02;
+        rows[3].fused_epilogue_cost = f64::NAN;
+        let s = summarize(&rows);
+        assert_eq!(s.prefill_vs_cublaslt, Some(1.0));
+        assert_eq!(s.prefill_vs_cublas_bf16, Some(2.0));
+        assert_eq!(s.decode_vs_cublaslt, None); // M = 1's cuBLASLt has no time
+        assert_eq!(s.fused_epilogue_cost_median, Some(0.02));
+        assert_eq!(s.prefill_best_config_vs_cublaslt, None); // no --all-kernels sweep
+        // A configuration twice as fast as ours on every prefill shape doubles the ratios.
+        for r in &mut rows[1..3] {
+            r.kernels_i32_us.insert("x".into(), r.ours_i32_us / 2.0);
+        }
+        let s = summarize(&rows);
+        let want = |r: &Row, base: f64| base / (r.ours_i32_us / 2.0);
+        let g = (want(&rows[1], rows[1].cublaslt_i8_us) * want(&rows[2], rows[2].cublaslt_i8_us)).sqrt();
+        assert!((s.prefill_best_config_vs_cublaslt.unwrap() - g).abs() < 1e-12);
     }
 }
