@@ -16,7 +16,9 @@
 //!   M ≤ 128 with K ≥ 12288 → the same with split 2; above → the persistent kernel with
 //!   the tile (128×128 or 128×256) whose waves cost less, 128×256 in multicast pairs when
 //!   there are ≥ 4 waves of K ≥ 8192. The rules are fitted to an H200 sweep (see
-//!   `sm90_kernel`).
+//!   `sm90_kernel`); `tests/dispatch_measured.rs` holds them against the committed sweeps.
+//! - The ping-pong configurations (`GemmKernel::Sm90PingPong`) are pinned only, not picked,
+//!   until a GPU run has passed them and timed them.
 
 use std::sync::Arc;
 
