@@ -217,22 +217,28 @@ __device__ __forceinline__ void wgmma(int32_t (&d)[N / 2], uint64_t da, uint64_t
   }
 }
 
-// A position in a ring of S stages: the stage and the parity of its round (the phase a
-// wait on that stage's barrier names), advanced incrementally: no 64-bit division by S per
-// K tile. `wrapped`: the ring has gone round at least once (a producer's first round waits
-// for no release).
+// A position in a ring of S stages, for the producer and the consumers of every kernel
+// here: the stage and the parity of its round (the phase a wait on that stage's barrier
+// names), advanced incrementally: no 64-bit division by S per K tile. `wrapped`: the ring
+// has gone round at least once (a producer's first round waits for no release).
 template <int S> struct Ring {
   uint32_t stage = 0, phase = 0;
   bool wrapped = false;
   __device__ __forceinline__ void next() {
     if (++stage == S) stage = 0, phase ^= 1, wrapped = true;
   }
-  // Skips n stages (n % S and (n / S) & 1 precomputed by the caller; consumers only).
-  __device__ __forceinline__ void skip(uint32_t n_mod, uint32_t n_div_parity) {
-    stage += n_mod, phase ^= n_div_parity;
+  // Skips n stages at once (a ping-pong consumer passing the other consumer's tile).
+  __device__ __forceinline__ void skip(int64_t n) {
+    stage += (uint32_t)(n % S), phase ^= (uint32_t)((n / S) & 1);
     if (stage >= S) stage -= S, phase ^= 1;
   }
 };
+
+// The staged column parameters at byte offset `off` of the 1024-aligned shared-memory base.
+template <int N_>
+__device__ __forceinline__ TileCols<N_> *staged_cols(uint8_t *smem_raw, uint32_t base, int off) {
+  return reinterpret_cast<TileCols<N_> *>(smem_raw + (base - (uint32_t)__cvta_generic_to_shared(smem_raw)) + off);
+}
 
 // Unit `t` of a units_m x units_n grid, visited in bands of `group` unit-rows: consecutive
 // clusters share a B tile, and a band's A tiles stay in L2 while it sweeps N.
@@ -356,8 +362,7 @@ __global__ void __launch_bounds__(THREADS, 1)
     }
   };
   const EpilogueCtx ctx = make_epilogue_ctx(args);
-  TileCols<BN> *const cols =
-      reinterpret_cast<TileCols<BN> *>(smem_raw + (base - (uint32_t)__cvta_generic_to_shared(smem_raw)) + C::PARAMS_OFF) + c;
+  TileCols<BN> *const cols = staged_cols<BN>(smem_raw, base, C::PARAMS_OFF) + c;
   // This consumer's rows of a tile and its A rows in a stage: rows 64c.. of the 128-row
   // tile (cooperative), or the whole 64-row tile (ping-pong).
   const int row_off = PP ? 0 : c * 64;
@@ -367,7 +372,7 @@ __global__ void __launch_bounds__(THREADS, 1)
   for (int64_t u = first_unit; u < units; u += unit_stride, ++j) {
     if constexpr (PP) {
       if ((j & 1) != (uint32_t)c) {  // the other consumer's unit
-        ring.skip((uint32_t)(ktiles % STAGES), (uint32_t)((ktiles / STAGES) & 1));
+        ring.skip(ktiles);
         continue;
       }
     }
@@ -526,10 +531,10 @@ __global__ void __launch_bounds__(THREADS, 1)
 
   if (wg == 0) {
     if (threadIdx.x == 0) {
-      for (int64_t kt = kt0, it = 0; kt < kt1; ++kt, ++it) {
-        const int s = (int)(it % sk::STAGES);
-        const int64_t round = it / sk::STAGES;
-        if (round > 0) mbar_wait(empty + 8 * s, (uint32_t)((round - 1) & 1));
+      Ring<sk::STAGES> ring;
+      for (int64_t kt = kt0; kt < kt1; ++kt, ring.next()) {
+        const uint32_t s = ring.stage;
+        if (ring.wrapped) mbar_wait(empty + 8 * s, ring.phase ^ 1);
         const uint32_t st = base + s * sk::STAGE_BYTES;
         mbar_expect_tx(full + 8 * s, sk::STAGE_BYTES);
         tma_load_2d(st, &map_a, full + 8 * s, (int32_t)(kt * BK), (int32_t)(tm * sk::BM));
@@ -553,16 +558,16 @@ __global__ void __launch_bounds__(THREADS, 1)
   // stages are in flight; the barrier before the epilogue publishes them.
   // NOTE: loaded per fragment quad from global memory they cost 8–16% at decode sizes (H200).
   const EpilogueCtx ctx = make_epilogue_ctx(args);
-  TileCols<sk::BN> *const cols =
-      reinterpret_cast<TileCols<sk::BN> *>(smem_raw + (base - (uint32_t)__cvta_generic_to_shared(smem_raw)) + sk::PARAMS_OFF);
+  TileCols<sk::BN> *const cols = staged_cols<sk::BN>(smem_raw, base, sk::PARAMS_OFF);
   if (tn * sk::BN + ct < args.b.rows) cols->set(ct, col_params(args, ctx, tn * sk::BN + ct));
   int32_t acc[sk::ACC];
 #pragma unroll
   for (int i = 0; i < sk::ACC; ++i) acc[i] = 0;
   int prev = -1;
-  for (int64_t kt = kt0, it = 0; kt < kt1; ++kt, ++it) {
-    const int s = (int)(it % sk::STAGES);
-    mbar_wait(full + 8 * s, (uint32_t)((it / sk::STAGES) & 1));
+  Ring<sk::STAGES> ring;
+  for (int64_t kt = kt0; kt < kt1; ++kt, ring.next()) {
+    const int s = (int)ring.stage;
+    mbar_wait(full + 8 * s, ring.phase);
     const uint32_t sa = base + s * sk::STAGE_BYTES, sb = sa + sk::A_BYTES + c * sk::HALF * BK;
     fence_operands(acc);
     wgmma_fence();

@@ -209,23 +209,19 @@ __global__ void __launch_bounds__(kRowsMaxBlock<VEC, R>) quantize_rows(qk_quanti
     // The range of this thread's vectors with accumulator `acc` (FiniteRange or
     // FiniteAbsMax); FINITE: with add_finite (the second try of a range with an infinity).
     auto row_range = [&]<bool FINITE>(auto acc) {
-      auto add = [&](const float(&t)[VEC]) {
-#pragma unroll
-        for (int j = 0; j < VEC; ++j) FINITE ? acc.add_finite(t[j]) : acc.add(t[j]);
-      };
       if constexpr (R > 0) {
 #pragma unroll
         for (int r = 0; r < R; ++r)
           if ((int64_t)r * nt + threadIdx.x < nvec) {
             float t[VEC];
             unpack<T, VEC>(cur[r], t);
-            add(t);
+            accumulate<FINITE>(acc, t);
           }
       } else {
         for (int64_t i = threadIdx.x; i < nvec; i += nt) {
           float t[VEC];
           load_floats<T, VEC>(xr + i * VEC, t);
-          add(t);
+          accumulate<FINITE>(acc, t);
         }
       }
       return acc.to_range();
@@ -243,14 +239,10 @@ __global__ void __launch_bounds__(kRowsMaxBlock<VEC, R>) quantize_rows(qk_quanti
     auto group_range = [&](auto acc, bool valid, const float(&t)[VEC]) {
       using Acc = decltype(acc);
       Acc fast = acc;
-      if (valid)
-#pragma unroll
-        for (int j = 0; j < VEC; ++j) fast.add(t[j]);
+      if (valid) accumulate<false>(fast, t);
       Range rg = segment_reduce_range(fast.to_range(), seg);
       if (__any_sync(0xffffffffu, Acc::has_inf(rg))) {
-        if (valid)
-#pragma unroll
-          for (int j = 0; j < VEC; ++j) acc.add_finite(t[j]);
+        if (valid) accumulate<true>(acc, t);
         rg = segment_reduce_range(acc.to_range(), seg);
       }
       return rg;

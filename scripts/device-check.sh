@@ -18,8 +18,9 @@
 # With the device tool: build here, then run with carry=["device-bundle"] and the command
 # `scripts/device-check.sh run`, a timeout that leaves room for one rerun, then give_back.
 # Order: smoke, tests, benchmarks, sanitizers. Every step has its own timeout (smoke 60 s
-# for the ping-pong turns and 150 s for every configuration, tests 240 s per binary, benchmarks 150 s and 300 s, sanitizers 90 s per run) so one hang
-# cannot eat the lease; expect about 5-7 minutes on an H100/H200.
+# for the ping-pong turns and 150 s for every configuration, tests 240 s per binary,
+# benchmarks 150 s and 300 s, sanitizers 90 s per run) so one hang cannot eat the lease;
+# expect about 5-7 minutes on an H100/H200.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 mode=${1:-}
@@ -95,30 +96,32 @@ run() {
   } >"$report" 2>&1
 
   # Smoke first: the wgmma kernels have mbarrier pipelines that hang, not fail, when a
-  # protocol is wrong. One small GEMM test (both paths, every sm_90a kernel) under a short
-  # timeout; if it hangs, the GEMM tests and sanitizer runs are skipped and the benchmark
-  # times the sm80 path only, so the rest of the lease still yields results.
-  # A ping-pong hang leaves the ping-pong kernels out (every_kernel_configuration, which
-  # pins them too, included) and lets the other sm_90a kernels be tested and timed.
-  local smoke_rc gemm_hang=0 pp_hang=0 gemm_skip=() bench_skip=()
-  echo "===== smoke: gemm_gpu $SMOKE_PINGPONG" >"$out/tests.log"
-  timeout -k 10 60 "$bundle/tests/gemm_gpu" --test-threads 1 "$SMOKE_PINGPONG" >>"$out/tests.log" 2>&1
-  smoke_rc=$?
-  echo "smoke (gemm_gpu $SMOKE_PINGPONG): rc=$smoke_rc $(at)" >>"$report"
-  [[ $smoke_rc -eq 0 ]] || failed=1
-  if [[ $smoke_rc -eq 124 || $smoke_rc -eq 137 ]]; then
+  # protocol is wrong. Small GEMM tests under short timeouts: the ping-pong turns (the
+  # newest protocol), then every configuration pinned. A ping-pong hang leaves the ping-pong
+  # kernels out of what follows (every_kernel_configuration, which pins them too, included);
+  # any other hang skips the GEMM tests and sanitizer runs, and the benchmark times the sm80
+  # path only; either way the rest of the lease still yields results.
+  hung() { [[ $1 -eq 124 || $1 -eq 137 ]]; }
+  # Runs the gemm_gpu tests matching $1 under a timeout of $2 seconds; returns their status.
+  smoke() {
+    echo "===== smoke: gemm_gpu $1" >>"$out/tests.log"
+    timeout -k 10 "$2" "$bundle/tests/gemm_gpu" --test-threads 1 "$1" >>"$out/tests.log" 2>&1
+    local rc=$?
+    echo "smoke (gemm_gpu $1): rc=$rc $(at)" >>"$report"
+    [[ $rc -eq 0 ]] || failed=1
+    return $rc
+  }
+  local gemm_hang=0 pp_hang=0 gemm_skip=() bench_skip=()
+  : >"$out/tests.log"
+  smoke "$SMOKE_PINGPONG" 60
+  if hung $?; then
     pp_hang=1
     gemm_skip=(--skip "$SMOKE_PINGPONG" --skip "$SMOKE_TESTS")
     bench_skip=(--skip-pingpong)
     echo "ping-pong HUNG: skipping $SMOKE_PINGPONG, $SMOKE_TESTS and the ping-pong benchmark" >>"$report"
   else
-    echo "===== smoke: gemm_gpu $SMOKE_TESTS" >>"$out/tests.log"
-    # shellcheck disable=SC2086
-    timeout -k 10 150 "$bundle/tests/gemm_gpu" --test-threads 1 $SMOKE_TESTS >>"$out/tests.log" 2>&1
-    smoke_rc=$?
-    echo "smoke (gemm_gpu $SMOKE_TESTS): rc=$smoke_rc $(at)" >>"$report"
-    [[ $smoke_rc -eq 0 ]] || failed=1
-    if [[ $smoke_rc -eq 124 || $smoke_rc -eq 137 ]]; then
+    smoke "$SMOKE_TESTS" 150
+    if hung $?; then
       gemm_hang=1
       echo "smoke HUNG: skipping gemm_gpu, its sanitizer runs and the sm90 benchmark" >>"$report"
     fi
@@ -136,7 +139,7 @@ run() {
     [[ $rc -eq 0 ]] || failed=1
     # A GEMM test that hangs past the smoke test still keeps the sm90 kernels out of the
     # sanitizer runs and the benchmark.
-    if [[ $name == gemm_gpu && ($rc -eq 124 || $rc -eq 137) ]]; then
+    if [[ $name == gemm_gpu ]] && hung $rc; then
       gemm_hang=1
       echo "gemm_gpu HUNG: skipping its sanitizer runs and the sm90 benchmark" >>"$report"
     fi

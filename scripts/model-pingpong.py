@@ -63,9 +63,10 @@ class Ring:
         if self.stage == self.S:
             self.stage, self.phase, self.wrapped = 0, self.phase ^ 1, True
 
-    def skip(self, n_mod, n_div_parity):
-        self.stage += n_mod
-        self.phase ^= n_div_parity
+    def skip(self, n, round_parity=True):
+        """Ring<S>::skip; round_parity=False is the model's self-check mutation."""
+        self.stage += n % self.S
+        self.phase ^= (n // self.S) & 1 if round_parity else 0
         if self.stage >= self.S:
             self.stage -= self.S
             self.phase ^= 1
@@ -126,11 +127,10 @@ def simulate(cm, stages, units, ktiles, pingpong, seed, mutation=None, slow=0.02
         def complete(g):  # a wgmma group completes once every warp has issued it
             return g < 0 or min(issued) > g
 
-        skip_parity = 0 if mutation == "skip-parity" else (ktiles // stages) & 1
         for j in range(units):
             if pingpong:
                 if j & 1 != c:
-                    ring.skip(ktiles % stages, skip_parity)
+                    ring.skip(ktiles, round_parity=mutation != "skip-parity")
                     it += ktiles
                     continue
                 if j > 0 and mutation != "no-turn":

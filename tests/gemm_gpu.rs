@@ -421,6 +421,14 @@ fn split_k_cluster_sizes() {
 fn pingpong_turns() {
     let Some(g) = common::gpu() else { return };
     let info = cuda::DispatchInfo::for_device(&g.ctx, true).unwrap();
+    if info.cc.0 != 9 {
+        // every_kernel_configuration checks that other devices decline these configurations.
+        println!(
+            "pingpong_turns: compute capability {}.{}, not Hopper",
+            info.cc.0, info.cc.1
+        );
+        return;
+    }
     let kernels = [true, false].map(|multicast| cuda::GemmKernel::Sm90PingPong { multicast });
     let sms = info.sms;
     let shapes = [
@@ -434,18 +442,7 @@ fn pingpong_turns() {
     for (m, n, k) in shapes {
         let shape = qkernels::gemm::GemmShape { m, n, k };
         for kernel in kernels {
-            let checked = cuda::check_kernel(info, shape, kernel);
-            if info.cc.0 != 9 {
-                assert!(
-                    matches!(checked, Err(Error::Unsupported(_))),
-                    "{kernel} off Hopper: {checked:?}"
-                );
-            } else {
-                checked.unwrap_or_else(|e| panic!("{m}x{n}x{k} {kernel}: {e}"));
-            }
-        }
-        if info.cc.0 != 9 {
-            continue;
+            cuda::check_kernel(info, shape, kernel).unwrap_or_else(|e| panic!("{m}x{n}x{k} {kernel}: {e}"));
         }
         let b = make(Kind::Sym(Granularity::Row), n, k, 31);
         let db = DevOp::upload(&g, &b);

@@ -220,6 +220,14 @@ struct FiniteAbsMax {
   __device__ __forceinline__ static bool has_inf(const Range &r) { return isinf(r.hi); }
 };
 
+// Adds the VEC values of a vector to a range accumulator (FiniteRange, FiniteAbsMax):
+// add(), or add_finite() for the second try of a range that held an infinity.
+template <bool FINITE, typename Acc, int VEC>
+__device__ __forceinline__ void accumulate(Acc &acc, const float (&t)[VEC]) {
+#pragma unroll
+  for (int j = 0; j < VEC; ++j) FINITE ? acc.add_finite(t[j]) : acc.add(t[j]);
+}
+
 __device__ __forceinline__ float dequantize_value(int32_t q, qk_scheme scheme, Params p) {
   if (scheme == QK_SYMMETRIC) return __fmul_rn((float)q, p.scale);
   if (scheme == QK_AFFINE) return __fmul_rn((float)(q - p.zp), p.scale);

@@ -360,40 +360,9 @@ fn bench_shape(
     let info = cuda::DispatchInfo::for_device(&g.ctx, true)?;
     let shape = qkernels::gemm::GemmShape { m, n, k };
 
-    // Both kernel families, i32 out; the faster one is "ours" (on non-Hopper devices, or
-    // where the wgmma path declines the problem, only sm80 runs).
-    let mut i = 0;
-    let mut time_path = |path: GemmPath, i: &mut usize| {
-        time_us(g, warm, iters, || {
-            let x = &inputs[*i % sets];
-            *i += 1;
-            let (a, b) = (raw(x.a.as_view(), &zeros_m, m, k)?, raw(x.b.as_view(), &zeros_n, n, k)?);
-            cuda::gemm_into(s, &a, &b, None, &mut y32, path)
-        })
-    };
-    let sm80 = time_path(GemmPath::Sm80, &mut i)?;
-    let sm90 = if opts.skip_sm90 {
-        None
-    } else {
-        time_path(GemmPath::Sm90, &mut i).ok()
-    };
-    let (path, ours_i32) = match sm90 {
-        Some(t) if t < sm80 => (GemmPath::Sm90, t),
-        _ => (GemmPath::Sm80, sm80),
-    };
-    let dbias = DeviceBias::F32(bias.as_view());
-    let ours_bf16 = time_us(g, warm, iters, || {
-        let x = &inputs[i % sets];
-        i += 1;
-        let (a, b) = (
-            scaled(x.a.as_view(), &scale_m, &zeros_m, m, k)?,
-            scaled(x.b.as_view(), &scale_n, &zeros_n, n, k)?,
-        );
-        cuda::gemm_into(s, &a, &b, Some(&dbias), &mut y16, path)
-    })?;
-
     // The baselines: a shape a vendor library rejects is recorded (NaN time, the reason in
     // `baseline_errors`), not fatal to the sweep.
+    let mut i = 0;
     let mut baseline_errors = Vec::new();
     let mut lt_bench = || -> Result<(f64, usize)> {
         let mut lt = LtInt8::new(s, m, n, k, 8)?;
@@ -435,6 +404,40 @@ fn bench_shape(
             f64::NAN
         });
 
+    // Our kernels, each configuration pinned: i32 out from raw operands (as cuBLASLt), or
+    // bf16 out with per-token × per-channel scales and the bias (`fused`).
+    let dbias = DeviceBias::F32(bias.as_view());
+    let mut time = |kernel: GemmKernel, fused: bool| {
+        time_us(g, warm, iters, || {
+            let x = &inputs[i % sets];
+            i += 1;
+            if fused {
+                let a = scaled(x.a.as_view(), &scale_m, &zeros_m, m, k)?;
+                let b = scaled(x.b.as_view(), &scale_n, &zeros_n, n, k)?;
+                cuda::gemm_into_kernel(s, &a, &b, Some(&dbias), &mut y16, kernel)
+            } else {
+                let (a, b) = (raw(x.a.as_view(), &zeros_m, m, k)?, raw(x.b.as_view(), &zeros_n, n, k)?);
+                cuda::gemm_into_kernel(s, &a, &b, None, &mut y32, kernel)
+            }
+        })
+    };
+    // Both kernel families' choices, i32 out; the faster one is "ours" (on non-Hopper
+    // devices, or where the wgmma path declines the problem, only sm80 runs).
+    let sm80_kernel = cuda::choose_kernel(info, shape, GemmPath::Sm80)?;
+    let sm80 = time(sm80_kernel, false)?;
+    let sm90 = if opts.skip_sm90 {
+        None
+    } else {
+        cuda::choose_kernel(info, shape, GemmPath::Sm90)
+            .ok()
+            .and_then(|kernel| Some((kernel, time(kernel, false).ok()?)))
+    };
+    let (ours, ours_i32) = match sm90 {
+        Some((kernel, t)) if t < sm80 => (kernel, t),
+        _ => (sm80_kernel, sm80),
+    };
+    let ours_bf16 = time(ours, true)?;
+
     // Every configuration the shape allows, pinned (for tuning the dispatcher).
     let mut kernels = BTreeMap::new();
     if opts.all_kernels {
@@ -447,13 +450,7 @@ fn bench_shape(
             {
                 continue;
             }
-            let t = time_us(g, warm, iters, || {
-                let x = &inputs[i % sets];
-                i += 1;
-                let (a, b) = (raw(x.a.as_view(), &zeros_m, m, k)?, raw(x.b.as_view(), &zeros_n, n, k)?);
-                cuda::gemm_into_kernel(s, &a, &b, None, &mut y32, kernel)
-            });
-            match t {
+            match time(kernel, false) {
                 Ok(t) => {
                     kernels.insert(kernel.to_string(), (kernel, t));
                 }
@@ -468,16 +465,7 @@ fn bench_shape(
     fastest.sort_by(|a, b| a.1.total_cmp(&b.1));
     let mut kernels_bf16 = BTreeMap::new();
     for &(kernel, _) in fastest.iter().take(2) {
-        let t = time_us(g, warm, iters, || {
-            let x = &inputs[i % sets];
-            i += 1;
-            let (a, b) = (
-                scaled(x.a.as_view(), &scale_m, &zeros_m, m, k)?,
-                scaled(x.b.as_view(), &scale_n, &zeros_n, n, k)?,
-            );
-            cuda::gemm_into_kernel(s, &a, &b, Some(&dbias), &mut y16, kernel)
-        });
-        match t {
+        match time(kernel, true) {
             Ok(t) => {
                 kernels_bf16.insert(kernel.to_string(), t);
             }
@@ -487,16 +475,15 @@ fn bench_shape(
 
     let ops = 2.0 * (m * n * k) as f64;
     let tops = ops / ours_i32 / 1e6;
-    let kernel = cuda::choose_kernel(info, shape, path)?.to_string();
     let weight_gbps = (m <= 16).then(|| (n * k) as f64 / ours_i32 / 1e3);
     Ok(Row {
         m,
         n,
         k,
-        kernel,
+        kernel: ours.to_string(),
         ours_i32_us: ours_i32,
         sm80_i32_us: sm80,
-        sm90_i32_us: sm90,
+        sm90_i32_us: sm90.map(|(_, t)| t),
         ours_bf16_fused_us: ours_bf16,
         cublaslt_i8_us: lt_us,
         cublaslt_algos_tried: tried,
