@@ -206,6 +206,181 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, BM == 128 ? 3 : 1)
   });
 }
 
+// ---- decode: weights on the mma's M side ---------------------------------------------------
+//
+// For a handful of tokens the GEMM is a stream over the weights B (N·K bytes) and little
+// else: 1×4096×4096 moves 16.8 MB for 34 MOP. The tiled kernel above gives such a problem
+// ceil(N / 128) blocks (32 for N = 4096, a quarter of the SMs), each running all of K
+// serially. Here a block owns ROWS = 16·RT rows of B and all of K, its WARPS warps take the
+// 64-byte K chunks in turn (warp w: chunks w, w + WARPS, …), and the grid has ceil(N / ROWS)
+// blocks (256 for N = 4096 with RT = 1): every SM streams weights.
+//
+// The mma's roles are swapped: its 16-row A operand is 16 weight rows and its 8-column B
+// operand 8 tokens, so no tensor-core row is padding when M ≤ 8. The fragments need no
+// ldmatrix and no swizzle: a sum over k does not depend on the order of k, so lane (g, q)
+// (g = lane / 4, q = lane % 4) fetches the 16 bytes at k = 64c + 16q of weight rows g and
+// g + 8 and of token g, and hands them to chunk c's two m16n8k32 as the fragments' k
+// positions 4q..4q+3 and 16+4q..16+4q+3 (bytes 0–7 to the first, 8–15 to the second).
+// Both operands see the same permutation of k, so the exact integer sum is the same.
+//
+// Each warp streams through its own STAGES-deep ring in shared memory with cp.async (16
+// bytes per lane and row, zero-filled beyond N, M and K; weights .cg, tokens .ca since
+// every block reads them), and each lane reads back only the bytes it copied itself, so
+// the main loop has no barrier. NOTE: loads straight into registers were tried first; ptxas
+// sank each load to its mma, which left one chunk's loads in flight per warp.
+//
+// The warps' partial sums meet in shared memory (reusing the rings); then one thread per
+// (token, column pair) runs the shared epilogue (epilogue_quad_cols) on its two outputs.
+// Tokens beyond 8·T take further block rows (gridDim.y), each streaming the weights again:
+// the configurations are meant for M ≤ 8 and M ≤ 16.
+//   gemm_s80_decode<TA, TB, RT=1, T=1, WARPS=8, STAGES=4>   8 tokens x 16 weight rows
+//   gemm_s80_decode<TA, TB, RT=2, T=2, WARPS=8, STAGES=4>   16 x 32: each token chunk feeds
+//                                                            32 weight rows (half the token
+//                                                            traffic per weight byte of RT=1)
+// Needs K % 16 == 0 and 16-byte aligned A and B (the launcher checks).
+namespace decode {
+
+constexpr int CHUNK = 64;  // K bytes per warp step: 4 lanes x 16 bytes per row
+
+__device__ __forceinline__ void cp_async16_ca(uint32_t dst, const void *src, bool valid) {
+  const int n = valid ? 16 : 0;  // src-size 0: zero-filled, nothing is read
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+}
+
+template <int RT, int T, int WARPS, int STAGES> struct Shape {
+  static constexpr int ROWS = 16 * RT, TOKENS = 8 * T;
+  static constexpr int LOADS = 2 * RT + T;  // 16-byte copies per lane and chunk
+  static constexpr int RING = WARPS * STAGES * LOADS * 32 * 16;
+  static constexpr int PITCH = ROWS + 4;  // partial sums [warp][token][row]: conflict-free stores
+  static constexpr int PART = WARPS * TOKENS * PITCH * 4;
+  static constexpr int SMEM = RING > PART ? RING : PART;
+};
+
+template <typename TA, typename TB, int RT, int T, int WARPS, int STAGES>
+__global__ void __launch_bounds__(WARPS * 32) gemm_s80_decode(const qk_gemm_args args) {
+  using S = Shape<RT, T, WARPS, STAGES>;
+  constexpr int ROWS = S::ROWS, TOKENS = S::TOKENS, LOADS = S::LOADS, PITCH = S::PITCH;
+  static_assert(STAGES >= 2, "the ring needs a stage in flight while one is read");
+  extern __shared__ __align__(16) uint8_t smem_raw[];
+
+  const qk_gemm_operand &A = args.a, &B = args.b;
+  const int64_t M = A.rows, N = B.rows, K = args.k;
+  const int64_t n0 = (int64_t)blockIdx.x * ROWS, m0 = (int64_t)blockIdx.y * TOKENS;
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, g = lane >> 2, q = lane & 3;
+  const uint8_t *ga = static_cast<const uint8_t *>(A.data), *gb = static_cast<const uint8_t *>(B.data);
+
+  // This lane's rows at its 16-byte column of chunk 0 (rows beyond the matrix copy zeros),
+  // and its slot in the warp's ring: [stage][load][lane], 16 bytes each.
+  const uint8_t *src[LOADS];
+  bool ok[LOADS];
+#pragma unroll
+  for (int l = 0; l < LOADS; ++l) {
+    const bool weight = l < 2 * RT;
+    const int64_t r = weight ? n0 + (l >> 1) * 16 + (l & 1) * 8 + g : m0 + (l - 2 * RT) * 8 + g;
+    ok[l] = r < (weight ? N : M);
+    src[l] = (weight ? gb : ga) + (ok[l] ? r : 0) * K + q * 16;
+  }
+  const uint32_t ring = (uint32_t)__cvta_generic_to_shared(smem_raw) + (uint32_t)(warp * STAGES * LOADS * 512 + lane * 16);
+
+  const int64_t chunks = (K + CHUNK - 1) / CHUNK;
+  const int64_t steps = warp < chunks ? (chunks - warp + WARPS - 1) / WARPS : 0;  // this warp's chunks
+  auto issue = [&](int64_t i) {
+    const int64_t off = (warp + i * WARPS) * CHUNK;
+    const bool in = off + q * 16 < K;  // K % 16 == 0: a lane's 16 bytes are all in or all out
+    const uint32_t dst = ring + (uint32_t)((i % STAGES) * LOADS * 512);
+#pragma unroll
+    for (int l = 0; l < LOADS; ++l) {
+      const bool valid = in && ok[l];
+      const void *p = valid ? (const void *)(src[l] + off) : (const void *)src[l];
+      if (l < 2 * RT) cp_async16(dst + l * 512, p, valid);
+      else cp_async16_ca(dst + l * 512, p, valid);
+    }
+  };
+
+  int32_t acc[RT][T][4];
+#pragma unroll
+  for (int rt = 0; rt < RT; ++rt)
+#pragma unroll
+    for (int t = 0; t < T; ++t)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[rt][t][e] = 0;
+
+#pragma unroll
+  for (int s = 0; s < STAGES - 1; ++s) {
+    if (s < steps) issue(s);
+    cp_async_commit();
+  }
+  for (int64_t i = 0; i < steps; ++i) {
+    // NOTE: after the wait this lane's copies of step i have landed, and only this lane
+    // reads them. The refill below overwrites the stage read in step i − 1, whose values
+    // this lane's mma have already consumed.
+    cp_async_wait<STAGES - 2>();
+    const uint32_t at = ring + (uint32_t)((i % STAGES) * LOADS * 512);
+    uint4 v[LOADS];
+#pragma unroll
+    for (int l = 0; l < LOADS; ++l)
+      asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n"
+                   : "=r"(v[l].x), "=r"(v[l].y), "=r"(v[l].z), "=r"(v[l].w)
+                   : "r"(at + l * 512));
+    if (i + STAGES - 1 < steps) issue(i + STAGES - 1);
+    cp_async_commit();
+#pragma unroll
+    for (int rt = 0; rt < RT; ++rt)
+#pragma unroll
+      for (int t = 0; t < T; ++t) {
+        const uint4 &lo = v[rt * 2], &hi = v[rt * 2 + 1], &x = v[2 * RT + t];
+        // A fragment: rows g, g + 8 at k 4q.. and 16+4q..; B fragment: token g.
+        mma<TB, TA>(acc[rt][t], {lo.x, hi.x, lo.y, hi.y}, {x.x, x.y});
+        mma<TB, TA>(acc[rt][t], {lo.z, hi.z, lo.w, hi.w}, {x.z, x.w});
+      }
+  }
+  cp_async_wait<0>();
+  __syncthreads();  // every warp is done with its ring: the partial sums reuse the space
+
+  // Fragment (rt, t): acc[0..1] weight row g, tokens 2q, 2q + 1; acc[2..3] row g + 8.
+  int32_t(*part)[TOKENS][PITCH] = reinterpret_cast<int32_t(*)[TOKENS][PITCH]>(smem_raw);
+#pragma unroll
+  for (int rt = 0; rt < RT; ++rt)
+#pragma unroll
+    for (int t = 0; t < T; ++t)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) part[warp][t * 8 + q * 2 + (e & 1)][rt * 16 + g + (e >> 1) * 8] = acc[rt][t][e];
+  __syncthreads();
+
+  const EpilogueCtx ctx = make_epilogue_ctx(args);
+  with_out_type(args.y_type, [&]<typename TOut>() {
+    for (int i = threadIdx.x; i < TOKENS * ROWS / 2; i += WARPS * 32) {
+      const int tok = i / (ROWS / 2), col = (i % (ROWS / 2)) * 2;
+      const int64_t m = m0 + tok, n = n0 + col;
+      if (m >= M || n >= N) continue;
+      int32_t s0 = 0, s1 = 0;
+#pragma unroll
+      for (int w = 0; w < WARPS; ++w) {
+        s0 += part[w][tok][col];
+        s1 += part[w][tok][col + 1];
+      }
+      const ColParams c0 = col_params(args, ctx, n), c1 = n + 1 < N ? col_params(args, ctx, n + 1) : c0;
+      const RowParams r = row_params(A, ctx, m);
+      epilogue_quad_cols<TOut>(args, ctx, m, true, r, m, false, r, n, c0, c1, s0, s1, 0, 0);
+    }
+  });
+}
+
+template <typename TA, typename TB, int RT, int T>
+cudaError_t launch(const qk_gemm_args &a, cudaStream_t s) {
+  constexpr int WARPS = 8, STAGES = 4;
+  constexpr int SMEM = Shape<RT, T, WARPS, STAGES>::SMEM;
+  constexpr auto kernel = gemm_s80_decode<TA, TB, RT, T, WARPS, STAGES>;
+  const int64_t blocks_n = (a.b.rows + 16 * RT - 1) / (16 * RT), blocks_m = (a.a.rows + 8 * T - 1) / (8 * T);
+  if (blocks_n > INT32_MAX || blocks_m > 65535) return cudaErrorInvalidValue;  // the Rust side checks first
+  const cudaError_t err = set_smem_limit_once<kernel>(SMEM);
+  if (err != cudaSuccess) return err;
+  kernel<<<dim3((unsigned)blocks_n, (unsigned)blocks_m), WARPS * 32, SMEM, s>>>(a);
+  return cudaGetLastError();
+}
+
+}  // namespace decode
+
 // ---- launchers ----------------------------------------------------------------------------
 
 template <typename TA, typename TB, int BM, int BN, int WM, int WN, int STAGES, int LOADW>
@@ -234,6 +409,10 @@ cudaError_t launch_tile(const qk_gemm_args &a, cudaStream_t s) {
 template <typename TA, typename TB>
 cudaError_t launch_out(const qk_gemm_args &a, cudaStream_t s) {
   const bool fast = a.k % 16 == 0 && (uintptr_t)a.a.data % 16 == 0 && (uintptr_t)a.b.data % 16 == 0;
+  if (a.tile == QK_TILE_DECODE_8x16 || a.tile == QK_TILE_DECODE_16x32) {
+    if (!fast) return cudaErrorNotSupported;  // 16-byte loads straight from global memory
+    return a.tile == QK_TILE_DECODE_8x16 ? decode::launch<TA, TB, 1, 1>(a, s) : decode::launch<TA, TB, 2, 2>(a, s);
+  }
   return fast ? launch_tile<TA, TB, 16>(a, s) : launch_tile<TA, TB, 1>(a, s);
 }
 

@@ -8,7 +8,7 @@
 //! Shapes with more tiles than SMs, fewer, and one tile exercise its persistent scheduler;
 //! small-M shapes chosen for each cluster size the dispatcher picks (1, 2, 4) exercise its
 //! split-K kernel, shapes with 1 to ~6 tiles per CTA its ping-pong kernels, and every
-//! configuration (split 8 too) runs pinned.
+//! configuration (split 8 and the decode kernel too) runs pinned.
 //!
 //! Without a GPU each test prints `SKIPPED: no CUDA device` and passes;
 //! `QKERNELS_REQUIRE_GPU=1` turns a missing device into a failure.
@@ -339,7 +339,7 @@ fn every_kernel_configuration() {
         let shape = qkernels::gemm::GemmShape { m, n, k };
         let mut kernels = Vec::new();
         for kernel in cuda::GemmKernel::all() {
-            let wgmma = !matches!(kernel, cuda::GemmKernel::Sm80 { .. });
+            let wgmma = !sm80_family(kernel);
             match cuda::check_kernel(info, shape, kernel) {
                 Ok(()) => kernels.push(kernel),
                 // Only the wgmma kernels may be declined, and only off Hopper.
@@ -347,7 +347,12 @@ fn every_kernel_configuration() {
                 Err(e) => panic!("{m}x{n}x{k} {kernel}: {e}"),
             }
         }
-        let expected = if cc.0 == 9 { cuda::GemmKernel::all().len() } else { 3 };
+        let all = cuda::GemmKernel::all();
+        let expected = if cc.0 == 9 {
+            all.len()
+        } else {
+            all.into_iter().filter(|&k| sm80_family(k)).count()
+        };
         assert_eq!(kernels.len(), expected, "{m}x{n}x{k}: configurations run");
         // Affine and MinOffset activations take the epilogues with zero-point corrections (and
         // the MinOffset term); Symmetric ones those without, in every output type.
@@ -369,6 +374,106 @@ fn every_kernel_configuration() {
                 compare_pinned::<f16>(&g, &ha, &hb, &dao, &dbo, &kernels, &what);
             }
         }
+    }
+}
+
+/// The kernels of gemm_sm80.cu (any sm_80+ device).
+fn sm80_family(kernel: cuda::GemmKernel) -> bool {
+    matches!(
+        kernel,
+        cuda::GemmKernel::Sm80 { .. } | cuda::GemmKernel::Sm80Decode { .. }
+    )
+}
+
+/// The decode kernel, pinned: tokens within one block row and beyond (M = 9, 17, 40 take
+/// two to five), weight rows around its 16- and 32-row blocks, K below one 64-byte chunk,
+/// between chunks and long (each warp's ring wraps many times), all four operand type
+/// pairs (u8 activations and u8 weights select the mma's types), zero points and MinOffset,
+/// every output type; the int32 extremes at the largest K it takes; and what it declines.
+#[test]
+fn decode_kernels() {
+    let Some(g) = common::gpu() else { return };
+    let kernels = [(8, 16), (16, 32)].map(|tile| cuda::GemmKernel::Sm80Decode { tile });
+    let info = cuda::DispatchInfo::for_device(&g.ctx, true).unwrap();
+    let cases = [
+        (1, 1, 16),
+        (1, 17, 48),
+        (5, 33, 80),
+        (8, 16, 64),
+        (9, 100, 1040),
+        (16, 31, 4112),
+        (17, 40, 208),
+        (40, 7, 96),
+        (3, 1000, 2048),
+    ];
+    let pairs = [
+        (Kind::Sym(Granularity::Row), Kind::Sym(Granularity::Row)),
+        (
+            Kind::Aff(IntType::U8, Granularity::Row),
+            Kind::Aff(IntType::I8, Granularity::Row),
+        ),
+        (Kind::MinOff(Granularity::Tensor), Kind::Raw(IntType::U8, false)),
+        (
+            Kind::Raw(IntType::I8, false),
+            Kind::Aff(IntType::U8, Granularity::Tensor),
+        ),
+    ];
+    for (m, n, k) in cases {
+        let shape = qkernels::gemm::GemmShape { m, n, k };
+        for kernel in kernels {
+            cuda::check_kernel(info, shape, kernel).unwrap_or_else(|e| panic!("{m}x{n}x{k} {kernel}: {e}"));
+        }
+        for (i, &(ka, kb)) in pairs.iter().enumerate() {
+            let a = make(ka, m, k, 41 + i as u64);
+            let b = make(kb, n, k, 51 + i as u64);
+            let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
+            let what = format!("{ka:?} x {kb:?} {m}x{n}x{k}");
+            let (ha, hb, dao, dbo) = (a.operand(), b.operand(), da.operand(), db.operand());
+            compare_pinned::<i32>(&g, &ha, &hb, &dao, &dbo, &kernels, &what);
+            compare_pinned::<bf16>(&g, &ha, &hb, &dao, &dbo, &kernels, &what);
+            compare_pinned::<f32>(&g, &ha, &hb, &dao, &dbo, &kernels, &what);
+            compare_pinned::<f16>(&g, &ha, &hb, &dao, &dbo, &kernels, &what);
+        }
+    }
+    // The int32 extremes: i8 x i8 at the largest multiple of 16 below K = 131071, and u8
+    // activations with a zero point against i8 weights at the largest u8 x i8 K.
+    for (k, va, vb) in [(131_056, -128i8, -128i8), (131_056, 127, -128)] {
+        let a = HostOp::Raw(RawMatrix::new(IntType::I8, 3, k, vec![va as u8; 3 * k], None).unwrap());
+        let b = HostOp::Raw(RawMatrix::new(IntType::I8, 5, k, vec![vb as u8; 5 * k], None).unwrap());
+        let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
+        let (ha, hb, dao, dbo) = (a.operand(), b.operand(), da.operand(), db.operand());
+        compare_pinned::<i32>(&g, &ha, &hb, &dao, &dbo, &kernels, "i8 extremes");
+    }
+    let k = 65_792;
+    for (va, za) in [(255u8, 0), (0, 255)] {
+        let a = HostOp::Raw(RawMatrix::new(IntType::U8, 2, k, vec![va; 2 * k], Some(vec![za])).unwrap());
+        let b = HostOp::Raw(RawMatrix::new(IntType::I8, 3, k, vec![(-128i8) as u8; 3 * k], None).unwrap());
+        let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
+        let (ha, hb, dao, dbo) = (a.operand(), b.operand(), da.operand(), db.operand());
+        compare_pinned::<i32>(&g, &ha, &hb, &dao, &dbo, &kernels, "u8 x i8 extremes");
+    }
+
+    // Declined, never computed: K % 16 != 0, and operands off 16-byte alignment.
+    let a = make(Kind::Sym(Granularity::Row), 4, 40, 1);
+    let b = make(Kind::Sym(Granularity::Row), 8, 40, 2);
+    let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
+    let mut y = g.stream.alloc_zeros::<i32>(32).unwrap();
+    for kernel in kernels {
+        let r = cuda::gemm_into_kernel(&g.stream, &da.operand(), &db.operand(), None, &mut y, kernel);
+        assert!(matches!(r, Err(Error::Unsupported(_))), "K = 40 {kernel}: {r:?}");
+    }
+    let a = make(Kind::Sym(Granularity::Row), 4, 64, 1);
+    let b = make(Kind::Sym(Granularity::Row), 8, 64, 2);
+    let HostOp::Q(qa) = &a else { unreachable!() };
+    let mut big = vec![0u8; 3 + qa.data.len()];
+    big[3..].copy_from_slice(&qa.data);
+    let dbig = g.stream.clone_htod(&big).unwrap();
+    let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
+    let oa = da.operand();
+    let shifted = at_offset(&dbig, 3, &oa);
+    for kernel in kernels {
+        let r = cuda::gemm_into_kernel(&g.stream, &shifted, &db.operand(), None, &mut y, kernel);
+        assert!(matches!(r, Err(Error::Unsupported(_))), "unaligned {kernel}: {r:?}");
     }
 }
 

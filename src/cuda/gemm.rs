@@ -17,8 +17,10 @@
 //!   the tile (128×128 or 128×256) whose waves cost less, 128×256 in multicast pairs when
 //!   there are ≥ 4 waves of K ≥ 8192. The rules are fitted to an H200 sweep (see
 //!   `sm90_kernel`); `tests/dispatch_measured.rs` holds them against the committed sweeps.
-//! - The ping-pong configurations (`GemmKernel::Sm90PingPong`) are pinned only, not picked,
-//!   until a GPU run has passed them and timed them.
+//! - The ping-pong configurations (`GemmKernel::Sm90PingPong`) and the decode kernel
+//!   (`GemmKernel::Sm80Decode`: all of K per block, so that a few tokens' GEMM streams the
+//!   weights from every SM; sm_80+) are pinned only, not picked, until a GPU run has passed
+//!   them and timed them.
 
 use std::sync::Arc;
 
@@ -161,6 +163,12 @@ pub enum GemmKernel {
     /// `gemm_sm80.cu` with a tile of `rows_a x rows_b` outputs per block: 128×128, 64×128
     /// or 16×128.
     Sm80 { tile: (usize, usize) },
+    /// The decode kernel of `gemm_sm80.cu` (sm_80+) with `tile` = (tokens, weight rows) per
+    /// block: (8, 16) or (16, 32). Each block runs all of K for its rows, so every SM streams
+    /// weights; more tokens than the tile holds take further block rows (each reading the
+    /// weights again). Needs K % 16 == 0 and 16-byte aligned A and B. Opt-in (pinned,
+    /// benchmarked) until measured.
+    Sm80Decode { tile: (usize, usize) },
     /// The persistent kernel of `gemm_sm90.cu` (one CTA per SM) with 128×256 or 128×128
     /// tiles. With `multicast` (128×256 only), clusters of two CTAs on vertically adjacent
     /// tiles load each B tile from L2 once, by TMA multicast.
@@ -182,6 +190,7 @@ impl GemmKernel {
             .into_iter()
             .map(|tile| GemmKernel::Sm80 { tile })
             .collect();
+        v.extend([(8, 16), (16, 32)].map(|tile| GemmKernel::Sm80Decode { tile }));
         v.push(GemmKernel::Sm90 {
             tile: (128, 256),
             multicast: true,
@@ -204,6 +213,7 @@ impl std::fmt::Display for GemmKernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match *self {
             GemmKernel::Sm80 { tile: (m, n) } => write!(f, "sm80 {m}x{n}"),
+            GemmKernel::Sm80Decode { tile: (m, n) } => write!(f, "sm80 decode {m}x{n}"),
             GemmKernel::Sm90 {
                 tile: (m, n),
                 multicast,
@@ -338,6 +348,25 @@ pub fn check_kernel(info: DispatchInfo, shape: GemmShape, kernel: GemmKernel) ->
                 (128, 128) | (64, 128) | (16, 128) => Ok(()),
                 _ => Err(Error::Unsupported(format!("{kernel}: no such sm80 tile"))),
             };
+        }
+        GemmKernel::Sm80Decode { tile } => {
+            if !matches!(tile, (8, 16) | (16, 32)) {
+                return Err(Error::Unsupported(format!("{kernel}: no such decode tile")));
+            }
+            if !shape.k.is_multiple_of(16) || !info.aligned16 {
+                return Err(Error::Unsupported(format!(
+                    "{kernel} declines K = {} or unaligned operands (its 16-byte copies need \
+                     K % 16 == 0 and 16-byte aligned A and B); the other sm80 tiles take any K",
+                    shape.k
+                )));
+            }
+            if shape.m.div_ceil(tile.0) > 65_535 || shape.n.div_ceil(tile.1) > i32::MAX as usize {
+                return Err(Error::Limit(format!(
+                    "{kernel}: {}x{} needs more than 65535 x 2^31 blocks; use a tiled configuration",
+                    shape.m, shape.n
+                )));
+            }
+            return Ok(());
         }
         GemmKernel::Sm90 { tile, multicast } => {
             (matches!((tile, multicast), ((128, 256), _) | ((128, 128), false)), None)
@@ -492,6 +521,8 @@ fn launch_gemm<O: DeviceGemmOutput>(
         GemmKernel::Sm80 { tile: (16, _) } => (ffi::qk_gemm_tile_QK_TILE_16x128, 1),
         GemmKernel::Sm80 { tile: (64, _) } => (ffi::qk_gemm_tile_QK_TILE_64x128, 1),
         GemmKernel::Sm80 { .. } => (ffi::qk_gemm_tile_QK_TILE_128x128, 1),
+        GemmKernel::Sm80Decode { tile: (8, _) } => (ffi::qk_gemm_tile_QK_TILE_DECODE_8x16, 1),
+        GemmKernel::Sm80Decode { .. } => (ffi::qk_gemm_tile_QK_TILE_DECODE_16x32, 1),
         GemmKernel::Sm90 {
             tile: (_, 256),
             multicast,
@@ -531,12 +562,15 @@ fn launch_gemm<O: DeviceGemmOutput>(
         cluster,
     };
     match kernel {
-        GemmKernel::Sm80 { .. } => super::quantize::launch(stream, "qk_gemm_sm80", |s| {
-            // SAFETY: matches `int qk_gemm_sm80(const qk_gemm_args*, qk_stream_t)`. check_gemm
-            // and DeviceOperand::new checked every length against M, N, K and the parameter
-            // layouts; the views and guards keep the memory alive until the launch is enqueued.
-            unsafe { ffi::qk_gemm_sm80(&args, s) }
-        }),
+        GemmKernel::Sm80 { .. } | GemmKernel::Sm80Decode { .. } => {
+            super::quantize::launch(stream, "qk_gemm_sm80", |s| {
+                // SAFETY: matches `int qk_gemm_sm80(const qk_gemm_args*, qk_stream_t)`. check_gemm
+                // and DeviceOperand::new checked every length against M, N, K and the parameter
+                // layouts (check_kernel: the decode tiles' K % 16 == 0, alignment and grid); the
+                // views and guards keep the memory alive until the launch is enqueued.
+                unsafe { ffi::qk_gemm_sm80(&args, s) }
+            })
+        }
         GemmKernel::Sm90 { .. } | GemmKernel::Sm90SplitK { .. } | GemmKernel::Sm90PingPong { .. } => {
             super::quantize::launch(stream, "qk_gemm_sm90", |s| {
                 // SAFETY: matches `int qk_gemm_sm90(const qk_gemm_args*, qk_stream_t)`; the same
@@ -670,7 +704,7 @@ mod tests {
             let ampere = check_kernel(info((8, 0)), s, kernel);
             assert_eq!(
                 ampere.is_ok(),
-                matches!(kernel, GemmKernel::Sm80 { .. }),
+                matches!(kernel, GemmKernel::Sm80 { .. } | GemmKernel::Sm80Decode { .. }),
                 "{kernel} on sm_80"
             );
         }
@@ -686,6 +720,7 @@ mod tests {
             },
             GemmKernel::Sm90SplitK { split: 3 },
             GemmKernel::Sm90SplitK { split: 16 },
+            GemmKernel::Sm80Decode { tile: (16, 16) },
         ];
         for kernel in bad {
             assert!(
@@ -718,6 +753,33 @@ mod tests {
             );
         }
         assert!(check_kernel(one_sm, s, GemmKernel::Sm90PingPong { multicast: false }).is_ok());
+        // The decode kernel: K % 16 == 0 and aligned operands, on any sm_80+ device; M beyond
+        // 65535 block rows is a limit.
+        let decode = GemmKernel::Sm80Decode { tile: (8, 16) };
+        for cc in [(8, 0), (8, 9), (9, 0), (12, 0)] {
+            assert!(check_kernel(info(cc), s, decode).is_ok(), "{cc:?}");
+        }
+        let odd_k = GemmShape { k: 40, ..s };
+        assert!(matches!(
+            check_kernel(info((8, 0)), odd_k, decode),
+            Err(Error::Unsupported(_))
+        ));
+        let unaligned = DispatchInfo {
+            aligned16: false,
+            ..info((8, 0))
+        };
+        assert!(matches!(check_kernel(unaligned, s, decode), Err(Error::Unsupported(_))));
+        let tall = GemmShape { m: 8 * 65_535 + 1, ..s };
+        assert!(matches!(check_kernel(info((8, 0)), tall, decode), Err(Error::Limit(_))));
+        assert!(
+            check_kernel(
+                info((8, 0)),
+                GemmShape { m: 16 * 65_535, ..s },
+                GemmKernel::Sm80Decode { tile: (16, 32) }
+            )
+            .is_ok()
+        );
+        assert_eq!(decode.to_string(), "sm80 decode 8x16");
         assert_eq!(GemmKernel::Sm90SplitK { split: 4 }.to_string(), "sm90 64x256 split 4");
         assert_eq!(
             GemmKernel::Sm90PingPong { multicast: true }.to_string(),

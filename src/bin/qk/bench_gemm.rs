@@ -442,10 +442,14 @@ fn bench_shape(
     let mut kernels = BTreeMap::new();
     if opts.all_kernels {
         for kernel in GemmKernel::all() {
-            let wgmma = !matches!(kernel, GemmKernel::Sm80 { .. });
+            let wgmma = !matches!(kernel, GemmKernel::Sm80 { .. } | GemmKernel::Sm80Decode { .. });
             let pingpong = matches!(kernel, GemmKernel::Sm90PingPong { .. });
+            // The decode kernel reads the weights once per 8 or 16 tokens: beyond M = 64 it
+            // only costs sweep time.
+            let decode_beyond = matches!(kernel, GemmKernel::Sm80Decode { .. }) && m > 64;
             if (wgmma && opts.skip_sm90)
                 || (pingpong && opts.skip_pingpong)
+                || decode_beyond
                 || cuda::check_kernel(info, shape, kernel).is_err()
             {
                 continue;
