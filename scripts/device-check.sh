@@ -165,6 +165,7 @@ run() {
     "memcheck gemm_gpu operands_at_offsets a_large_shape gpu_gemm_errors"
     "racecheck gemm_gpu operands_at_offsets"
     "memcheck gemm_gpu every_kernel_configuration"
+    "memcheck gemm_gpu decode_kernels"
   )
   for r in "${runs[@]}"; do
     local tool bin filter rc
