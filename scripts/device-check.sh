@@ -18,7 +18,7 @@
 # With the device tool: build here, then run with carry=["device-bundle"] and the command
 # `scripts/device-check.sh run`, a timeout that leaves room for one rerun, then give_back.
 # Order: smoke, tests, benchmarks, sanitizers. Every step has its own timeout (smoke 60 s
-# for the ping-pong turns and 150 s for every configuration, tests 240 s per binary,
+# each for the ping-pong turns and the decode kernel, 150 s for every configuration, tests 240 s per binary,
 # benchmarks 150 s and 300 s, sanitizers 90 s per run) so one hang cannot eat the lease;
 # expect about 5-7 minutes on an H100/H200.
 set -uo pipefail
@@ -27,6 +27,7 @@ mode=${1:-}
 # The smoke tests: the ping-pong kernels' turns first (the newest protocol), then small
 # shapes through every kernel configuration, pinned.
 SMOKE_PINGPONG="pingpong_turns"
+SMOKE_DECODE="decode_kernels"
 SMOKE_TESTS="every_kernel_configuration"
 
 build() {
@@ -97,10 +98,13 @@ run() {
 
   # Smoke first: the wgmma kernels have mbarrier pipelines that hang, not fail, when a
   # protocol is wrong. Small GEMM tests under short timeouts: the ping-pong turns (the
-  # newest protocol), then every configuration pinned. A ping-pong hang leaves the ping-pong
-  # kernels out of what follows (every_kernel_configuration, which pins them too, included);
-  # any other hang skips the GEMM tests and sanitizer runs, and the benchmark times the sm80
-  # path only; either way the rest of the lease still yields results.
+  # newest protocol), the decode kernel (the newest sm80 kernel), then every configuration
+  # pinned. A ping-pong hang leaves the ping-pong kernels out of what follows
+  # (every_kernel_configuration, which pins them too, included); any other hang skips the
+  # GEMM tests and sanitizer runs, and the benchmark times the sm80 path only; either way the
+  # rest of the lease still yields results. A ping-pong or decode smoke that fails leaves
+  # that family out of the benchmark's sweep (a kernel fault would end the process's CUDA
+  # context, and with it the rest of the sweep).
   hung() { [[ $1 -eq 124 || $1 -eq 137 ]]; }
   # Runs the gemm_gpu tests matching $1 under a timeout of $2 seconds; returns their status.
   smoke() {
@@ -114,12 +118,24 @@ run() {
   local gemm_hang=0 pp_hang=0 gemm_skip=() bench_skip=()
   : >"$out/tests.log"
   smoke "$SMOKE_PINGPONG" 60
-  if hung $?; then
+  local pp_rc=$?
+  # The decode smoke has run in full; the gemm_gpu run below leaves it out.
+  smoke "$SMOKE_DECODE" 60
+  if [[ $? -ne 0 ]]; then
+    bench_skip+=(--skip-decode)
+    echo "decode FAILED: leaving it out of the benchmark" >>"$report"
+  fi
+  gemm_skip=(--skip "$SMOKE_DECODE")
+  if hung $pp_rc; then
     pp_hang=1
-    gemm_skip=(--skip "$SMOKE_PINGPONG" --skip "$SMOKE_TESTS")
-    bench_skip=(--skip-pingpong)
+    gemm_skip+=(--skip "$SMOKE_PINGPONG" --skip "$SMOKE_TESTS")
+    bench_skip+=(--skip-pingpong)
     echo "ping-pong HUNG: skipping $SMOKE_PINGPONG, $SMOKE_TESTS and the ping-pong benchmark" >>"$report"
   else
+    if [[ $pp_rc -ne 0 ]]; then
+      bench_skip+=(--skip-pingpong)
+      echo "ping-pong FAILED: leaving it out of the benchmark" >>"$report"
+    fi
     smoke "$SMOKE_TESTS" 150
     if hung $?; then
       gemm_hang=1
@@ -150,7 +166,7 @@ run() {
   # The benchmarks before the sanitizers: if the lease runs out, the figures are what
   # matters most after the tests (the JSON is rewritten after every shape).
   local skip=(${bench_skip[@]+"${bench_skip[@]}"})
-  [[ $gemm_hang -eq 1 ]] && skip=(--skip-sm90)
+  [[ $gemm_hang -eq 1 ]] && skip+=(--skip-sm90)
   timeout -k 10 300 "$bundle/qk" bench gemm ${skip[@]+"${skip[@]}"} --all-kernels --json "$out/bench-gemm.json" --svg "$out/bench-gemm.svg" \
     >>"$report" 2>&1 || failed=1
   echo "bench gemm done $(at)" >>"$report"

@@ -259,6 +259,8 @@ pub struct GemmBenchOpts {
     pub all_kernels: bool,
     /// Leave the ping-pong configurations out of `all_kernels`.
     pub skip_pingpong: bool,
+    /// Leave the decode kernel's configurations out of `all_kernels`.
+    pub skip_decode: bool,
 }
 
 pub fn gemm(json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpts) -> Result<()> {
@@ -459,10 +461,10 @@ fn bench_shape(
             let pingpong = matches!(kernel, GemmKernel::Sm90PingPong { .. });
             // The decode kernel reads the weights once per 8 or 16 tokens: beyond M = 64 it
             // only costs sweep time.
-            let decode_beyond = matches!(kernel, GemmKernel::Sm80Decode { .. }) && m > 64;
+            let decode = matches!(kernel, GemmKernel::Sm80Decode { .. });
             if (wgmma && opts.skip_sm90)
                 || (pingpong && opts.skip_pingpong)
-                || decode_beyond
+                || (decode && (opts.skip_decode || m > 64))
                 || cuda::check_kernel(info, shape, kernel).is_err()
             {
                 continue;

@@ -73,6 +73,10 @@ enum BenchCommand {
         /// fail on a device).
         #[arg(long)]
         skip_pingpong: bool,
+        /// Leave the decode kernel's configurations out of `--all-kernels` (where they fail
+        /// on a device).
+        #[arg(long)]
+        skip_decode: bool,
     },
 }
 
@@ -153,6 +157,7 @@ fn run(cli: Cli) -> Result<()> {
                     skip_sm90,
                     all_kernels,
                     skip_pingpong,
+                    skip_decode,
                 },
         } => bench_gemm::gemm(
             json.as_deref(),
@@ -162,6 +167,7 @@ fn run(cli: Cli) -> Result<()> {
                 skip_sm90,
                 all_kernels,
                 skip_pingpong,
+                skip_decode,
             },
         ),
     }
