@@ -234,9 +234,11 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, BM == 128 ? 3 : 1)
 // Tokens beyond 8·T take further block rows (gridDim.y), each streaming the weights again:
 // the configurations are meant for M ≤ 8 and M ≤ 16.
 //   gemm_s80_decode<TA, TB, RT=1, T=1, WARPS=8, STAGES=4>   8 tokens x 16 weight rows
-//   gemm_s80_decode<TA, TB, RT=2, T=2, WARPS=8, STAGES=4>   16 x 32: each token chunk feeds
+//   gemm_s80_decode<TA, TB, RT=2, T=2, WARPS=4, STAGES=4>   16 x 32: each token chunk feeds
 //                                                            32 weight rows (half the token
 //                                                            traffic per weight byte of RT=1)
+//   Both rings are 48 KiB per block (with 96 KiB, one 16x32 block per SM fit on A100 and
+//   sm_86/89).
 // Needs K % 16 == 0 and 16-byte aligned A and B (the launcher checks).
 namespace decode {
 
@@ -260,6 +262,7 @@ template <typename TA, typename TB, int RT, int T, int WARPS, int STAGES>
 __global__ void __launch_bounds__(WARPS * 32) gemm_s80_decode(const qk_gemm_args args) {
   using S = Shape<RT, T, WARPS, STAGES>;
   constexpr int ROWS = S::ROWS, TOKENS = S::TOKENS, LOADS = S::LOADS, PITCH = S::PITCH;
+  constexpr int ITEMS = (TOKENS * ROWS / 2 + WARPS * 32 - 1) / (WARPS * 32);  // epilogue items per thread
   static_assert(STAGES >= 2, "the ring needs a stage in flight while one is read");
   extern __shared__ __align__(16) uint8_t smem_raw[];
 
@@ -291,7 +294,8 @@ __global__ void __launch_bounds__(WARPS * 32) gemm_s80_decode(const qk_gemm_args
 #pragma unroll
     for (int l = 0; l < LOADS; ++l) {
       const bool valid = in && ok[l];
-      const void *p = valid ? (const void *)(src[l] + off) : (const void *)src[l];
+      // An invalid copy reads nothing (src-size 0) but still names an in-bounds address.
+      const void *p = valid ? (const void *)(src[l] + off) : (const void *)(l < 2 * RT ? gb : ga);
       if (l < 2 * RT) cp_async16(dst + l * 512, p, valid);
       else cp_async16_ca(dst + l * 512, p, valid);
     }
@@ -304,6 +308,25 @@ __global__ void __launch_bounds__(WARPS * 32) gemm_s80_decode(const qk_gemm_args
     for (int t = 0; t < T; ++t)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[rt][t][e] = 0;
+
+  // The epilogue's items: one (token, column pair) each, ITEMS per thread. Their row and
+  // column parameters load now, so that the loads' latency hides under the main loop
+  // rather than adding a global round trip to every block's end.
+  const EpilogueCtx ctx = make_epilogue_ctx(args);
+  bool item_ok[ITEMS];
+  ColParams cp[ITEMS][2];
+  RowParams rp[ITEMS];
+#pragma unroll
+  for (int j = 0; j < ITEMS; ++j) {
+    const int i = threadIdx.x + j * WARPS * 32, tok = i / (ROWS / 2), col = (i % (ROWS / 2)) * 2;
+    const int64_t m = m0 + tok, n = n0 + col;
+    item_ok[j] = i < TOKENS * ROWS / 2 && m < M && n < N;
+    if (item_ok[j]) {
+      cp[j][0] = col_params(args, ctx, n);
+      cp[j][1] = n + 1 < N ? col_params(args, ctx, n + 1) : cp[j][0];
+      rp[j] = row_params(A, ctx, m);
+    }
+  }
 
 #pragma unroll
   for (int s = 0; s < STAGES - 1; ++s) {
@@ -347,28 +370,27 @@ __global__ void __launch_bounds__(WARPS * 32) gemm_s80_decode(const qk_gemm_args
       for (int e = 0; e < 4; ++e) part[warp][t * 8 + q * 2 + (e & 1)][rt * 16 + g + (e >> 1) * 8] = acc[rt][t][e];
   __syncthreads();
 
-  const EpilogueCtx ctx = make_epilogue_ctx(args);
   with_out_type(args.y_type, [&]<typename TOut>() {
-    for (int i = threadIdx.x; i < TOKENS * ROWS / 2; i += WARPS * 32) {
-      const int tok = i / (ROWS / 2), col = (i % (ROWS / 2)) * 2;
-      const int64_t m = m0 + tok, n = n0 + col;
-      if (m >= M || n >= N) continue;
+#pragma unroll
+    for (int j = 0; j < ITEMS; ++j) {
+      const int i = threadIdx.x + j * WARPS * 32, tok = i / (ROWS / 2), col = (i % (ROWS / 2)) * 2;
+      if (!item_ok[j]) continue;
       int32_t s0 = 0, s1 = 0;
 #pragma unroll
       for (int w = 0; w < WARPS; ++w) {
         s0 += part[w][tok][col];
         s1 += part[w][tok][col + 1];
       }
-      const ColParams c0 = col_params(args, ctx, n), c1 = n + 1 < N ? col_params(args, ctx, n + 1) : c0;
-      const RowParams r = row_params(A, ctx, m);
-      epilogue_quad_cols<TOut>(args, ctx, m, true, r, m, false, r, n, c0, c1, s0, s1, 0, 0);
+      const int64_t m = m0 + tok, n = n0 + col;
+      epilogue_quad_cols<TOut>(args, ctx, m, true, rp[j], m, false, rp[j], n, cp[j][0], cp[j][1], s0, s1, 0, 0);
     }
   });
 }
 
 template <typename TA, typename TB, int RT, int T>
 cudaError_t launch(const qk_gemm_args &a, cudaStream_t s) {
-  constexpr int WARPS = 8, STAGES = 4;
+  // 48 KiB of ring per block either way: 4 blocks per SM on Hopper, 3 on A100, 2 on sm_86/89.
+  constexpr int WARPS = 8 / RT, STAGES = 4;
   constexpr int SMEM = Shape<RT, T, WARPS, STAGES>::SMEM;
   constexpr auto kernel = gemm_s80_decode<TA, TB, RT, T, WARPS, STAGES>;
   const int64_t blocks_n = (a.b.rows + 16 * RT - 1) / (16 * RT), blocks_m = (a.a.rows + 8 * T - 1) / (8 * T);

@@ -94,12 +94,12 @@ typedef enum { QK_OUT_I32 = 0, QK_OUT_F32 = 1, QK_OUT_F16 = 2, QK_OUT_BF16 = 3 }
 /** How a GEMM operand parameter is laid out: absent, one value, or one per row. */
 typedef enum { QK_PARAM_NONE = 0, QK_PARAM_TENSOR = 1, QK_PARAM_ROW = 2 } qk_param_layout;
 
-/** Tile configurations (rows of A x rows of B per block). sm_80: 128x128, 64x128, 16x128, and
- *  the decode kernel's 8x16 and 16x32 (all of K per block, weights on the mma's M side; needs
- *  K % 16 == 0 and 16-byte aligned operands); sm_90a: 128x256 and 128x128 (persistent, both
- *  consumer warpgroups on one tile), 64x256 (split along K across a cluster), 64x256
- *  ping-pong (persistent, one tile per consumer warpgroup, one's epilogue under the other's
- *  main loop). */
+/** Tile configurations (rows of A x rows of B per block). sm_80: 128x128, 64x128, 16x128,
+ *  and the decode kernel's 8x16 and 16x32 (all of K per block, weights on the mma's M side;
+ *  needs K > 0, K % 16 == 0 and 16-byte aligned operands); sm_90a: 128x256 and 128x128
+ *  (persistent, both consumer warpgroups on one tile), 64x256 (split along K across a
+ *  cluster), 64x256 ping-pong (persistent, one tile per consumer warpgroup, one's epilogue
+ *  under the other's main loop). */
 typedef enum {
   QK_TILE_128x128 = 0,
   QK_TILE_64x128 = 1,
@@ -149,7 +149,8 @@ typedef struct {
 
 /** The mma.sync (sm_80+) GEMM. Needs M, N >= 1; any K >= 0 (K % 16 == 0 with 16-byte aligned
  *  operands takes the cp.async path, any other K a byte-wise path). The decode tiles decline
- *  (cudaErrorNotSupported) K % 16 != 0 and operands not 16-byte aligned. */
+ *  (cudaErrorNotSupported) K % 16 != 0 and operands not 16-byte aligned (K == 0 works, but
+ *  the Rust side sends it to the tiled kernels). */
 int qk_gemm_sm80(const qk_gemm_args *args, qk_stream_t stream);
 
 /** The wgmma + TMA (sm_90a) GEMM: same arguments and results as qk_gemm_sm80. Declines

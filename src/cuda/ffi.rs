@@ -102,7 +102,7 @@ pub const qk_gemm_tile_QK_TILE_64x256: qk_gemm_tile = 4;
 pub const qk_gemm_tile_QK_TILE_64x256_PINGPONG: qk_gemm_tile = 5;
 pub const qk_gemm_tile_QK_TILE_DECODE_8x16: qk_gemm_tile = 6;
 pub const qk_gemm_tile_QK_TILE_DECODE_16x32: qk_gemm_tile = 7;
-#[doc = " Tile configurations (rows of A x rows of B per block). sm_80: 128x128, 64x128, 16x128, and\n  the decode kernel's 8x16 and 16x32 (all of K per block, weights on the mma's M side; needs\n  K % 16 == 0 and 16-byte aligned operands); sm_90a: 128x256 and 128x128 (persistent, both\n  consumer warpgroups on one tile), 64x256 (split along K across a cluster), 64x256\n  ping-pong (persistent, one tile per consumer warpgroup, one's epilogue under the other's\n  main loop)."]
+#[doc = " Tile configurations (rows of A x rows of B per block). sm_80: 128x128, 64x128, 16x128,\n  and the decode kernel's 8x16 and 16x32 (all of K per block, weights on the mma's M side;\n  needs K > 0, K % 16 == 0 and 16-byte aligned operands); sm_90a: 128x256 and 128x128\n  (persistent, both consumer warpgroups on one tile), 64x256 (split along K across a\n  cluster), 64x256 ping-pong (persistent, one tile per consumer warpgroup, one's epilogue\n  under the other's main loop)."]
 pub type qk_gemm_tile = ::std::os::raw::c_uint;
 #[doc = " One GEMM operand: a row-major [rows, k] 8-bit matrix with its parameters."]
 #[repr(C)]
@@ -135,7 +135,7 @@ pub struct qk_gemm_args {
     pub cluster: i32,
 }
 unsafe extern "C" {
-    #[doc = " The mma.sync (sm_80+) GEMM. Needs M, N >= 1; any K >= 0 (K % 16 == 0 with 16-byte aligned\n  operands takes the cp.async path, any other K a byte-wise path). The decode tiles decline\n  (cudaErrorNotSupported) K % 16 != 0 and operands not 16-byte aligned."]
+    #[doc = " The mma.sync (sm_80+) GEMM. Needs M, N >= 1; any K >= 0 (K % 16 == 0 with 16-byte aligned\n  operands takes the cp.async path, any other K a byte-wise path). The decode tiles decline\n  (cudaErrorNotSupported) K % 16 != 0 and operands not 16-byte aligned (K == 0 works, but\n  the Rust side sends it to the tiled kernels)."]
     pub fn qk_gemm_sm80(args: *const qk_gemm_args, stream: qk_stream_t) -> ::std::os::raw::c_int;
 }
 unsafe extern "C" {

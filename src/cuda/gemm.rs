@@ -166,7 +166,7 @@ pub enum GemmKernel {
     /// The decode kernel of `gemm_sm80.cu` (sm_80+) with `tile` = (tokens, weight rows) per
     /// block: (8, 16) or (16, 32). Each block runs all of K for its rows, so every SM streams
     /// weights; more tokens than the tile holds take further block rows (each reading the
-    /// weights again). Needs K % 16 == 0 and 16-byte aligned A and B. Opt-in (pinned,
+    /// weights again). Needs K > 0, K % 16 == 0 and 16-byte aligned A and B. Opt-in (pinned,
     /// benchmarked) until measured.
     Sm80Decode { tile: (usize, usize) },
     /// The persistent kernel of `gemm_sm90.cu` (one CTA per SM) with 128×256 or 128×128
@@ -353,10 +353,10 @@ pub fn check_kernel(info: DispatchInfo, shape: GemmShape, kernel: GemmKernel) ->
             if !matches!(tile, (8, 16) | (16, 32)) {
                 return Err(Error::Unsupported(format!("{kernel}: no such decode tile")));
             }
-            if !shape.k.is_multiple_of(16) || !info.aligned16 {
+            if shape.k == 0 || !shape.k.is_multiple_of(16) || !info.aligned16 {
                 return Err(Error::Unsupported(format!(
                     "{kernel} declines K = {} or unaligned operands (its 16-byte copies need \
-                     K % 16 == 0 and 16-byte aligned A and B); the other sm80 tiles take any K",
+                     K > 0, K % 16 == 0 and 16-byte aligned A and B); the other sm80 tiles take any K",
                     shape.k
                 )));
             }
@@ -759,11 +759,13 @@ mod tests {
         for cc in [(8, 0), (8, 9), (9, 0), (12, 0)] {
             assert!(check_kernel(info(cc), s, decode).is_ok(), "{cc:?}");
         }
-        let odd_k = GemmShape { k: 40, ..s };
-        assert!(matches!(
-            check_kernel(info((8, 0)), odd_k, decode),
-            Err(Error::Unsupported(_))
-        ));
+        for k in [0, 40] {
+            let shape = GemmShape { k, ..s };
+            assert!(matches!(
+                check_kernel(info((8, 0)), shape, decode),
+                Err(Error::Unsupported(_))
+            ));
+        }
         let unaligned = DispatchInfo {
             aligned16: false,
             ..info((8, 0))
