@@ -301,13 +301,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemm_s80_decode(const qk_gemm_args
     }
   };
 
-  int32_t acc[RT][T][4];
-#pragma unroll
-  for (int rt = 0; rt < RT; ++rt)
-#pragma unroll
-    for (int t = 0; t < T; ++t)
-#pragma unroll
-      for (int e = 0; e < 4; ++e) acc[rt][t][e] = 0;
+  int32_t acc[RT][T][4] = {};
 
   // The epilogue's items: one (token, column pair) each, ITEMS per thread. Their row and
   // column parameters load now, so that the loads' latency hides under the main loop

@@ -362,6 +362,7 @@ __global__ void __launch_bounds__(kRowsMaxBlock<VEC, R>) quantize_rows(qk_quanti
       if (total != 0) atomicAdd(slot + 1, total);
       __threadfence();
       if (atomicAdd(slot + 2, 1ull) == gridDim.x - 1) {
+        __threadfence();  // acquire side: every block's add is ordered before this read
         slot[0] = atomicExch(slot + 1, 0ull);
         atomicExch(slot + 2, 0ull);
       }

@@ -3,8 +3,11 @@
 // operations in the same order; change one, change both.
 //
 // NOTE: every float operation is an explicit round-to-nearest intrinsic (__fdiv_rn,
-// __fmul_rn, __fadd_rn, __fsub_rn) so that no FMA contraction or reciprocal trick can
-// creep in; the files are also compiled with -fmad=false as a second guard.
+// __fmul_rn, __fadd_rn, __fsub_rn, and __fmaf_rn where an exact residual is meant) so that
+// no unintended FMA contraction can creep in; the files are also compiled with -fmad=false
+// as a second guard. The quotient x / s must be the correctly rounded IEEE division: the
+// Quantizer below reaches it without a division per element, by a correction proven
+// bit-identical (scripts/check-division-free.c), never by a bare multiply by 1/s.
 #pragma once
 
 #include <cuda_bf16.h>
@@ -143,10 +146,13 @@ __device__ __forceinline__ int32_t quantize_value(float x, qk_scheme scheme, Int
 // 2^18 with the same sign where the division's is beyond 2^19, so the rounded and clamped
 // result is the same everywhere (scripts/check-division-free.c); src/cpu/numeric.rs keeps a
 // sampled copy of that check in its tests.
-// Scales outside the range, and scale 0, take quantize_value.
+// Scales outside the range (and NaN) take quantize_value. Scale 0 (a degenerate group, e.g.
+// an all-zero padding row) stays on the fast path with r = 0: q0 = 0 and t = 0 for every
+// finite x, so q = zp, what quantize_value returns; a non-finite x (or x − offset) makes q0
+// NaN and the vector is redone exactly.
 struct Quantizer {
   Params p;      // zp is 0 unless Affine
-  float r;       // RN(1 / scale) when fast
+  float r;       // RN(1 / scale) when fast (0 for scale 0)
   float lo, hi;  // clamp of the rounded quotient: qmin − zp, qmax − zp
   bool fast;
 };
@@ -155,8 +161,9 @@ __device__ __forceinline__ Quantizer make_quantizer(qk_scheme scheme, IntRange i
   Quantizer z;
   z.p = p;
   if (scheme != QK_AFFINE) z.p.zp = 0;
-  z.fast = p.scale >= 0x1p-64f && p.scale <= 0x1p64f;  // false for 0 and NaN
-  z.r = z.fast ? __fdiv_rn(1.0f, p.scale) : 0.0f;
+  const bool in_range = p.scale >= 0x1p-64f && p.scale <= 0x1p64f;  // false for 0 and NaN
+  z.fast = in_range || p.scale == 0.0f;
+  z.r = in_range ? __fdiv_rn(1.0f, p.scale) : 0.0f;
   z.lo = (float)(ir.qmin - z.p.zp);
   z.hi = (float)(ir.qmax - z.p.zp);
   return z;

@@ -233,12 +233,13 @@ mod tests {
 
     /// The GPU's division-free quotient (`quantize_fast` in kernels/common/numeric.cuh), step
     /// for step: `None` where the kernel falls back to `quantize_value` (scale out of range,
-    /// or a q0 that is not finite).
+    /// or a q0 that is not finite). Scale 0 stays on the fast path with r = 0.
     fn gpu_fast_path(x: f32, scheme: Scheme, (qmin, qmax): (i32, i32), p: Params) -> Option<i32> {
-        if !(2f32.powi(-64)..=2f32.powi(64)).contains(&p.scale) {
+        let in_range = (2f32.powi(-64)..=2f32.powi(64)).contains(&p.scale);
+        if !in_range && p.scale != 0.0 {
             return None;
         }
-        let r = 1.0 / p.scale;
+        let r = if in_range { 1.0 / p.scale } else { 0.0 };
         let zp = if scheme == Scheme::Affine { p.zp } else { 0 };
         let xm = if scheme == Scheme::MinOffset { x - p.offset } else { x };
         let q0 = xm * r;
@@ -252,9 +253,9 @@ mod tests {
 
     /// The kernels quantize with a reciprocal and one exact correction instead of a division
     /// per element; this checks, for scales at the edges of the accepted range and random
-    /// ones, that every result equals the contract's (which divides), and that the fallback
-    /// is only taken for scales outside [2^-64, 2^64], non-finite inputs and quotients beyond
-    /// 10^30. (The same check ran
+    /// ones, and scale 0 (degenerate groups), that every result equals the contract's (which
+    /// divides), and that the fallback is only taken for scales outside [2^-64, 2^64] (other
+    /// than 0), non-finite inputs and quotients beyond 10^30. (The same check ran
     /// exhaustively over all 2^32 inputs for 28 scales, see numeric.cuh.)
     #[test]
     fn division_free_quotient_matches_the_division() {
@@ -265,12 +266,13 @@ mod tests {
             seed ^= seed << 17;
             seed
         };
-        let mut scales = vec![1.0 / 127.0, 3.0 / 255.0, 2f32.powi(64), 2f32.powi(-64)];
+        let mut scales = vec![1.0 / 127.0, 3.0 / 255.0, 2f32.powi(64), 2f32.powi(-64), 0.0];
         for e in [-64, -20, 0, 20, 63] {
             for m in [1.0f32, 1.000_000_1, 1.999_999_9, 1.5, 1.333_333_4] {
                 scales.push(m * 2f32.powi(e));
             }
         }
+        let fixed = scales.len();
         for _ in 0..2000 {
             let m = f32::from_bits(0x3F80_0000 | (next() as u32 & 0x7F_FFFF));
             scales.push(m * 2f32.powi((next() % 129) as i32 - 64));
@@ -286,9 +288,9 @@ mod tests {
         for (k, &scale) in scales.iter().enumerate() {
             // Strided bit patterns (every exponent, sign and mantissa region) for the fixed
             // scales, random ones for the random scales; plus values near the midpoints.
-            let n = if k < 29 { 1 << 16 } else { 1 << 10 };
+            let n = if k < fixed { 1 << 16 } else { 1 << 10 };
             for i in 0..n {
-                let bits = if k < 29 {
+                let bits = if k < fixed {
                     (i as u32).wrapping_mul(65_537) ^ (i as u32 >> 3)
                 } else {
                     next() as u32
@@ -307,14 +309,11 @@ mod tests {
                     match gpu_fast_path(x, scheme, range, p) {
                         Some(got) => assert_eq!(got, want, "x={x:e} s={scale:e} {scheme:?} zp={zp}"),
                         None => {
-                            let quotient = if scheme == Scheme::MinOffset {
-                                (x - offset) / scale
-                            } else {
-                                x / scale
-                            };
+                            let xm = if scheme == Scheme::MinOffset { x - offset } else { x };
                             let in_range = (2f32.powi(-64)..=2f32.powi(64)).contains(&scale);
+                            let big_quotient = scale != 0.0 && (xm / scale).abs() > 1e30;
                             assert!(
-                                !in_range || !x.is_finite() || quotient.abs() > 1e30,
+                                (!in_range && scale != 0.0) || !xm.is_finite() || big_quotient,
                                 "fallback for x={x:e} s={scale:e}"
                             );
                         }
