@@ -237,9 +237,14 @@ fn gpu_writes_the_same_files() {
         "cpu",
     ]);
     assert!(o.status.success(), "{}", stderr_of(&o));
-    for dev in ["cpu", "cuda"] {
-        let y = d.join(format!("y-{dev}.npy"));
-        let o = qk(&[
+    // The dispatcher's kernel, and one pinned by name (the decode kernel: K = 64).
+    for (dev, name, kernel) in [
+        ("cpu", "cpu", None),
+        ("cuda", "cuda", None),
+        ("cuda", "decode", Some("sm80 decode 8x16")),
+    ] {
+        let y = d.join(format!("y-{name}.npy"));
+        let mut args = vec![
             "gemm",
             "--a",
             s(&a),
@@ -251,13 +256,18 @@ fn gpu_writes_the_same_files() {
             s(&y),
             "--device",
             dev,
-        ]);
-        assert!(o.status.success(), "{}", stderr_of(&o));
+        ];
+        args.extend(kernel.map(|k| ["--kernel", k]).iter().flatten());
+        let o = qk(&args);
+        assert!(o.status.success(), "{name}: {}", stderr_of(&o));
     }
-    assert_eq!(
-        std::fs::read(d.join("y-cpu.npy")).unwrap(),
-        std::fs::read(d.join("y-cuda.npy")).unwrap()
-    );
+    for name in ["cuda", "decode"] {
+        assert_eq!(
+            std::fs::read(d.join("y-cpu.npy")).unwrap(),
+            std::fs::read(d.join(format!("y-{name}.npy"))).unwrap(),
+            "{name}"
+        );
+    }
 }
 
 #[test]
@@ -348,6 +358,15 @@ fn gemm_from_quantized_and_raw_folders() {
     assert!(o.status.success(), "{}", stderr_of(&o));
     let (yi, _) = npy::read_int(&y).unwrap();
     assert_eq!(yi.shape, vec![m, n]);
+
+    // --kernel names a GPU configuration: an unknown name is an error that lists them, and
+    // on the CPU path any name is an error (never the CPU reference in its place).
+    let o = run(&["--out-dtype", "i32", "--kernel", "sm80 64x64"]);
+    assert!(!o.status.success());
+    assert!(stderr_of(&o).contains("\"sm80 decode 8x16\""), "{}", stderr_of(&o));
+    let o = run(&["--out-dtype", "i32", "--kernel", "sm80 128x128"]);
+    assert!(!o.status.success());
+    assert!(stderr_of(&o).contains("CPU path"), "{}", stderr_of(&o));
 
     // A bias of the wrong length is an error with one line.
     npy::write(&bias, &[1.0f32; 3], &[3]).unwrap();

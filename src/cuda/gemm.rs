@@ -226,6 +226,23 @@ impl std::fmt::Display for GemmKernel {
     }
 }
 
+/// A configuration by its name, as `Display` writes it (`"sm80 decode 8x16"`, `"sm90
+/// 128x256 multicast"`): how the command line and benchmark files name them.
+impl std::str::FromStr for GemmKernel {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        let all = GemmKernel::all();
+        all.iter().copied().find(|k| k.to_string() == s).ok_or_else(|| {
+            let names: Vec<String> = all.iter().map(|k| format!("\"{k}\"")).collect();
+            Error::InvalidArgument(format!(
+                "no GEMM kernel configuration is named \"{s}\"; there are {}",
+                names.join(", ")
+            ))
+        })
+    }
+}
+
 /// What the dispatcher needs to know about the device and operands beyond the shape.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DispatchInfo {
@@ -783,6 +800,14 @@ mod tests {
         );
         assert_eq!(decode.to_string(), "sm80 decode 8x16");
         assert_eq!(GemmKernel::Sm90SplitK { split: 4 }.to_string(), "sm90 64x256 split 4");
+        // Every configuration parses back from its name; other names are an error that lists them.
+        for kernel in GemmKernel::all() {
+            assert_eq!(kernel.to_string().parse::<GemmKernel>().unwrap(), kernel);
+        }
+        let Err(Error::InvalidArgument(e)) = "sm80 64x64".parse::<GemmKernel>() else {
+            panic!("an unknown name must be InvalidArgument")
+        };
+        assert!(e.contains("\"sm80 decode 16x32\""), "{e}");
         assert_eq!(
             GemmKernel::Sm90PingPong { multicast: true }.to_string(),
             "sm90 64x256 pingpong multicast"

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
 use qkernels::cpu::{self, Bias, HostQuantized, RawMatrix};
-use qkernels::cuda::{self, DeviceBias, DeviceGemmOutput, DeviceQuantized, DeviceRaw, GemmPath};
+use qkernels::cuda::{self, DeviceBias, DeviceGemmOutput, DeviceQuantized, DeviceRaw, GemmKernel, GemmPath};
 use qkernels::npy::{self, FloatData, IntKind};
 use qkernels::{Error, Granularity, IntType, Result, bf16, f16};
 
@@ -48,6 +48,17 @@ pub struct GemmArgs {
     /// GPU kernel family (auto: the dispatcher's choice).
     #[arg(long, value_enum, default_value = "auto")]
     path: PathArg,
+    /// Pin one GPU kernel configuration by name, e.g. "sm80 decode 8x16" or "sm90 64x256
+    /// pingpong" (`qk bench gemm --all-kernels` lists them); GPU only.
+    #[arg(long, conflicts_with = "path")]
+    kernel: Option<String>,
+}
+
+/// Which GPU kernel runs: the dispatcher's choice within a family, or one configuration.
+#[derive(Clone, Copy)]
+enum Pick {
+    Path(GemmPath),
+    Kernel(GemmKernel),
 }
 
 /// A GEMM operand read from a folder.
@@ -134,10 +145,13 @@ fn run_typed<O: DeviceGemmOutput>(
     a: &Loaded,
     b: &Loaded,
     bias: Option<&FloatData>,
-    path: GemmPath,
+    pick: Pick,
 ) -> Result<Vec<O>> {
     let (ha, hb) = (a.operand()?, b.operand()?);
     match backend {
+        Backend::Cpu if matches!(pick, Pick::Kernel(_)) => Err(Error::InvalidArgument(
+            "--kernel pins a GPU kernel, but this run is on the CPU path".into(),
+        )),
         Backend::Cpu => cpu::gemm::<O>(&ha, &hb, bias.map(bias_of)),
         Backend::Gpu(g) => {
             let s = &g.stream;
@@ -158,7 +172,17 @@ fn run_typed<O: DeviceGemmOutput>(
                 BiasBuf::F32(v) => DeviceBias::F32(v.as_view()),
                 BiasBuf::F16(v) => DeviceBias::F16(v.as_view()),
             });
-            let y = cuda::gemm::<O>(s, &da.operand()?, &db.operand()?, view.as_ref(), path)?;
+            let (da, db) = (da.operand()?, db.operand()?);
+            let y = match pick {
+                Pick::Path(path) => cuda::gemm::<O>(s, &da, &db, view.as_ref(), path)?,
+                Pick::Kernel(kernel) => {
+                    // SAFETY: uninitialized; the kernel writes all M · N outputs before the
+                    // copy below reads them (on error the buffer is dropped unread).
+                    let mut y = unsafe { s.alloc::<O>(da.meta.rows * db.meta.rows) }?;
+                    cuda::gemm_into_kernel(s, &da, &db, view.as_ref(), &mut y, kernel)?;
+                    y
+                }
+            };
             Ok(s.clone_dtoh(&y)?)
         }
     }
@@ -193,10 +217,11 @@ pub fn gemm(args: GemmArgs) -> Result<()> {
         return Err(Error::Shape(format!("the bias must be 1-D [N], found shape {shape:?}")));
     }
     let bias = bias.map(|(d, _)| d);
-    let path = match args.path {
-        PathArg::Auto => GemmPath::Auto,
-        PathArg::Sm80 => GemmPath::Sm80,
-        PathArg::Sm90 => GemmPath::Sm90,
+    let path = match (&args.kernel, args.path) {
+        (Some(name), _) => Pick::Kernel(name.parse()?),
+        (None, PathArg::Auto) => Pick::Path(GemmPath::Auto),
+        (None, PathArg::Sm80) => Pick::Path(GemmPath::Sm80),
+        (None, PathArg::Sm90) => Pick::Path(GemmPath::Sm90),
     };
     // Check the problem (shapes, schemes, bounds) before choosing a device.
     a.operand()?;
