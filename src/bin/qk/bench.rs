@@ -1,6 +1,7 @@
 //! `qk bench quant`: dynamic per-row quantization (bf16 → i8 with scales) against the
-//! device's device-to-device copy bandwidth measured in the same run, and the M = 1 launch
-//! against an empty kernel. Times are medians of CUDA-event measurements after warm-up.
+//! device's device-to-device copy bandwidth measured in the same run, the other schemes and
+//! granularities at K = 4096 (affine per-group, MinOffset per-row, per-tensor, static
+//! per-column), and the M = 1 launch against an empty kernel. Times are medians of CUDA-event measurements after warm-up.
 //! Without a GPU it times the CPU reference instead and says so.
 
 use std::path::Path;
@@ -8,7 +9,7 @@ use std::time::Instant;
 
 use qkernels::bench::{copy_gbps, median, random_f32, time_us};
 use qkernels::cuda::{self, DeviceQuantized, Gpu};
-use qkernels::{Error, Granularity, QuantSpec, Result, bf16, cpu};
+use qkernels::{Error, Granularity, IntType, QuantParams, QuantSpec, Result, Scheme, bf16, cpu};
 use serde::Serialize;
 
 /// Widths of the LLM hidden dimensions the issue names.
@@ -135,6 +136,37 @@ fn gpu_quant(g: &Gpu, json: Option<&Path>) -> Result<()> {
             fraction_of_copy: Some(gbps / copy),
         });
     }
+    // The other schemes and granularities at K = 4096 (the per-row case above is the issue's
+    // target; these say what a user of each path gets). Bytes: input, output, row sums and
+    // parameters.
+    let k = 4096;
+    let xv = x.slice(0..ROWS * k);
+    for (op, spec, params) in other_cases(k)? {
+        let mut out = DeviceQuantized::alloc(&g.stream, spec, ROWS, k)?;
+        let timed = time_us(g, 3, 20, || {
+            cuda::quantize_into(&g.stream, &xv, ROWS, k, params.as_ref(), &mut out)
+        });
+        // A case that fails is reported and skipped: the per-row rows and M = 1 still count.
+        let us = match timed {
+            Ok(us) => us,
+            Err(e) => {
+                println!("{op}: {e}");
+                continue;
+            }
+        };
+        let per_param = if spec.scheme() == Scheme::Symmetric { 4 } else { 8 };
+        let bytes = (ROWS * k * 3 + ROWS * 4 + spec.num_params(ROWS, k) * per_param) as u64;
+        let gbps = bytes as f64 / us / 1e3;
+        results.push(Row {
+            op: op.into(),
+            m: ROWS,
+            k,
+            median_us: us,
+            bytes,
+            gbps,
+            fraction_of_copy: Some(gbps / copy),
+        });
+    }
     // Launch-bound case: M = 1, per launch over batches of back-to-back launches.
     const BATCH: usize = 200;
     let empty = time_us(g, 2, 15, || {
@@ -194,6 +226,37 @@ fn gpu_quant(g: &Gpu, json: Option<&Path>) -> Result<()> {
     )
 }
 
+/// The schemes and granularities besides dynamic per-row, for `[rows, k]` bf16 inputs.
+fn other_cases(k: usize) -> Result<Vec<(&'static str, QuantSpec, Option<QuantParams>)>> {
+    let col_scales = QuantParams {
+        scales: (0..k).map(|c| 0.01 + c as f32 * 1e-6).collect(),
+        zero_points: None,
+        offsets: None,
+    };
+    Ok(vec![
+        (
+            "quantize bf16→u8 dynamic affine group:128",
+            QuantSpec::affine(IntType::U8, Granularity::Group(128))?,
+            None,
+        ),
+        (
+            "quantize bf16→u8 dynamic min-offset row",
+            QuantSpec::min_offset(Granularity::Row)?,
+            None,
+        ),
+        (
+            "quantize bf16→i8 dynamic per-tensor",
+            QuantSpec::symmetric(Granularity::Tensor)?,
+            None,
+        ),
+        (
+            "quantize bf16→i8 static per-column",
+            QuantSpec::symmetric(Granularity::Col)?,
+            Some(col_scales),
+        ),
+    ])
+}
+
 fn cpu_quant(json: Option<&Path>) -> Result<()> {
     const CPU_ROWS: usize = 256;
     let spec = QuantSpec::symmetric(Granularity::Row)?;
@@ -241,4 +304,25 @@ fn cpu_quant(json: Option<&Path>) -> Result<()> {
             note: "CPU reference timings (rayon); not a GPU figure".into(),
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The extra cases are valid problems (a GPU run must not lose `qk bench quant` to a
+    /// bad argument): their specs and parameters pass the launcher's checks at the
+    /// benchmark's shape, and the CPU reference quantizes them.
+    #[test]
+    fn other_cases_are_valid() {
+        let k = 4096;
+        let x = random_f32(4 * k, 1, 4.0);
+        for (op, spec, params) in other_cases(k).unwrap() {
+            spec.check(ROWS, k).unwrap_or_else(|e| panic!("{op}: {e}"));
+            if let Some(p) = &params {
+                p.check(&spec, ROWS, k).unwrap_or_else(|e| panic!("{op}: {e}"));
+            }
+            cpu::quantize(&x, 4, k, spec, params.as_ref(), false).unwrap_or_else(|e| panic!("{op}: {e}"));
+        }
+    }
 }
