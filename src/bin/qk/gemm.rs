@@ -217,7 +217,7 @@ pub fn gemm(args: GemmArgs) -> Result<()> {
         return Err(Error::Shape(format!("the bias must be 1-D [N], found shape {shape:?}")));
     }
     let bias = bias.map(|(d, _)| d);
-    let path = match (&args.kernel, args.path) {
+    let pick = match (&args.kernel, args.path) {
         (Some(name), _) => Pick::Kernel(name.parse()?),
         (None, PathArg::Auto) => Pick::Path(GemmPath::Auto),
         (None, PathArg::Sm80) => Pick::Path(GemmPath::Sm80),
@@ -232,21 +232,21 @@ pub fn gemm(args: GemmArgs) -> Result<()> {
     match args.out_dtype {
         GemmOut::I32 => npy::write(
             &args.out,
-            &run_typed::<i32>(&backend, &a, &b, bias.as_ref(), path)?,
+            &run_typed::<i32>(&backend, &a, &b, bias.as_ref(), pick)?,
             &shape,
         ),
         GemmOut::F32 => npy::write(
             &args.out,
-            &run_typed::<f32>(&backend, &a, &b, bias.as_ref(), path)?,
+            &run_typed::<f32>(&backend, &a, &b, bias.as_ref(), pick)?,
             &shape,
         ),
         GemmOut::F16 => npy::write(
             &args.out,
-            &run_typed::<f16>(&backend, &a, &b, bias.as_ref(), path)?,
+            &run_typed::<f16>(&backend, &a, &b, bias.as_ref(), pick)?,
             &shape,
         ),
         GemmOut::Bf16 => {
-            let y: Vec<f32> = run_typed::<bf16>(&backend, &a, &b, bias.as_ref(), path)?
+            let y: Vec<f32> = run_typed::<bf16>(&backend, &a, &b, bias.as_ref(), pick)?
                 .iter()
                 .map(|v| v.to_f32())
                 .collect();
