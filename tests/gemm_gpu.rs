@@ -339,11 +339,10 @@ fn every_kernel_configuration() {
         let shape = qkernels::gemm::GemmShape { m, n, k };
         let mut kernels = Vec::new();
         for kernel in cuda::GemmKernel::all() {
-            let wgmma = !sm80_family(kernel);
             match cuda::check_kernel(info, shape, kernel) {
                 Ok(()) => kernels.push(kernel),
                 // Only the wgmma kernels may be declined, and only off Hopper.
-                Err(Error::Unsupported(_)) if wgmma && cc.0 != 9 => {}
+                Err(Error::Unsupported(_)) if kernel.wgmma() && cc.0 != 9 => {}
                 Err(e) => panic!("{m}x{n}x{k} {kernel}: {e}"),
             }
         }
@@ -351,7 +350,7 @@ fn every_kernel_configuration() {
         let expected = if cc.0 == 9 {
             all.len()
         } else {
-            all.into_iter().filter(|&k| sm80_family(k)).count()
+            all.into_iter().filter(|k| !k.wgmma()).count()
         };
         assert_eq!(kernels.len(), expected, "{m}x{n}x{k}: configurations run");
         // Affine and MinOffset activations take the epilogues with zero-point corrections (and
@@ -375,14 +374,6 @@ fn every_kernel_configuration() {
             }
         }
     }
-}
-
-/// The kernels of gemm_sm80.cu (any sm_80+ device).
-fn sm80_family(kernel: cuda::GemmKernel) -> bool {
-    matches!(
-        kernel,
-        cuda::GemmKernel::Sm80 { .. } | cuda::GemmKernel::Sm80Decode { .. }
-    )
 }
 
 /// The decode kernel, pinned: tokens within one block row and beyond (M = 9, 17, 40 take

@@ -207,6 +207,26 @@ impl GemmKernel {
         v.extend([true, false].map(|multicast| GemmKernel::Sm90PingPong { multicast }));
         v
     }
+
+    /// Whether this is a kernel of `gemm_sm90.cu` (wgmma, Hopper only); the others are
+    /// `gemm_sm80.cu`'s (`mma.sync`, any sm_80+ device).
+    pub fn wgmma(self) -> bool {
+        !matches!(self, GemmKernel::Sm80 { .. } | GemmKernel::Sm80Decode { .. })
+    }
+}
+
+/// The condition of the kernels that read the operands as 16-byte vectors (TMA boxes, or
+/// the decode kernel's 16-byte copies): K > 0, K % 16 == 0 and both operands' data 16-byte
+/// aligned. `Error::Unsupported` naming `what` otherwise.
+fn check_vector_operands(info: DispatchInfo, shape: GemmShape, what: &str) -> Result<()> {
+    if shape.k == 0 || !shape.k.is_multiple_of(16) || !info.aligned16 {
+        return Err(Error::Unsupported(format!(
+            "{what} declines K = {} or unaligned operands (it needs K > 0, K % 16 == 0 and \
+             16-byte aligned A and B); the sm80 tiles take any K",
+            shape.k
+        )));
+    }
+    Ok(())
 }
 
 impl std::fmt::Display for GemmKernel {
@@ -370,13 +390,7 @@ pub fn check_kernel(info: DispatchInfo, shape: GemmShape, kernel: GemmKernel) ->
             if !matches!(tile, (8, 16) | (16, 32)) {
                 return Err(Error::Unsupported(format!("{kernel}: no such decode tile")));
             }
-            if shape.k == 0 || !shape.k.is_multiple_of(16) || !info.aligned16 {
-                return Err(Error::Unsupported(format!(
-                    "{kernel} declines K = {} or unaligned operands (its 16-byte copies need \
-                     K > 0, K % 16 == 0 and 16-byte aligned A and B); the other sm80 tiles take any K",
-                    shape.k
-                )));
-            }
+            check_vector_operands(info, shape, &kernel.to_string())?;
             if shape.m.div_ceil(tile.0) > 65_535 || shape.n.div_ceil(tile.1) > i32::MAX as usize {
                 return Err(Error::Limit(format!(
                     "{kernel}: {}x{} needs more than 65535 x 2^31 blocks; use a tiled configuration",
@@ -419,13 +433,7 @@ pub fn check_kernel(info: DispatchInfo, shape: GemmShape, kernel: GemmKernel) ->
             "the wgmma GEMM takes fewer than 2^31 rows per operand".into(),
         ));
     }
-    if shape.k == 0 || !shape.k.is_multiple_of(16) || !info.aligned16 {
-        return Err(Error::Unsupported(format!(
-            "the wgmma GEMM declines K = {} or unaligned operands (TMA needs K > 0, K % 16 == 0 and \
-             16-byte aligned A and B); the sm80 path takes any K",
-            shape.k
-        )));
-    }
+    check_vector_operands(info, shape, "the wgmma GEMM")?;
     // The split-K grid is one CTA per tile and split (the persistent grids are ≤ SMs).
     if let Some(split) = split
         && shape.m.div_ceil(64) * shape.n.div_ceil(256) * split > i32::MAX as usize

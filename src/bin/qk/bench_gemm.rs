@@ -457,12 +457,11 @@ fn bench_shape(
     let mut kernels = BTreeMap::new();
     if opts.all_kernels {
         for kernel in GemmKernel::all() {
-            let wgmma = !matches!(kernel, GemmKernel::Sm80 { .. } | GemmKernel::Sm80Decode { .. });
             let pingpong = matches!(kernel, GemmKernel::Sm90PingPong { .. });
             // The decode kernel reads the weights once per 8 or 16 tokens: beyond M = 64 it
             // only costs sweep time.
             let decode = matches!(kernel, GemmKernel::Sm80Decode { .. });
-            if (wgmma && opts.skip_sm90)
+            if (kernel.wgmma() && opts.skip_sm90)
                 || (pingpong && opts.skip_pingpong)
                 || (decode && (opts.skip_decode || m > 64))
                 || cuda::check_kernel(info, shape, kernel).is_err()
