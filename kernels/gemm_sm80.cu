@@ -32,9 +32,13 @@ constexpr int BK = 64;  // K bytes per tile: four 16-byte chunks per row
 // Byte offset of 16-byte chunk `c` (0..3) of row `r` in a tile (see the header comment).
 __device__ __forceinline__ uint32_t swz(int r, int c) { return (uint32_t)(r * BK + ((c ^ ((r >> 1) & 3)) << 4)); }
 
+// 16 bytes global → shared, through L2 only (.cg), or also kept in L1 (.ca, L1 = true: data
+// that other blocks on the SM read too).
+template <bool L1 = false>
 __device__ __forceinline__ void cp_async16(uint32_t dst, const void *src, bool valid) {
   const int n = valid ? 16 : 0;  // src-size 0: the 16 bytes are zero-filled, nothing is read
-  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+  if constexpr (L1) asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
+  else asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
 }
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int N> __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N)); }
@@ -244,11 +248,6 @@ namespace decode {
 
 constexpr int CHUNK = 64;  // K bytes per warp step: 4 lanes x 16 bytes per row
 
-__device__ __forceinline__ void cp_async16_ca(uint32_t dst, const void *src, bool valid) {
-  const int n = valid ? 16 : 0;  // src-size 0: zero-filled, nothing is read
-  asm volatile("cp.async.ca.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src), "r"(n));
-}
-
 template <int RT, int T, int WARPS, int STAGES> struct Shape {
   static constexpr int ROWS = 16 * RT, TOKENS = 8 * T;
   static constexpr int LOADS = 2 * RT + T;  // 16-byte copies per lane and chunk
@@ -296,8 +295,8 @@ __global__ void __launch_bounds__(WARPS * 32) gemm_s80_decode(const qk_gemm_args
       const bool valid = in && ok[l];
       // An invalid copy reads nothing (src-size 0) but still names an in-bounds address.
       const void *p = valid ? (const void *)(src[l] + off) : (const void *)(l < 2 * RT ? gb : ga);
-      if (l < 2 * RT) cp_async16(dst + l * 512, p, valid);
-      else cp_async16_ca(dst + l * 512, p, valid);
+      if (l < 2 * RT) cp_async16(dst + l * 512, p, valid);  // weights: read once
+      else cp_async16<true>(dst + l * 512, p, valid);       // tokens: every block reads them
     }
   };
 
@@ -307,14 +306,20 @@ __global__ void __launch_bounds__(WARPS * 32) gemm_s80_decode(const qk_gemm_args
   // column parameters load now, so that the loads' latency hides under the main loop
   // rather than adding a global round trip to every block's end.
   const EpilogueCtx ctx = make_epilogue_ctx(args);
+  auto item = [&](int j, int &tok, int &col) {
+    const int i = threadIdx.x + j * WARPS * 32;
+    tok = i / (ROWS / 2), col = (i % (ROWS / 2)) * 2;
+    return i < TOKENS * ROWS / 2;
+  };
   bool item_ok[ITEMS];
   ColParams cp[ITEMS][2];
   RowParams rp[ITEMS];
 #pragma unroll
   for (int j = 0; j < ITEMS; ++j) {
-    const int i = threadIdx.x + j * WARPS * 32, tok = i / (ROWS / 2), col = (i % (ROWS / 2)) * 2;
+    int tok, col;
+    const bool in_tile = item(j, tok, col);
     const int64_t m = m0 + tok, n = n0 + col;
-    item_ok[j] = i < TOKENS * ROWS / 2 && m < M && n < N;
+    item_ok[j] = in_tile && m < M && n < N;
     if (item_ok[j]) {
       cp[j][0] = col_params(args, ctx, n);
       cp[j][1] = n + 1 < N ? col_params(args, ctx, n + 1) : cp[j][0];
@@ -367,7 +372,8 @@ __global__ void __launch_bounds__(WARPS * 32) gemm_s80_decode(const qk_gemm_args
   with_out_type(args.y_type, [&]<typename TOut>() {
 #pragma unroll
     for (int j = 0; j < ITEMS; ++j) {
-      const int i = threadIdx.x + j * WARPS * 32, tok = i / (ROWS / 2), col = (i % (ROWS / 2)) * 2;
+      int tok, col;
+      item(j, tok, col);
       if (!item_ok[j]) continue;
       int32_t s0 = 0, s1 = 0;
 #pragma unroll
