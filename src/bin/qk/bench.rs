@@ -1,12 +1,14 @@
 //! `qk bench quant`: dynamic per-row quantization (bf16 → i8 with scales) against the
 //! device's device-to-device copy bandwidth measured in the same run, the other schemes and
 //! granularities at K = 4096 (affine per-group, MinOffset per-row, per-tensor, static
-//! per-column), and the M = 1 launch against an empty kernel. Times are medians of CUDA-event measurements after warm-up.
+//! per-column), and the M = 1 launch against an empty kernel. Times are medians of
+//! CUDA-event measurements after warm-up.
 //! Without a GPU it times the CPU reference instead and says so.
 
 use std::path::Path;
 use std::time::Instant;
 
+use cudarc::driver::CudaSlice;
 use qkernels::bench::{copy_gbps, median, random_f32, time_us};
 use qkernels::cuda::{self, DeviceQuantized, Gpu};
 use qkernels::{Error, Granularity, IntType, QuantParams, QuantSpec, Result, Scheme, bf16, cpu};
@@ -119,53 +121,17 @@ fn gpu_quant(g: &Gpu, json: Option<&Path>) -> Result<()> {
     drop(host);
     let mut results = Vec::new();
     for &k in &WIDTHS {
-        let xv = x.slice(0..ROWS * k);
-        let mut out = DeviceQuantized::alloc(&g.stream, spec, ROWS, k)?;
-        let us = time_us(g, 3, 20, || {
-            cuda::quantize_into(&g.stream, &xv, ROWS, k, None, &mut out)
-        })?;
-        let bytes = (ROWS * k * 2 + ROWS * k + ROWS * 4) as u64;
-        let gbps = bytes as f64 / us / 1e3;
-        results.push(Row {
-            op: "quantize bf16→i8 dynamic per-row".into(),
-            m: ROWS,
-            k,
-            median_us: us,
-            bytes,
-            gbps,
-            fraction_of_copy: Some(gbps / copy),
-        });
+        let op = "quantize bf16→i8 dynamic per-row";
+        results.push(time_quantize(g, &x, k, op, spec, None, copy)?);
     }
     // The other schemes and granularities at K = 4096 (the per-row case above is the issue's
-    // target; these say what a user of each path gets). Bytes: input, output, row sums and
-    // parameters.
-    let k = 4096;
-    let xv = x.slice(0..ROWS * k);
-    for (op, spec, params) in other_cases(k)? {
-        let mut out = DeviceQuantized::alloc(&g.stream, spec, ROWS, k)?;
-        let timed = time_us(g, 3, 20, || {
-            cuda::quantize_into(&g.stream, &xv, ROWS, k, params.as_ref(), &mut out)
-        });
-        // A case that fails is reported and skipped: the per-row rows and M = 1 still count.
-        let us = match timed {
-            Ok(us) => us,
-            Err(e) => {
-                println!("{op}: {e}");
-                continue;
-            }
-        };
-        let per_param = if spec.scheme() == Scheme::Symmetric { 4 } else { 8 };
-        let bytes = (ROWS * k * 3 + ROWS * 4 + spec.num_params(ROWS, k) * per_param) as u64;
-        let gbps = bytes as f64 / us / 1e3;
-        results.push(Row {
-            op: op.into(),
-            m: ROWS,
-            k,
-            median_us: us,
-            bytes,
-            gbps,
-            fraction_of_copy: Some(gbps / copy),
-        });
+    // target; these say what a user of each path gets). A case that fails is reported and
+    // skipped: the per-row rows and M = 1 still count.
+    for (op, spec, params) in other_cases(4096)? {
+        match time_quantize(g, &x, 4096, op, spec, params.as_ref(), copy) {
+            Ok(row) => results.push(row),
+            Err(e) => println!("{op}: {e}"),
+        }
     }
     // Launch-bound case: M = 1, per launch over batches of back-to-back launches.
     const BATCH: usize = 200;
@@ -218,12 +184,42 @@ fn gpu_quant(g: &Gpu, json: Option<&Path>) -> Result<()> {
             m1_untracked_us: Some(m1_untracked),
             m1_untracked_over_empty: Some(m1_untracked / empty),
             results,
-            note: "bytes = input + output + scales; medians of CUDA-event timings; M = 1 per launch over \
-                   batches of 200 back-to-back launches, with cudarc's event tracking (the default) and \
-                   without"
+            note: "bytes = input + output + parameters (scales, zero points or offsets); medians of \
+                   CUDA-event timings; M = 1 per launch over batches of 200 back-to-back launches, with \
+                   cudarc's event tracking (the default) and without"
                 .into(),
         },
     )
+}
+
+/// Times `quantize_into` over the first `[ROWS, k]` of `x` (bf16); bytes are the input, the
+/// output and the parameters (scales, and zero points or offsets).
+fn time_quantize(
+    g: &Gpu,
+    x: &CudaSlice<bf16>,
+    k: usize,
+    op: &str,
+    spec: QuantSpec,
+    params: Option<&QuantParams>,
+    copy: f64,
+) -> Result<Row> {
+    let xv = x.slice(0..ROWS * k);
+    let mut out = DeviceQuantized::alloc(&g.stream, spec, ROWS, k)?;
+    let us = time_us(g, 3, 20, || {
+        cuda::quantize_into(&g.stream, &xv, ROWS, k, params, &mut out)
+    })?;
+    let per_param = if spec.scheme() == Scheme::Symmetric { 4 } else { 8 };
+    let bytes = (ROWS * k * 3 + spec.num_params(ROWS, k) * per_param) as u64;
+    let gbps = bytes as f64 / us / 1e3;
+    Ok(Row {
+        op: op.into(),
+        m: ROWS,
+        k,
+        median_us: us,
+        bytes,
+        gbps,
+        fraction_of_copy: Some(gbps / copy),
+    })
 }
 
 /// The schemes and granularities besides dynamic per-row, for `[rows, k]` bf16 inputs.
