@@ -380,7 +380,8 @@ fn every_kernel_configuration() {
 /// two to five), weight rows around its 16- and 32-row blocks, K below one 64-byte chunk,
 /// between chunks and long (each warp's ring wraps many times), all four operand type
 /// pairs (u8 activations and u8 weights select the mma's types), zero points and MinOffset,
-/// every output type; the int32 extremes at the largest K it takes; and what it declines.
+/// every output type; the int32 extremes at the largest K it takes (all seven sign and
+/// zero-point cases); and what it declines.
 #[test]
 fn decode_kernels() {
     let Some(g) = common::gpu() else { return };
@@ -426,22 +427,15 @@ fn decode_kernels() {
             compare_pinned::<f16>(&g, &ha, &hb, &dao, &dbo, &kernels, &what);
         }
     }
-    // The int32 extremes: i8 x i8 at the largest multiple of 16 below K = 131071, and u8
-    // activations with a zero point against i8 weights at the largest u8 x i8 K.
-    for (k, va, vb) in [(131_056, -128i8, -128i8), (131_056, 127, -128)] {
-        let a = HostOp::Raw(RawMatrix::new(IntType::I8, 3, k, vec![va as u8; 3 * k], None).unwrap());
-        let b = HostOp::Raw(RawMatrix::new(IntType::I8, 5, k, vec![vb as u8; 5 * k], None).unwrap());
+    // The int32 extremes, at the K the decode kernel takes (multiples of 16).
+    for (a, b, what, _) in int32_extremes() {
+        let HostOp::Raw(ra) = &a else { unreachable!() };
+        if !ra.cols.is_multiple_of(16) {
+            continue;
+        }
         let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
         let (ha, hb, dao, dbo) = (a.operand(), b.operand(), da.operand(), db.operand());
-        compare_pinned::<i32>(&g, &ha, &hb, &dao, &dbo, &kernels, "i8 extremes");
-    }
-    let k = 65_792;
-    for (va, za) in [(255u8, 0), (0, 255)] {
-        let a = HostOp::Raw(RawMatrix::new(IntType::U8, 2, k, vec![va; 2 * k], Some(vec![za])).unwrap());
-        let b = HostOp::Raw(RawMatrix::new(IntType::I8, 3, k, vec![(-128i8) as u8; 3 * k], None).unwrap());
-        let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
-        let (ha, hb, dao, dbo) = (a.operand(), b.operand(), da.operand(), db.operand());
-        compare_pinned::<i32>(&g, &ha, &hb, &dao, &dbo, &kernels, "u8 x i8 extremes");
+        compare_pinned::<i32>(&g, &ha, &hb, &dao, &dbo, &kernels, &what);
     }
 
     // Declined, never computed: K % 16 != 0, and operands off 16-byte alignment.
@@ -606,47 +600,49 @@ fn operands_at_offsets_inside_larger_allocations() {
 #[test]
 fn int32_extremes_at_the_largest_k() {
     let Some(g) = common::gpu() else { return };
-    // The largest K, and the largest multiple of 16 (which the wgmma path takes, split
-    // across a cluster of 4 for these few rows).
-    for (k, va, vb) in [131_071, 131_056]
+    for (a, b, what, want0) in int32_extremes() {
+        let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
+        compare::<i32>(&g, &a.operand(), &b.operand(), &da.operand(), &db.operand(), &what);
+        let got = cuda::gemm::<i32>(&g.stream, &da.operand(), &db.operand(), None, GemmPath::Auto).unwrap();
+        assert_eq!(g.stream.clone_dtoh(&got).unwrap()[0] as i64, want0, "{what}");
+    }
+}
+
+/// Operands whose int32 sums reach the contract's bound, with the exact first output: i8·i8
+/// at ±128 / 127 for the largest K (131071) and the largest multiple of 16 below it (which the
+/// wgmma path takes, split across a cluster of 4 for these few rows), and u8 activations with
+/// a zero point against i8 weights at the largest u8·i8 K (65793) and 65792.
+fn int32_extremes() -> Vec<(HostOp, HostOp, String, i64)> {
+    let i8s = [131_071, 131_056]
         .into_iter()
         .flat_map(|k| [(k, -128i8, -128i8), (k, 127, 127), (k, -128, 127)])
-    {
-        let a = HostOp::Raw(RawMatrix::new(IntType::I8, 3, k, vec![va as u8; 3 * k], None).unwrap());
-        let b = HostOp::Raw(RawMatrix::new(IntType::I8, 5, k, vec![vb as u8; 5 * k], None).unwrap());
-        let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
-        compare::<i32>(
-            &g,
-            &a.operand(),
-            &b.operand(),
-            &da.operand(),
-            &db.operand(),
-            "i8 extremes",
-        );
-    }
-    for (k, va, za, vb) in [65_793, 65_792].into_iter().flat_map(|k| {
-        [
-            (k, 255u8, 0, -128i8),
-            (k, 0, 255, -128),
-            (k, 255, 0, 127),
-            (k, 0, 255, 127),
-        ]
-    }) {
-        let a = HostOp::Raw(RawMatrix::new(IntType::U8, 2, k, vec![va; 2 * k], Some(vec![za])).unwrap());
-        let b = HostOp::Raw(RawMatrix::new(IntType::I8, 3, k, vec![vb as u8; 3 * k], None).unwrap());
-        let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
-        compare::<i32>(
-            &g,
-            &a.operand(),
-            &b.operand(),
-            &da.operand(),
-            &db.operand(),
-            "u8 x i8 extremes",
-        );
-        let got = cuda::gemm::<i32>(&g.stream, &da.operand(), &db.operand(), None, GemmPath::Auto).unwrap();
-        let got = g.stream.clone_dtoh(&got).unwrap();
-        assert_eq!(got[0] as i64, k as i64 * (va as i64 - za as i64) * vb as i64);
-    }
+        .map(|(k, va, vb)| {
+            let a = HostOp::Raw(RawMatrix::new(IntType::I8, 3, k, vec![va as u8; 3 * k], None).unwrap());
+            let b = HostOp::Raw(RawMatrix::new(IntType::I8, 5, k, vec![vb as u8; 5 * k], None).unwrap());
+            (
+                a,
+                b,
+                format!("i8 extremes K {k} {va} x {vb}"),
+                k as i64 * va as i64 * vb as i64,
+            )
+        });
+    let u8s = [65_793, 65_792]
+        .into_iter()
+        .flat_map(|k| {
+            [
+                (k, 255u8, 0, -128i8),
+                (k, 0, 255, -128),
+                (k, 255, 0, 127),
+                (k, 0, 255, 127),
+            ]
+        })
+        .map(|(k, va, za, vb)| {
+            let a = HostOp::Raw(RawMatrix::new(IntType::U8, 2, k, vec![va; 2 * k], Some(vec![za])).unwrap());
+            let b = HostOp::Raw(RawMatrix::new(IntType::I8, 3, k, vec![vb as u8; 3 * k], None).unwrap());
+            let what = format!("u8 x i8 extremes K {k} ({va} - {za}) x {vb}");
+            (a, b, what, k as i64 * (va as i64 - za as i64) * vb as i64)
+        });
+    i8s.chain(u8s).collect()
 }
 
 #[test]
