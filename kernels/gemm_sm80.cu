@@ -98,7 +98,7 @@ __device__ __forceinline__ void load_tile(uint32_t smem, const uint8_t *g, int64
 // ~190 on sm_90a with small epilogue changes, which costs a third of the occupancy).
 template <typename TA, typename TB, int BM, int BN, int WM, int WN, int STAGES, int LOADW>
 __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, BM == 128 ? 3 : 1)
-    gemm_s80(const qk_gemm_args args) {
+    gemm_s80(const __grid_constant__ GemmArgs args) {
   constexpr int WARPS_N = BN / WN, THREADS = (BM / WM) * WARPS_N * 32;
   constexpr int MT = WM / 16, NT = WN / 8;
   constexpr int A_BYTES = BM * BK, STAGE_BYTES = (BM + BN) * BK;
@@ -190,7 +190,8 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, BM == 128 ? 3 : 1)
   const int gid = lane >> 2, tig = lane & 3;
   const EpiPath path = epilogue_path(ctx, m0 + BM <= M && n0 + BN <= N, false);
   with_out_type(args.y_type, [&]<typename TOut>() {
-    with_epilogue_path(path, [&]<EpiPath P>() {
+    uint32_t nf = 0;
+    with_epilogue_path<TOut>(path, [&]<EpiPath P>() {
 #pragma unroll
       for (int i = 0; i < MT; ++i) {
         const int64_t mr0 = m0 + wm0 + i * 16 + gid, mr1 = mr0 + 8;
@@ -203,10 +204,12 @@ __global__ void __launch_bounds__((BM / WM) * (BN / WN) * 32, BM == 128 ? 3 : 1)
           const int col = wn0 + j * 8 + tig * 2;
           // NOTE: the whole-tile path covers tiles inside M, where ok1 holds.
           epilogue_quad<TOut, P>(args, ctx, *cols, col, n0 + col, mr0, ok0, r0, mr1, P == EpiPath::General ? ok1 : true,
-                                 r1, y0 + j * 8, y1 + j * 8, acc[i][j][0], acc[i][j][1], acc[i][j][2], acc[i][j][3]);
+                                 r1, y0 + j * 8, y1 + j * 8, acc[i][j][0], acc[i][j][1], acc[i][j][2], acc[i][j][3],
+                                 nf);
         }
       }
     });
+    flush_nonfinite<TOut>(nf, args.yq);
   });
 }
 
@@ -258,7 +261,7 @@ template <int RT, int T, int WARPS, int STAGES> struct Shape {
 };
 
 template <typename TA, typename TB, int RT, int T, int WARPS, int STAGES>
-__global__ void __launch_bounds__(WARPS * 32) gemm_s80_decode(const qk_gemm_args args) {
+__global__ void __launch_bounds__(WARPS * 32) gemm_s80_decode(const __grid_constant__ GemmArgs args) {
   using S = Shape<RT, T, WARPS, STAGES>;
   constexpr int ROWS = S::ROWS, TOKENS = S::TOKENS, LOADS = S::LOADS, PITCH = S::PITCH;
   constexpr int ITEMS = (TOKENS * ROWS / 2 + WARPS * 32 - 1) / (WARPS * 32);  // epilogue items per thread
@@ -370,6 +373,7 @@ __global__ void __launch_bounds__(WARPS * 32) gemm_s80_decode(const qk_gemm_args
   __syncthreads();
 
   with_out_type(args.y_type, [&]<typename TOut>() {
+    uint32_t nf = 0;
 #pragma unroll
     for (int j = 0; j < ITEMS; ++j) {
       int tok, col;
@@ -382,13 +386,14 @@ __global__ void __launch_bounds__(WARPS * 32) gemm_s80_decode(const qk_gemm_args
         s1 += part[w][tok][col + 1];
       }
       const int64_t m = m0 + tok, n = n0 + col;
-      epilogue_quad_cols<TOut>(args, ctx, m, true, rp[j], m, false, rp[j], n, cp[j][0], cp[j][1], s0, s1, 0, 0);
+      epilogue_quad_cols<TOut>(args, ctx, m, true, rp[j], m, false, rp[j], n, cp[j][0], cp[j][1], s0, s1, 0, 0, nf);
     }
+    flush_nonfinite<TOut>(nf, args.yq);
   });
 }
 
 template <typename TA, typename TB, int RT, int T>
-cudaError_t launch(const qk_gemm_args &a, cudaStream_t s) {
+cudaError_t launch(const GemmArgs &a, cudaStream_t s) {
   // 48 KiB of ring per block either way: 4 blocks per SM on Hopper, 3 on A100, 2 on sm_86/89.
   constexpr int WARPS = 8 / RT, STAGES = 4;
   constexpr int SMEM = Shape<RT, T, WARPS, STAGES>::SMEM;
@@ -406,7 +411,7 @@ cudaError_t launch(const qk_gemm_args &a, cudaStream_t s) {
 // ---- launchers ----------------------------------------------------------------------------
 
 template <typename TA, typename TB, int BM, int BN, int WM, int WN, int STAGES, int LOADW>
-cudaError_t launch_cfg(const qk_gemm_args &a, cudaStream_t s) {
+cudaError_t launch_cfg(const GemmArgs &a, cudaStream_t s) {
   constexpr int THREADS = (BM / WM) * (BN / WN) * 32;
   constexpr int SMEM = STAGES * (BM + BN) * BK;
   constexpr auto kernel = gemm_s80<TA, TB, BM, BN, WM, WN, STAGES, LOADW>;
@@ -419,7 +424,7 @@ cudaError_t launch_cfg(const qk_gemm_args &a, cudaStream_t s) {
 
 // Tile configurations, chosen by the Rust dispatcher (src/cuda/gemm.rs) from M.
 template <typename TA, typename TB, int LOADW>
-cudaError_t launch_tile(const qk_gemm_args &a, cudaStream_t s) {
+cudaError_t launch_tile(const GemmArgs &a, cudaStream_t s) {
   switch (a.tile) {
     case QK_TILE_16x128: return launch_cfg<TA, TB, 16, 128, 16, 32, 4, LOADW>(a, s);   // decode
     case QK_TILE_64x128: return launch_cfg<TA, TB, 64, 128, 32, 64, 4, LOADW>(a, s);   // medium M
@@ -429,7 +434,7 @@ cudaError_t launch_tile(const qk_gemm_args &a, cudaStream_t s) {
 }
 
 template <typename TA, typename TB>
-cudaError_t launch_out(const qk_gemm_args &a, cudaStream_t s) {
+cudaError_t launch_out(const GemmArgs &a, cudaStream_t s) {
   const bool fast = a.k % 16 == 0 && (uintptr_t)a.a.data % 16 == 0 && (uintptr_t)a.b.data % 16 == 0;
   if (a.tile == QK_TILE_DECODE_8x16 || a.tile == QK_TILE_DECODE_16x32) {
     if (!fast) return cudaErrorNotSupported;  // 16-byte loads straight from global memory
@@ -442,7 +447,8 @@ cudaError_t launch_out(const qk_gemm_args &a, cudaStream_t s) {
 }  // namespace qk
 
 extern "C" int qk_gemm_sm80(const qk_gemm_args *args, qk_stream_t stream) {
-  const qk_gemm_args a = *args;
+  if (!qk::out_quantizer_ok(*args)) return (int)cudaErrorInvalidValue;
+  const qk::GemmArgs a = qk::kernel_args(*args);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (a.a.rows == 0 || a.b.rows == 0) return 0;
   return (int)qk::with_operand_types(a, [&]<typename TA, typename TB>() { return qk::sm80::launch_out<TA, TB>(a, s); });

@@ -262,7 +262,7 @@ __device__ __forceinline__ void unit_coords(int64_t t, int64_t units_m, int64_t 
 // and only it reads their stages.
 template <typename TA, typename TB, int BN, int CM, bool PP>
 __global__ void __launch_bounds__(THREADS, 1)
-    gemm_s90(const qk_gemm_args args, const __grid_constant__ CUtensorMap map_a,
+    gemm_s90(const __grid_constant__ GemmArgs args, const __grid_constant__ CUtensorMap map_a,
              const __grid_constant__ CUtensorMap map_b) {
   static_assert(CM == 1 || CM == 2, "clusters of one or two CTAs along M");
   using C = Cfg<BN, PP>;
@@ -448,16 +448,18 @@ __global__ void __launch_bounds__(THREADS, 1)
       // wholly inside the output: every tile but the last row and column. There ok1 holds.
       const EpiPath path = epilogue_path(ctx, tn * BN + BN <= N && row0 + 64 <= M, true);
       with_out_type(args.y_type, [&]<typename TOut>() {
-        with_epilogue_path(path, [&]<EpiPath P>() {
+        uint32_t nf = 0;
+        with_epilogue_path<TOut>(path, [&]<EpiPath P>() {
           TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + tn * BN + tig * 2, *const y1 = y0 + 8 * N;
 #pragma unroll
           for (int q = 0; q < BN / 8; ++q) {
             const int col = q * 8 + tig * 2;
             epilogue_quad<TOut, P>(args, ctx, *cols, col, tn * BN + col, mr0, ok0, r0, mr1,
                                    P == EpiPath::General ? ok1 : true, r1, y0 + q * 8, y1 + q * 8, acc[q * 4],
-                                   acc[q * 4 + 1], acc[q * 4 + 2], acc[q * 4 + 3]);
+                                   acc[q * 4 + 1], acc[q * 4 + 2], acc[q * 4 + 3], nf);
           }
         });
+        flush_nonfinite<TOut>(nf, args.yq);
       });
     }
   }
@@ -505,7 +507,7 @@ __device__ __forceinline__ void st_shared_v4(uint32_t addr, int32_t a, int32_t b
 
 template <typename TA, typename TB>
 __global__ void __launch_bounds__(THREADS, 1)
-    gemm_s90_splitk(const qk_gemm_args args, const __grid_constant__ CUtensorMap map_a,
+    gemm_s90_splitk(const __grid_constant__ GemmArgs args, const __grid_constant__ CUtensorMap map_a,
                     const __grid_constant__ CUtensorMap map_b) {
   extern __shared__ __align__(1024) uint8_t smem_raw[];
   const uint32_t base = ((uint32_t)__cvta_generic_to_shared(smem_raw) + 1023u) & ~1023u;
@@ -594,10 +596,10 @@ __global__ void __launch_bounds__(THREADS, 1)
   // below N; rows are checked per thread.
   const EpiPath path = epilogue_path(ctx, tn * sk::BN + (c + 1) * sk::HALF <= N, true);
   // The epilogue of quad q with accumulators a (rows mr0, mr1; columns n0 + 8q, +1).
-  auto quad = [&]<typename TOut, EpiPath P>(int q, int32_t a00, int32_t a01, int32_t a10, int32_t a11) {
+  auto quad = [&]<typename TOut, EpiPath P>(int q, int32_t a00, int32_t a01, int32_t a10, int32_t a11, uint32_t &nf) {
     TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + n0 + q * 8;
     epilogue_quad<TOut, P>(args, ctx, *cols, lc0 + q * 8, n0 + q * 8, mr0, ok0, r0, mr1, ok1, r1, y0, y0 + 8 * N, a00,
-                           a01, a10, a11);
+                           a01, a10, a11, nf);
   };
   // NOTE: both consumer warpgroups: after it the column parameters are visible, and the
   // stage buffers are free (both have finished their last wgmma, and every TMA load has
@@ -606,11 +608,13 @@ __global__ void __launch_bounds__(THREADS, 1)
   if (split == 1) {
     if (ok0) {
       with_out_type(args.y_type, [&]<typename TOut>() {
-        with_epilogue_path(path, [&]<EpiPath P>() {
+        uint32_t nf = 0;
+        with_epilogue_path<TOut>(path, [&]<EpiPath P>() {
 #pragma unroll
           for (int q = 0; q < sk::QUADS; ++q)
-            quad.template operator()<TOut, P>(q, acc[q * 4], acc[q * 4 + 1], acc[q * 4 + 2], acc[q * 4 + 3]);
+            quad.template operator()<TOut, P>(q, acc[q * 4], acc[q * 4 + 1], acc[q * 4 + 2], acc[q * 4 + 3], nf);
         });
+        flush_nonfinite<TOut>(nf, args.yq);
       });
     }
     return;
@@ -628,7 +632,8 @@ __global__ void __launch_bounds__(THREADS, 1)
   const int q0 = (int)(sk::QUADS * rank / split), q1 = (int)(sk::QUADS * (rank + 1) / split);
   if (ok0) {
     with_out_type(args.y_type, [&]<typename TOut>() {
-      with_epilogue_path(path, [&]<EpiPath P>() {
+      uint32_t nf = 0;
+      with_epilogue_path<TOut>(path, [&]<EpiPath P>() {
         for (int q = q0; q < q1; ++q) {
           const uint32_t at = base + (uint32_t)((q * sk::CONSUMERS + ct) * 16);
           int32_t sum[4] = {0, 0, 0, 0};
@@ -636,9 +641,10 @@ __global__ void __launch_bounds__(THREADS, 1)
             const int4 v = ld_cluster_v4(map_rank(at, r));
             sum[0] += v.x, sum[1] += v.y, sum[2] += v.z, sum[3] += v.w;
           }
-          quad.template operator()<TOut, P>(q, sum[0], sum[1], sum[2], sum[3]);
+          quad.template operator()<TOut, P>(q, sum[0], sum[1], sum[2], sum[3], nf);
         }
       });
+      flush_nonfinite<TOut>(nf, args.yq);
     });
   }
   // NOTE: no CTA may exit (releasing its shared memory) while another still reads it. The
@@ -700,7 +706,7 @@ struct ClusterLaunch {
 // Launches `kernel` on `grid` CTAs in clusters of `cluster` consecutive CTAs along x.
 template <typename Kernel>
 static cudaError_t launch_clusters(Kernel kernel, int64_t grid, int cluster, int smem, cudaStream_t s,
-                                   const qk_gemm_args &a, const CUtensorMap &map_a, const CUtensorMap &map_b) {
+                                   const GemmArgs &a, const CUtensorMap &map_a, const CUtensorMap &map_b) {
   if (grid < 1 || grid > INT32_MAX) return cudaErrorInvalidValue;  // the grid's x extent
   ClusterLaunch l(grid, cluster, smem, s);
   return cudaLaunchKernelEx(&l.cfg, kernel, a, map_a, map_b);
@@ -718,7 +724,7 @@ static cudaError_t max_active_clusters_once(int cluster, int smem, int *out) {
 }
 
 template <typename TA, typename TB, int BN, int CM, bool PP>
-cudaError_t launch(const qk_gemm_args &a, cudaStream_t s) {
+cudaError_t launch(const GemmArgs &a, cudaStream_t s) {
   using C = Cfg<BN, PP>;
   CUtensorMap map_a, map_b;
   cudaError_t err = make_map(&map_a, a.a.data, a.a.rows, a.k, C::BM);
@@ -745,7 +751,7 @@ cudaError_t launch(const qk_gemm_args &a, cudaStream_t s) {
 }
 
 template <typename TA, typename TB>
-cudaError_t launch_splitk(const qk_gemm_args &a, cudaStream_t s) {
+cudaError_t launch_splitk(const GemmArgs &a, cudaStream_t s) {
   const int split = a.cluster;
   if (split != 1 && split != 2 && split != 4 && split != 8) return cudaErrorInvalidValue;
   const int64_t tiles = ((a.a.rows + sk::BM - 1) / sk::BM) * ((a.b.rows + sk::BN - 1) / sk::BN);
@@ -760,7 +766,7 @@ cudaError_t launch_splitk(const qk_gemm_args &a, cudaStream_t s) {
 }
 
 template <typename TA, typename TB>
-cudaError_t launch_tile(const qk_gemm_args &a, cudaStream_t s) {
+cudaError_t launch_tile(const GemmArgs &a, cudaStream_t s) {
   switch (a.tile) {
     case QK_TILE_128x256:
       if (a.cluster == 2) return launch<TA, TB, 256, 2, false>(a, s);
@@ -778,7 +784,8 @@ cudaError_t launch_tile(const qk_gemm_args &a, cudaStream_t s) {
 }  // namespace qk
 
 extern "C" int qk_gemm_sm90(const qk_gemm_args *args, qk_stream_t stream) {
-  const qk_gemm_args a = *args;
+  if (!qk::out_quantizer_ok(*args)) return (int)cudaErrorInvalidValue;
+  const qk::GemmArgs a = qk::kernel_args(*args);
   cudaStream_t s = static_cast<cudaStream_t>(stream);
   if (a.a.rows == 0 || a.b.rows == 0) return 0;
   const int64_t max_rows = (int64_t)1 << 31;  // TMA coordinates are 32-bit

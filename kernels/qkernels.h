@@ -88,8 +88,26 @@ int qk_row_sums(const void *q, qk_int_type q_type, int64_t rows, int64_t cols, i
 /** The description of a CUDA status code (static storage). */
 const char *qk_status_string(int status);
 
-/** GEMM output types. */
-typedef enum { QK_OUT_I32 = 0, QK_OUT_F32 = 1, QK_OUT_F16 = 2, QK_OUT_BF16 = 3 } qk_out_type;
+/** GEMM output types. QK_OUT_S8 and QK_OUT_U8: the f32 value of the float epilogue quantized
+ *  again with the static per-tensor parameters of qk_gemm_args.y_quant (requantization). */
+typedef enum {
+  QK_OUT_I32 = 0,
+  QK_OUT_F32 = 1,
+  QK_OUT_F16 = 2,
+  QK_OUT_BF16 = 3,
+  QK_OUT_S8 = 4,
+  QK_OUT_U8 = 5
+} qk_out_type;
+
+/** The output parameters of a requantized GEMM (one per-tensor set): q = the scheme's
+ *  quantization of the f32 value y, as qk_quantize quantizes with static parameters. */
+typedef struct {
+  qk_scheme scheme;    /* Symmetric (QK_OUT_S8), Affine (S8 or U8) or MinOffset (U8) */
+  float scale;         /* finite, positive and normal */
+  int32_t zero_point;  /* Affine: within the output type; otherwise 0 */
+  float offset;        /* MinOffset: finite; otherwise 0 */
+  uint64_t *nonfinite; /* incremented by the number of non-finite y (the caller zeroes it) */
+} qk_requant;
 
 /** How a GEMM operand parameter is laid out: absent, one value, or one per row. */
 typedef enum { QK_PARAM_NONE = 0, QK_PARAM_TENSOR = 1, QK_PARAM_ROW = 2 } qk_param_layout;
@@ -129,7 +147,8 @@ typedef struct {
  * Y[m, n] = epilogue(sum_k A[m, k] * B[n, k]), Y row-major [M, N]; A = a, B = b, both
  * K-major. The epilogue is DESIGN.md section 2: zero-point corrections from the row sums,
  * (f32(acc') * sa) * sb, the MinOffset term, + bias, one rounding to y_type (QK_OUT_I32
- * stores acc'). `bias` is NULL or N values of bias_type.
+ * stores acc'; QK_OUT_S8 / QK_OUT_U8 quantize the f32 value with y_quant). `bias` is NULL or
+ * N values of bias_type.
  */
 typedef struct {
   qk_gemm_operand a;
@@ -145,6 +164,7 @@ typedef struct {
                       4 or 8; QK_TILE_128x256 and QK_TILE_64x256_PINGPONG pair (2) vertically
                       adjacent tiles that share each B tile by TMA multicast; otherwise 1.
                       sm_80: ignored. */
+  qk_requant y_quant; /* QK_OUT_S8 / QK_OUT_U8 only */
 } qk_gemm_args;
 
 /** The mma.sync (sm_80+) GEMM. Needs M, N >= 1; any K >= 0 (K % 16 == 0 with 16-byte aligned

@@ -8,7 +8,7 @@
 //! one rounding to the output type.
 
 use crate::error::{Error, Result};
-use crate::scheme::{Granularity, IntType, QuantSpec, Scheme};
+use crate::scheme::{Granularity, IntType, QuantParams, QuantSpec, Scheme};
 use half::{bf16, f16};
 
 /// The GEMM's output element type.
@@ -19,6 +19,9 @@ pub enum OutType {
     F32,
     F16,
     BF16,
+    /// The f32 value of the float epilogue quantized again, with one static per-tensor set
+    /// of parameters ([`check_requantized`]): 8-bit output that the next GEMM takes as A.
+    Quantized(IntType),
 }
 
 /// A GEMM output element: i32, f32, [`f16`] or [`bf16`].
@@ -232,7 +235,8 @@ pub fn check_gemm(a: &OperandMeta, b: &OperandMeta, out: OutType, bias_len: Opti
     let quantized = a.scale != ParamLayout::None && b.scale != ParamLayout::None;
     if out != OutType::I32 && !quantized {
         return Err(Error::Unsupported(
-            "float output needs scales on both operands; raw integer operands give i32 output only".into(),
+            "float and requantized output need scales on both operands; raw integer operands give i32 output only"
+                .into(),
         ));
     }
     if out == OutType::I32 && a.scheme == Some(Scheme::MinOffset) {
@@ -243,7 +247,7 @@ pub fn check_gemm(a: &OperandMeta, b: &OperandMeta, out: OutType, bias_len: Opti
     if let Some(len) = bias_len {
         if out == OutType::I32 {
             return Err(Error::Unsupported(
-                "a bias needs a float output (f32, f16 or bf16), not i32".into(),
+                "a bias needs a float or requantized output (f32, f16, bf16, i8 or u8), not i32".into(),
             ));
         }
         if len != shape.n {
@@ -267,6 +271,34 @@ pub fn check_gemm(a: &OperandMeta, b: &OperandMeta, out: OutType, bias_len: Opti
     Ok(shape)
 }
 
+/// Checks the output of a requantized GEMM: `Y` `[M, N]` quantized with `spec` and the
+/// static `params`, as [`crate::cpu::quantize`] would quantize the f32 output. One
+/// per-tensor set only: per-row (per-token) output parameters would have to be known
+/// before the GEMM, and per-column ones would vary along the next GEMM's K.
+pub fn check_requantized(spec: &QuantSpec, params: &QuantParams, m: usize, n: usize) -> Result<()> {
+    if spec.granularity() != Granularity::Tensor {
+        return Err(Error::Unsupported(format!(
+            "requantized GEMM output with {:?} parameters; it takes one static per-tensor set \
+             (quantize the f32 output instead for other granularities)",
+            spec.granularity()
+        )));
+    }
+    params.check(spec, m, n)?;
+    // The kernels quantize without a division (reciprocal and one exact correction), which
+    // needs the scale within [2^-64, 2^64]; both paths hold to it so that they agree.
+    let s = params.scales[0];
+    if !(REQUANT_SCALES.0..=REQUANT_SCALES.1).contains(&s) {
+        return Err(Error::Unsupported(format!(
+            "requantization scale {s:e} is outside [2^-64, 2^64] ({:e} to {:e})",
+            REQUANT_SCALES.0, REQUANT_SCALES.1
+        )));
+    }
+    Ok(())
+}
+
+/// The scales a requantized output takes: [2^-64, 2^64].
+pub const REQUANT_SCALES: (f32, f32) = (f32::from_bits(0x1F80_0000), f32::from_bits(0x5F80_0000));
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,6 +313,11 @@ mod tests {
             zero_point: if zp { ParamLayout::Tensor } else { ParamLayout::None },
             offset: ParamLayout::None,
         }
+    }
+
+    #[test]
+    fn requant_scale_bounds_are_powers_of_two() {
+        assert_eq!(REQUANT_SCALES, (2f32.powi(-64), 2f32.powi(64)));
     }
 
     #[test]

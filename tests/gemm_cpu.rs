@@ -5,7 +5,7 @@
 mod common;
 
 use qkernels::cpu::{self, Bias, HostQuantized, RawMatrix};
-use qkernels::{Error, Granularity, IntType, QuantSpec, bf16, f16};
+use qkernels::{Error, Granularity, IntType, QuantParams, QuantSpec, bf16, f16};
 
 fn full_range(n: usize, t: IntType, seed: u64) -> Vec<u8> {
     qkernels::bench::random_f32(n, seed, 1.0)
@@ -222,4 +222,137 @@ fn gemm_errors_are_typed() {
     )
     .unwrap();
     assert_eq!(y, vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+}
+
+/// The output specs and static parameters the requantizing GEMM tests use: Symmetric i8,
+/// Affine u8 and i8 with zero points, MinOffset u8 (scales near what the f32 output's range
+/// would give, and a coarse one so that many outputs saturate).
+fn requant_outputs() -> Vec<(QuantSpec, QuantParams)> {
+    let t = Granularity::Tensor;
+    let p = |s: f32, z: Option<i32>, o: Option<f32>| QuantParams {
+        scales: vec![s],
+        zero_points: z.map(|z| vec![z]),
+        offsets: o.map(|o| vec![o]),
+    };
+    vec![
+        (QuantSpec::symmetric(t).unwrap(), p(0.37, None, None)),
+        (QuantSpec::symmetric(t).unwrap(), p(0.01, None, None)),
+        (QuantSpec::affine(IntType::U8, t).unwrap(), p(0.41, Some(131), None)),
+        (QuantSpec::affine(IntType::I8, t).unwrap(), p(0.29, Some(-7), None)),
+        (QuantSpec::min_offset(t).unwrap(), p(0.33, None, Some(-40.0))),
+    ]
+}
+
+/// The requantized output is the f32 output quantized with the static parameters, bit for
+/// bit (data, parameters, row sums, count), for every output scheme, with and without a bias;
+/// and it is the next GEMM's A as it stands.
+#[test]
+fn requantized_output_is_the_f32_output_quantized() {
+    let (m, n, k) = (11, 37, 96);
+    let bias: Vec<f32> = qkernels::bench::random_f32(n, 5, 4.0);
+    for a_spec in [
+        QuantSpec::symmetric(Granularity::Row).unwrap(),
+        QuantSpec::affine(IntType::U8, Granularity::Row).unwrap(),
+        QuantSpec::min_offset(Granularity::Tensor).unwrap(),
+    ] {
+        let a = quantized(a_spec, m, k, 3);
+        let b = quantized(QuantSpec::affine(IntType::I8, Granularity::Row).unwrap(), n, k, 4);
+        let (ao, bo) = (a.operand().unwrap(), b.operand().unwrap());
+        for bias in [None, Some(Bias::F32(&bias))] {
+            let y = cpu::gemm::<f32>(&ao, &bo, bias).unwrap();
+            for (spec, params) in requant_outputs() {
+                let want = cpu::quantize(&y, m, n, spec, Some(&params), false).unwrap();
+                let got = cpu::gemm_quantized(&ao, &bo, bias, spec, &params, false).unwrap();
+                assert_eq!(got, want, "{a_spec:?} -> {spec:?}");
+                // Chained: the requantized output is an A operand of the next GEMM.
+                let w = quantized(QuantSpec::symmetric(Granularity::Row).unwrap(), 5, n, 6);
+                let next = cpu::gemm::<f32>(&got.operand().unwrap(), &w.operand().unwrap(), None).unwrap();
+                assert_eq!(next.len(), m * 5);
+            }
+        }
+    }
+}
+
+/// Scales that overflow the f32 epilogue give ±Inf (and NaN through the MinOffset term):
+/// they take the contract's values, are counted, and are an error unless allowed.
+#[test]
+fn requantized_nonfinite_values_are_counted() {
+    let (m, n, k) = (6, 9, 32);
+    let mut a = quantized(QuantSpec::min_offset(Granularity::Row).unwrap(), m, k, 7);
+    let mut b = quantized(QuantSpec::symmetric(Granularity::Row).unwrap(), n, k, 8);
+    a.scales.iter_mut().for_each(|s| *s = 3e38);
+    a.offsets.as_mut().unwrap()[0] = -3e38;
+    b.scales.iter_mut().for_each(|s| *s = 1e20);
+    let (ao, bo) = (a.operand().unwrap(), b.operand().unwrap());
+    let y = cpu::gemm::<f32>(&ao, &bo, None).unwrap();
+    let nonfinite = y.iter().filter(|v| !v.is_finite()).count() as u64;
+    assert!(nonfinite > 0 && y.iter().any(|v| v.is_nan()));
+    for (spec, params) in requant_outputs() {
+        let e = cpu::gemm_quantized(&ao, &bo, None, spec, &params, false).unwrap_err();
+        assert!(matches!(e, Error::NonFinite { count } if count == nonfinite), "{e}");
+        let got = cpu::gemm_quantized(&ao, &bo, None, spec, &params, true).unwrap();
+        assert_eq!(got, cpu::quantize(&y, m, n, spec, Some(&params), true).unwrap());
+        assert_eq!(got.nonfinite, nonfinite);
+    }
+}
+
+#[test]
+fn requantized_output_errors_are_typed() {
+    let (m, n, k) = (4, 3, 16);
+    let a = quantized(QuantSpec::symmetric(Granularity::Row).unwrap(), m, k, 1);
+    let b = quantized(QuantSpec::symmetric(Granularity::Row).unwrap(), n, k, 2);
+    let (ao, bo) = (a.operand().unwrap(), b.operand().unwrap());
+    let sym = QuantSpec::symmetric(Granularity::Tensor).unwrap();
+    let one = |s: f32| QuantParams {
+        scales: vec![s],
+        zero_points: None,
+        offsets: None,
+    };
+    // Per-row output parameters.
+    let row = QuantSpec::symmetric(Granularity::Row).unwrap();
+    let rp = QuantParams {
+        scales: vec![0.5; m],
+        ..Default::default()
+    };
+    let e = cpu::gemm_quantized(&ao, &bo, None, row, &rp, false).unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
+    // Scales outside [2^-64, 2^64], and invalid ones.
+    for s in [1e-20, 2e19] {
+        let e = cpu::gemm_quantized(&ao, &bo, None, sym, &one(s), false).unwrap_err();
+        assert!(matches!(e, Error::Unsupported(_)), "{s}: {e}");
+    }
+    for s in [0.0, -1.0, f32::NAN, f32::INFINITY, 1e-40] {
+        let e = cpu::gemm_quantized(&ao, &bo, None, sym, &one(s), false).unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)), "{s}: {e}");
+    }
+    // The range's edges are accepted.
+    for s in [2f32.powi(-64), 2f32.powi(64)] {
+        cpu::gemm_quantized(&ao, &bo, None, sym, &one(s), false).unwrap();
+    }
+    // A zero point outside the type.
+    let aff = QuantSpec::affine(IntType::U8, Granularity::Tensor).unwrap();
+    let zp = QuantParams {
+        scales: vec![0.5],
+        zero_points: Some(vec![256]),
+        offsets: None,
+    };
+    let e = cpu::gemm_quantized(&ao, &bo, None, aff, &zp, false).unwrap_err();
+    assert!(matches!(e, Error::InvalidArgument(_)), "{e}");
+    // An output of the wrong shape.
+    let mut wrong = HostQuantized::zeroed(sym, m, n + 1).unwrap();
+    let e = cpu::gemm_quantized_into(&ao, &bo, None, &one(0.5), &mut wrong).unwrap_err();
+    assert!(matches!(e, Error::Shape(_)), "{e}");
+    // Raw operands have no scales to requantize with.
+    let ra = RawMatrix::new(IntType::I8, m, k, vec![1; m * k], None).unwrap();
+    let rb = RawMatrix::new(IntType::I8, n, k, vec![1; n * k], None).unwrap();
+    let e = cpu::gemm_quantized(
+        &ra.operand().unwrap(),
+        &rb.operand().unwrap(),
+        None,
+        sym,
+        &one(0.5),
+        false,
+    )
+    .unwrap_err();
+    assert!(matches!(e, Error::Unsupported(_)), "{e}");
 }

@@ -708,3 +708,89 @@ fn gpu_gemm_errors_are_typed() {
     );
     assert!(matches!(bad, Err(Error::Shape(_))));
 }
+
+/// The requantizing GEMM (8-bit output) against the CPU reference, bit for bit (data,
+/// parameters, row sums, non-finite count): every output scheme, every configuration the
+/// device runs pinned and the dispatcher's paths, with and without a bias; and scales that
+/// overflow the f32 epilogue (±Inf, NaN through the MinOffset term), which are counted.
+#[test]
+fn requantized_output() {
+    let Some(g) = common::gpu() else { return };
+    let info = cuda::DispatchInfo::for_device(&g.ctx, true).unwrap();
+    let t = Granularity::Tensor;
+    let p = |s: f32, z: Option<i32>, o: Option<f32>| qkernels::QuantParams {
+        scales: vec![s],
+        zero_points: z.map(|z| vec![z]),
+        offsets: o.map(|o| vec![o]),
+    };
+    let outputs = [
+        (QuantSpec::symmetric(t).unwrap(), p(0.37, None, None)),
+        (QuantSpec::affine(IntType::U8, t).unwrap(), p(0.41, Some(131), None)),
+        (QuantSpec::affine(IntType::I8, t).unwrap(), p(0.29, Some(-7), None)),
+        (QuantSpec::min_offset(t).unwrap(), p(0.33, None, Some(-40.0))),
+    ];
+    for (m, n, k, overflow) in [
+        (200, 512, 256, false),
+        (129, 257, 4096, false),
+        (5, 300, 64, false),
+        (40, 96, 128, true),
+    ] {
+        let shape = qkernels::gemm::GemmShape { m, n, k };
+        let kernels: Vec<_> = cuda::GemmKernel::all()
+            .into_iter()
+            .filter(|&kr| cuda::check_kernel(info, shape, kr).is_ok())
+            .collect();
+        for ka in [
+            Kind::Sym(Granularity::Row),
+            Kind::Aff(IntType::U8, Granularity::Row),
+            Kind::MinOff(Granularity::Row),
+        ] {
+            let mut a = make(ka, m, k, 31);
+            let mut b = make(Kind::Sym(Granularity::Row), n, k, 32);
+            if let (true, HostOp::Q(qa), HostOp::Q(qb)) = (overflow, &mut a, &mut b) {
+                qa.scales.iter_mut().for_each(|s| *s = 3e38);
+                if let Some(o) = qa.offsets.as_mut() {
+                    o[0] = -3e38;
+                }
+                qb.scales.iter_mut().for_each(|s| *s = 1e20);
+            }
+            let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
+            let (ha, hb, dao, dbo) = (a.operand(), b.operand(), da.operand(), db.operand());
+            let bs = biases(&g, n);
+            for (hbias, dbias) in [
+                (None, None),
+                (Some(Bias::F32(&bs.b32)), Some(DeviceBias::F32(bs.d32.as_view()))),
+            ] {
+                for (spec, params) in &outputs {
+                    let want = cpu::gemm_quantized(&ha, &hb, hbias, *spec, params, true).unwrap();
+                    assert_eq!(want.nonfinite > 0, overflow);
+                    let what = format!("{ka:?} {m}x{n}x{k} -> {spec:?} bias {}", hbias.is_some());
+                    let mut out = DeviceQuantized::alloc(&g.stream, *spec, m, n).unwrap();
+                    cuda::gemm_quantized_into(&g.stream, &dao, &dbo, dbias.as_ref(), params, &mut out, GemmPath::Auto)
+                        .unwrap_or_else(|e| panic!("{what}: {e}"));
+                    assert!(
+                        out.to_host(&g.stream, true).unwrap() == want,
+                        "{what} auto: GPU and CPU differ"
+                    );
+                    for &kernel in &kernels {
+                        let mut out = DeviceQuantized::alloc(&g.stream, *spec, m, n).unwrap();
+                        cuda::gemm_quantized_into_kernel(
+                            &g.stream,
+                            &dao,
+                            &dbo,
+                            dbias.as_ref(),
+                            params,
+                            &mut out,
+                            kernel,
+                        )
+                        .unwrap_or_else(|e| panic!("{what} {kernel}: {e}"));
+                        assert!(
+                            out.to_host(&g.stream, true).unwrap() == want,
+                            "{what} {kernel}: GPU and CPU differ"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}

@@ -12,6 +12,83 @@
 
 namespace qk {
 
+// The output quantizer of a requantizing GEMM (QK_OUT_S8 / QK_OUT_U8), derived once by the
+// launcher from qk_gemm_args.y_quant: the contract's static per-tensor quantization of the
+// f32 value, as the quantize kernel applies it (numeric.cuh).
+struct OutQuantizer {
+  Quantizer z;  // z.p.offset is 0 unless MinOffset, so x − offset is x for the other schemes
+  qk_scheme scheme;
+  IntRange ir;
+  int32_t nan_q;  // q of a NaN: the zero point (Symmetric 0), MinOffset qmin
+  unsigned long long *nonfinite;
+};
+
+// The kernels' parameter: the C ABI's arguments and what the launcher derives from them.
+// NOTE: passed as a __grid_constant__ kernel parameter, so the epilogue reads the quantizer
+// from the parameter bank (no registers held for it through the main loop).
+struct GemmArgs : qk_gemm_args {
+  OutQuantizer yq;
+};
+
+__host__ inline GemmArgs kernel_args(const qk_gemm_args &a) {
+  GemmArgs g;
+  static_cast<qk_gemm_args &>(g) = a;
+  g.yq = OutQuantizer{};
+  if (a.y_type == QK_OUT_S8 || a.y_type == QK_OUT_U8) {
+    const qk_requant &q = a.y_quant;
+    g.yq.scheme = q.scheme;
+    g.yq.ir = int_range(q.scheme, a.y_type == QK_OUT_S8 ? QK_S8 : QK_U8);
+    g.yq.z = make_quantizer(q.scheme, g.yq.ir, Params{q.scale, q.zero_point, q.scheme == QK_MIN_OFFSET ? q.offset : 0.0f});
+    g.yq.nan_q = q.scheme == QK_AFFINE ? q.zero_point : (q.scheme == QK_SYMMETRIC ? 0 : g.yq.ir.qmin);
+    g.yq.nonfinite = reinterpret_cast<unsigned long long *>(q.nonfinite);
+  }
+  return g;
+}
+
+// Whether a requantized output's parameters are ones `requantize` computes exactly (the Rust
+// side checks them first; a C caller gets cudaErrorInvalidValue): Symmetric into s8,
+// MinOffset into u8, a scale within quantize_fast's range, zero point within the type, a
+// counter to count into.
+__host__ inline bool out_quantizer_ok(const qk_gemm_args &a) {
+  if (a.y_type != QK_OUT_S8 && a.y_type != QK_OUT_U8) return true;
+  const qk_requant &q = a.y_quant;
+  const bool s8 = a.y_type == QK_OUT_S8;
+  const bool scheme_ok = q.scheme == QK_AFFINE || (q.scheme == QK_SYMMETRIC && s8) || (q.scheme == QK_MIN_OFFSET && !s8);
+  const IntRange ir = int_range(q.scheme, s8 ? QK_S8 : QK_U8);
+  return scheme_ok && q.scale >= 0x1p-64f && q.scale <= 0x1p64f && q.zero_point >= ir.qmin && q.zero_point <= ir.qmax &&
+         (q.scheme == QK_AFFINE || q.zero_point == 0) && q.offset - q.offset == 0.0f && q.nonfinite != nullptr;
+}
+
+// q of the f32 value y for a requantized output: quantize_fast's division-free quotient (the
+// scale lies in its range: out_quantizer_ok), with q0 first clamped to [lo − 1, hi + 1].
+// NOTE: inside that interval nothing changes, so the quotient is the contract's. Outside it
+// the contract's result is the clamp bound on q0's side (|x/s| is then at least 1 − 2^-23
+// beyond the bound), and so is ours: with q0 at the bound the residual has x's side, and
+// t = q0 + e·r lands beyond the bound, ±Inf included (x = ±Inf: e = ±Inf, t = ±Inf). This
+// also covers a MinOffset x − offset that overflows. A NaN takes the scheme's NaN value.
+// x − 0 is x bit for bit, so one instance serves every scheme. No branch: a non-finite y adds
+// one to the thread's count `nf`, which flush_nonfinite adds to the launch's counter once.
+// NOTE: a branch or an atomic per output here spilled the sm80 128x128 kernel, which sits at
+// its 168-register cap.
+__device__ __forceinline__ int32_t requantize(float y, const OutQuantizer &q, uint32_t &nf) {
+  const Quantizer &z = q.z;
+  const float x = __fsub_rn(y, z.p.offset);
+  const float q0 = fminf(fmaxf(__fmul_rn(x, z.r), z.lo - 1.0f), z.hi + 1.0f);
+  const float e = __fmaf_rn(-q0, z.p.scale, x);
+  const float t = fminf(fmaxf(__fmaf_rn(e, z.r, q0), z.lo), z.hi);
+  const int32_t r = (int32_t)(__float_as_uint(__fadd_rn(t, 12582912.0f)) - 0x4B400000u) + z.p.zp;
+  nf += fabsf(y) < INFINITY ? 0u : 1u;
+  return isnan(y) ? q.nan_q : r;
+}
+
+// Adds a thread's count of non-finite requantized values to the launch's counter (8-bit
+// outputs only; the other types count nothing).
+template <typename TOut>
+__device__ __forceinline__ void flush_nonfinite(uint32_t nf, const OutQuantizer &q) {
+  if constexpr (sizeof(TOut) == 1)
+    if (nf) atomicAdd(q.nonfinite, (unsigned long long)nf);
+}
+
 __device__ __forceinline__ float param_f(const float *p, qk_param_layout l, int64_t r) {
   return l == QK_PARAM_NONE ? 0.0f : p[l == QK_PARAM_ROW ? r : 0];
 }
@@ -37,7 +114,9 @@ __device__ __forceinline__ EpilogueCtx make_epilogue_ctx(const qk_gemm_args &arg
   c.has_bias = args.bias != nullptr;
   c.need_sum_a = args.b.zero_point_layout != QK_PARAM_NONE;
   c.need_sum_b = args.a.zero_point_layout != QK_PARAM_NONE || c.min_offset;
-  const int out_bytes = args.y_type == QK_OUT_I32 || args.y_type == QK_OUT_F32 ? 4 : 2;
+  const int out_bytes = args.y_type == QK_OUT_I32 || args.y_type == QK_OUT_F32 ? 4
+                        : args.y_type == QK_OUT_S8 || args.y_type == QK_OUT_U8 ? 1
+                                                                                : 2;
   c.pairs_aligned = (args.b.rows % 2 == 0) && ((uintptr_t)args.y % (2 * out_bytes) == 0);
   return c;
 }
@@ -53,29 +132,35 @@ __device__ __forceinline__ RowParams row_params(const qk_gemm_operand &A, const 
           param_f(A.scale, A.scale_layout, m), param_f(A.offset, A.offset_layout, m)};
 }
 
+// One output: i32 out stores acc, the float types v rounded once, the 8-bit (requantized)
+// types v quantized with yq.
 template <typename TOut>
-__device__ __forceinline__ void store_out(void *y, int64_t i, int32_t acc, float v);
-template <> __device__ __forceinline__ void store_out<int32_t>(void *y, int64_t i, int32_t acc, float) {
-  static_cast<int32_t *>(y)[i] = acc;
-}
-template <> __device__ __forceinline__ void store_out<float>(void *y, int64_t i, int32_t, float v) {
-  static_cast<float *>(y)[i] = v;
-}
-template <> __device__ __forceinline__ void store_out<__half>(void *y, int64_t i, int32_t, float v) {
-  static_cast<__half *>(y)[i] = __float2half_rn(v);
-}
-template <> __device__ __forceinline__ void store_out<__nv_bfloat16>(void *y, int64_t i, int32_t, float v) {
-  static_cast<__nv_bfloat16 *>(y)[i] = __float2bfloat16_rn(v);
+__device__ __forceinline__ void store_out(void *y, int64_t i, int32_t acc, float v, const OutQuantizer &yq,
+                                          uint32_t &nf) {
+  TOut *const p = static_cast<TOut *>(y) + i;
+  if constexpr (std::is_same<TOut, int32_t>::value) *p = acc;
+  else if constexpr (std::is_same<TOut, float>::value) *p = v;
+  else if constexpr (std::is_same<TOut, __half>::value) *p = __float2half_rn(v);
+  else if constexpr (std::is_same<TOut, __nv_bfloat16>::value) *p = __float2bfloat16_rn(v);
+  else *p = (TOut)requantize(v, yq, nf);
 }
 
 // Two adjacent outputs of one row as one store; y is 2·sizeof(TOut)-aligned (the callers
-// check ctx.pairs_aligned). i32 out stores acc, the float types v.
+// check ctx.pairs_aligned). Values as store_out.
 template <typename TOut>
-__device__ __forceinline__ void store_pair(TOut *y, int32_t acc0, int32_t acc1, float v0, float v1) {
+__device__ __forceinline__ void store_pair(TOut *y, int32_t acc0, int32_t acc1, float v0, float v1,
+                                           const OutQuantizer &yq, uint32_t &nf) {
   if constexpr (std::is_same<TOut, int32_t>::value) *reinterpret_cast<int2 *>(y) = make_int2(acc0, acc1);
   else if constexpr (std::is_same<TOut, float>::value) *reinterpret_cast<float2 *>(y) = make_float2(v0, v1);
   else if constexpr (std::is_same<TOut, __half>::value) *reinterpret_cast<__half2 *>(y) = __floats2half2_rn(v0, v1);
-  else *reinterpret_cast<__nv_bfloat162 *>(y) = __floats2bfloat162_rn(v0, v1);
+  else if constexpr (std::is_same<TOut, __nv_bfloat16>::value)
+    *reinterpret_cast<__nv_bfloat162 *>(y) = __floats2bfloat162_rn(v0, v1);
+  else if constexpr (std::is_same<TOut, int8_t>::value)
+    *reinterpret_cast<char2 *>(y) =
+        make_char2((signed char)requantize(v0, yq, nf), (signed char)requantize(v1, yq, nf));
+  else
+    *reinterpret_cast<uchar2 *>(y) =
+        make_uchar2((unsigned char)requantize(v0, yq, nf), (unsigned char)requantize(v1, yq, nf));
 }
 
 // Parameters of one column of B (one output channel), loaded once per column.
@@ -128,9 +213,10 @@ __device__ __forceinline__ bool plain_epilogue(const EpilogueCtx &ctx) {
 // shared-memory load. ZP = false for plain_epilogue tiles (the integer corrections and the
 // MinOffset product skipped); ZP = true: the contract's full corrected_acc and float_part.
 template <typename TOut, bool ZP, int N_>
-__device__ __forceinline__ void store_quad_whole(const EpilogueCtx &ctx, const TileCols<N_> &cols, int col, TOut *y0,
-                                                 TOut *y1, bool ok1, const RowParams &r0, const RowParams &r1,
-                                                 int32_t a00, int32_t a01, int32_t a10, int32_t a11) {
+__device__ __forceinline__ void store_quad_whole(const EpilogueCtx &ctx, const OutQuantizer &yq, uint32_t &nf,
+                                                 const TileCols<N_> &cols, int col, TOut *y0, TOut *y1, bool ok1,
+                                                 const RowParams &r0, const RowParams &r1, int32_t a00, int32_t a01,
+                                                 int32_t a10, int32_t a11) {
   const float2 sb = cols.sb2(col);
   const float2 bias = ctx.has_bias ? cols.bias2(col) : float2{};
   int2 zb{}, sum_b{}, col_sum{};
@@ -150,19 +236,19 @@ __device__ __forceinline__ void store_quad_whole(const EpilogueCtx &ctx, const T
       return float_part(acc(a, r, e), r.sa, e ? sb.y : sb.x, ZP && ctx.min_offset, r.off_a, e ? col_sum.y : col_sum.x,
                         ctx.has_bias, e ? bias.y : bias.x);
   };
-  store_pair<TOut>(y0, acc(a00, r0, 0), acc(a01, r0, 1), value(a00, r0, 0), value(a01, r0, 1));
-  if (ok1) store_pair<TOut>(y1, acc(a10, r1, 0), acc(a11, r1, 1), value(a10, r1, 0), value(a11, r1, 1));
+  store_pair<TOut>(y0, acc(a00, r0, 0), acc(a01, r0, 1), value(a00, r0, 0), value(a01, r0, 1), yq, nf);
+  if (ok1) store_pair<TOut>(y1, acc(a10, r1, 0), acc(a11, r1, 1), value(a10, r1, 0), value(a11, r1, 1), yq, nf);
 }
 
 // The 2 x 2 outputs a thread holds in an m16n8 (or wgmma) fragment: rows m0 and m1 (each
 // skipped when invalid), columns n and n + 1 (n + 1 only when < N; c1 is read only then)
 // with their parameters c0, c1; acc_he is row h, column n + e.
 template <typename TOut>
-__device__ __forceinline__ void epilogue_quad_cols(const qk_gemm_args &args, const EpilogueCtx &ctx, int64_t m0,
+__device__ __forceinline__ void epilogue_quad_cols(const GemmArgs &args, const EpilogueCtx &ctx, int64_t m0,
                                                    bool ok0, const RowParams &r0, int64_t m1, bool ok1,
                                                    const RowParams &r1, int64_t n, const ColParams &c0,
                                                    const ColParams &c1, int32_t acc00, int32_t acc01, int32_t acc10,
-                                                   int32_t acc11) {
+                                                   int32_t acc11, uint32_t &nf) {
   const int64_t N = args.b.rows;
   if (n >= N) return;
   const bool two = n + 1 < N;
@@ -185,10 +271,10 @@ __device__ __forceinline__ void epilogue_quad_cols(const qk_gemm_args &args, con
     }
     const int64_t i = rows[h] * N + n;
     if (ctx.pairs_aligned && two) {
-      store_pair<TOut>(static_cast<TOut *>(args.y) + i, out_acc[0], out_acc[1], out_v[0], out_v[1]);
+      store_pair<TOut>(static_cast<TOut *>(args.y) + i, out_acc[0], out_acc[1], out_v[0], out_v[1], args.yq, nf);
     } else {
-      store_out<TOut>(args.y, i, out_acc[0], out_v[0]);
-      if (two) store_out<TOut>(args.y, i + 1, out_acc[1], out_v[1]);
+      store_out<TOut>(args.y, i, out_acc[0], out_v[0], args.yq, nf);
+      if (two) store_out<TOut>(args.y, i + 1, out_acc[1], out_v[1], args.yq, nf);
     }
   }
 }
@@ -209,12 +295,17 @@ __device__ __forceinline__ EpiPath epilogue_path(const EpilogueCtx &ctx, bool in
 }
 
 // Runs `body.template operator()<P>()` with path `p` (one switch per tile, outside the
-// unrolled store loops).
-template <typename Body>
+// unrolled store loops) for output type TOut.
+// NOTE: 8-bit (requantized) outputs take WholeZp tiles on the General path: a third unrolled
+// requantizing epilogue per kernel more than doubled the sm_90a kernels' compile time.
+template <typename TOut, typename Body>
 __device__ __forceinline__ void with_epilogue_path(EpiPath p, Body &&body) {
+  if (sizeof(TOut) == 1 && p == EpiPath::WholeZp) p = EpiPath::General;
   switch (p) {
     case EpiPath::Whole: body.template operator()<EpiPath::Whole>(); break;
-    case EpiPath::WholeZp: body.template operator()<EpiPath::WholeZp>(); break;
+    case EpiPath::WholeZp:
+      if constexpr (sizeof(TOut) != 1) body.template operator()<EpiPath::WholeZp>();
+      break;
     default: body.template operator()<EpiPath::General>(); break;
   }
 }
@@ -226,15 +317,16 @@ __device__ __forceinline__ void with_epilogue_path(EpiPath p, Body &&body) {
 // a constant column offset; computed here from m0, m1 and n, they cost a 64-bit multiply-add
 // and address per quad (the SASS showed it).
 template <typename TOut, EpiPath P, int N_>
-__device__ __forceinline__ void epilogue_quad(const qk_gemm_args &args, const EpilogueCtx &ctx, const TileCols<N_> &cols,
+__device__ __forceinline__ void epilogue_quad(const GemmArgs &args, const EpilogueCtx &ctx, const TileCols<N_> &cols,
                                               int col, int64_t n, int64_t m0, bool ok0, const RowParams &r0, int64_t m1,
                                               bool ok1, const RowParams &r1, TOut *y0, TOut *y1, int32_t acc00,
-                                              int32_t acc01, int32_t acc10, int32_t acc11) {
+                                              int32_t acc01, int32_t acc10, int32_t acc11, uint32_t &nf) {
   if constexpr (P == EpiPath::General)
     epilogue_quad_cols<TOut>(args, ctx, m0, ok0, r0, m1, ok1, r1, n, cols.get(col), cols.get(col + 1), acc00, acc01,
-                             acc10, acc11);
+                             acc10, acc11, nf);
   else
-    store_quad_whole<TOut, P == EpiPath::WholeZp>(ctx, cols, col, y0, y1, ok1, r0, r1, acc00, acc01, acc10, acc11);
+    store_quad_whole<TOut, P == EpiPath::WholeZp>(ctx, args.yq, nf, cols, col, y0, y1, ok1, r0, r1, acc00, acc01,
+                                                  acc10, acc11);
 }
 
 // Runs `body.template operator()<TOut>()` with the output type of `args` (one switch per
@@ -245,7 +337,9 @@ __device__ __forceinline__ void with_out_type(qk_out_type t, Body &&body) {
     case QK_OUT_I32: body.template operator()<int32_t>(); break;
     case QK_OUT_F32: body.template operator()<float>(); break;
     case QK_OUT_F16: body.template operator()<__half>(); break;
-    default: body.template operator()<__nv_bfloat16>(); break;
+    case QK_OUT_BF16: body.template operator()<__nv_bfloat16>(); break;
+    case QK_OUT_S8: body.template operator()<int8_t>(); break;
+    default: body.template operator()<uint8_t>(); break;
   }
 }
 

@@ -77,7 +77,7 @@ struct IntRange {
   int32_t qmin, qmax;
 };
 
-__device__ __forceinline__ IntRange int_range(qk_scheme scheme, qk_int_type t) {
+__host__ __device__ __forceinline__ IntRange int_range(qk_scheme scheme, qk_int_type t) {
   if (scheme == QK_SYMMETRIC) return {-127, 127};
   if (t == QK_S8) return {-128, 127};
   return {0, 255};
@@ -157,13 +157,19 @@ struct Quantizer {
   bool fast;
 };
 
-__device__ __forceinline__ Quantizer make_quantizer(qk_scheme scheme, IntRange ir, Params p) {
+// Also built on the host (the requantizing GEMM's output quantizer), where 1.0f / scale is the
+// same correctly rounded IEEE division.
+__host__ __device__ __forceinline__ Quantizer make_quantizer(qk_scheme scheme, IntRange ir, Params p) {
   Quantizer z;
   z.p = p;
   if (scheme != QK_AFFINE) z.p.zp = 0;
   const bool in_range = p.scale >= 0x1p-64f && p.scale <= 0x1p64f;  // false for 0 and NaN
   z.fast = in_range || p.scale == 0.0f;
+#ifdef __CUDA_ARCH__
   z.r = in_range ? __fdiv_rn(1.0f, p.scale) : 0.0f;
+#else
+  z.r = in_range ? 1.0f / p.scale : 0.0f;
+#endif
   z.lo = (float)(ir.qmin - z.p.zp);
   z.hi = (float)(ir.qmax - z.p.zp);
   return z;

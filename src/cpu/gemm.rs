@@ -1,14 +1,17 @@
 //! CPU reference of the INT8 GEMM with its fused epilogue: exact int32 accumulation, then
 //! the contract's epilogue (src/cpu/epilogue.rs). Rows of the output run in parallel.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use rayon::prelude::*;
 
 use super::epilogue::{corrected, float_part};
+use super::numeric::quantize_value;
 use super::quantize::HostQuantized;
 use crate::element::Element;
 use crate::error::{Error, Result};
-use crate::gemm::{GemmOutput, GemmShape, OperandMeta, OutType, check_gemm};
-use crate::scheme::{IntType, Scheme};
+use crate::gemm::{GemmOutput, GemmShape, OperandMeta, OutType, check_gemm, check_requantized};
+use crate::scheme::{IntType, QuantParams, QuantSpec, Scheme};
 use half::{bf16, f16};
 
 /// Raw 8-bit integers without a scale (an ONNX MatMulInteger operand), with an optional
@@ -162,19 +165,99 @@ pub fn gemm<O: GemmOutput>(a: &HostOperand, b: &HostOperand, bias: Option<Bias>)
     Ok(out)
 }
 
-/// `Y = epilogue(A · Bᵀ)` into `out` (`M · N` outputs, row-major). The operands are
-/// widened to i16 once (B whole, A a row at a time) so the dot products vectorize.
+/// `Y = epilogue(A · Bᵀ)` into `out` (`M · N` outputs, row-major).
 pub fn gemm_into<O: GemmOutput>(a: &HostOperand, b: &HostOperand, bias: Option<Bias>, out: &mut [O]) -> Result<()> {
-    let GemmShape { m, n, k } = check_gemm(&a.meta, &b.meta, O::TYPE, bias.map(|b| b.len()))?;
-    if out.len() != m * n {
+    let shape = check_gemm(&a.meta, &b.meta, O::TYPE, bias.map(|b| b.len()))?;
+    check_output_len(out.len(), shape)?;
+    for_each_output(a, b, bias, shape, O::TYPE == OutType::I32, out, O::store);
+    Ok(())
+}
+
+/// `Y = quantize(epilogue(A · Bᵀ))` into a new `[M, N]` matrix of `spec` (one per-tensor set
+/// of static parameters, see [`crate::gemm::check_requantized`]): every output's f32 value
+/// quantized exactly as [`super::quantize`] quantizes an f32 matrix, row sums included, so
+/// the result is the next GEMM's A as it stands. A non-finite f32 value (an overflow of the
+/// scales) is an [`Error::NonFinite`] unless `allow_nonfinite`.
+pub fn gemm_quantized(
+    a: &HostOperand,
+    b: &HostOperand,
+    bias: Option<Bias>,
+    spec: QuantSpec,
+    params: &QuantParams,
+    allow_nonfinite: bool,
+) -> Result<HostQuantized> {
+    let mut out = HostQuantized::zeroed(spec, a.meta.rows, b.meta.rows)?;
+    gemm_quantized_into(a, b, bias, params, &mut out)?;
+    if out.nonfinite > 0 && !allow_nonfinite {
+        return Err(Error::NonFinite { count: out.nonfinite });
+    }
+    Ok(out)
+}
+
+/// [`gemm_quantized`] into `out` (`[M, N]`, its spec as it stands; no allocation). The count
+/// of non-finite f32 values lands in `out.nonfinite`; the caller decides.
+pub fn gemm_quantized_into(
+    a: &HostOperand,
+    b: &HostOperand,
+    bias: Option<Bias>,
+    params: &QuantParams,
+    out: &mut HostQuantized,
+) -> Result<()> {
+    let spec = out.spec;
+    let shape = check_gemm(
+        &a.meta,
+        &b.meta,
+        OutType::Quantized(spec.int_type()),
+        bias.map(|b| b.len()),
+    )?;
+    check_requantized(&spec, params, shape.m, shape.n)?;
+    if (out.rows, out.cols) != (shape.m, shape.n) {
         return Err(Error::Shape(format!(
-            "output has {} elements; M x N = {m} x {n} needs {}",
-            out.len(),
+            "output is {} x {}; M x N = {} x {}",
+            out.rows, out.cols, shape.m, shape.n
+        )));
+    }
+    out.check()?;
+    out.set_params(params);
+    let (p, scheme, qr) = (out.params_at(0), spec.scheme(), spec.q_range());
+    let nonfinite = AtomicU64::new(0);
+    for_each_output(a, b, bias, shape, false, &mut out.data, |_, y| {
+        let mut count = 0;
+        let q = quantize_value(y, scheme, qr, p, &mut count);
+        if count > 0 {
+            nonfinite.fetch_add(count, Ordering::Relaxed);
+        }
+        q as u8
+    });
+    out.nonfinite = nonfinite.into_inner();
+    super::row_sums_into(&out.data, spec.int_type(), shape.m, shape.n, &mut out.row_sums)
+}
+
+fn check_output_len(len: usize, GemmShape { m, n, .. }: GemmShape) -> Result<()> {
+    if len != m * n {
+        return Err(Error::Shape(format!(
+            "output has {len} elements; M x N = {m} x {n} needs {}",
             m * n
         )));
     }
+    Ok(())
+}
+
+/// Runs the epilogue of every output of a checked problem and stores `store(acc', y)`: the
+/// corrected accumulator, and the float part (0.0 when `int_out`: i32 output has none). The
+/// operands are widened to i16 once (B whole, A a row at a time) so the dot products
+/// vectorize; rows of the output run in parallel.
+fn for_each_output<O: Send>(
+    a: &HostOperand,
+    b: &HostOperand,
+    bias: Option<Bias>,
+    GemmShape { m, n, k }: GemmShape,
+    int_out: bool,
+    out: &mut [O],
+    store: impl Fn(i32, f32) -> O + Sync,
+) {
     if m == 0 || n == 0 {
-        return Ok(());
+        return;
     }
     let widen = |data: &[u8], t: IntType| -> Vec<i16> {
         match t {
@@ -194,14 +277,13 @@ pub fn gemm_into<O: GemmOutput>(a: &HostOperand, b: &HostOperand, bias: Option<B
             let acc: i32 = aw.iter().zip(bk).map(|(&x, &w)| x as i32 * w as i32).sum();
             let zb = b.zp(ni);
             let acc = corrected(acc, k as i32, za, zb, a.row_sums[mi], b.row_sums[ni]);
-            if O::TYPE == OutType::I32 {
-                *y = O::store(acc, 0.0);
+            if int_out {
+                *y = store(acc, 0.0);
                 continue;
             }
             let sb = b.scales[b.meta.scale.index(ni)];
             let mo = min_offset.then(|| (off_a, b.row_sums[ni].wrapping_sub((k as i32).wrapping_mul(zb))));
-            *y = O::store(acc, float_part(acc, sa, sb, mo, bias.map(|bb| bb.get(ni))));
+            *y = store(acc, float_part(acc, sa, sb, mo, bias.map(|bb| bb.get(ni))));
         }
     });
-    Ok(())
 }

@@ -6,7 +6,7 @@ mod gemm;
 pub mod numeric;
 mod quantize;
 
-pub use gemm::{Bias, HostOperand, RawMatrix, gemm, gemm_into};
+pub use gemm::{Bias, HostOperand, RawMatrix, gemm, gemm_into, gemm_quantized, gemm_quantized_into};
 pub use quantize::{
     HostQuantized, count_nonfinite, dequantize, dequantize_into, quantize, quantize_into, row_sums, row_sums_into,
 };

@@ -231,6 +231,16 @@ mod tests {
         assert_eq!(p.scale, MIN_NORMAL);
     }
 
+    /// A xorshift64 generator (deterministic samples without a dependency).
+    fn xorshift(mut seed: u64) -> impl FnMut() -> u64 {
+        move || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        }
+    }
+
     /// The GPU's division-free quotient (`quantize_fast` in kernels/common/numeric.cuh), step
     /// for step: `None` where the kernel falls back to `quantize_value` (scale out of range,
     /// or a q0 that is not finite). Scale 0 stays on the fast path with r = 0.
@@ -259,13 +269,7 @@ mod tests {
     /// exhaustively over all 2^32 inputs for 28 scales, see numeric.cuh.)
     #[test]
     fn division_free_quotient_matches_the_division() {
-        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
-        let mut next = move || {
-            seed ^= seed << 13;
-            seed ^= seed >> 7;
-            seed ^= seed << 17;
-            seed
-        };
+        let mut next = xorshift(0x9E37_79B9_7F4A_7C15);
         let mut scales = vec![1.0 / 127.0, 3.0 / 255.0, 2f32.powi(64), 2f32.powi(-64), 0.0];
         for e in [-64, -20, 0, 20, 63] {
             for m in [1.0f32, 1.000_000_1, 1.999_999_9, 1.5, 1.333_333_4] {
@@ -323,5 +327,89 @@ mod tests {
             }
         }
         assert!(checked > 5_000_000);
+    }
+
+    /// The requantizing GEMM's output quantizer (`requantize` in kernels/common/gemm_epilogue.cuh),
+    /// step for step: the fast path's quotient with q0 clamped to [lo − 1, hi + 1], no
+    /// fallback; returns q and whether y counts as non-finite.
+    fn gpu_requantize(y: f32, scheme: Scheme, (qmin, qmax): (i32, i32), p: Params) -> (i32, bool) {
+        let r = 1.0 / p.scale;
+        let zp = if scheme == Scheme::Affine { p.zp } else { 0 };
+        let offset = if scheme == Scheme::MinOffset { p.offset } else { 0.0 };
+        let (lo, hi) = ((qmin - zp) as f32, (qmax - zp) as f32);
+        let x = y - offset;
+        let q0 = (x * r).max(lo - 1.0).min(hi + 1.0);
+        let e = (-q0).mul_add(p.scale, x);
+        let t = e.mul_add(r, q0).max(lo).min(hi);
+        let q = (t + 12_582_912.0).to_bits().wrapping_sub(0x4B40_0000) as i32 + zp;
+        let nan_q = match scheme {
+            Scheme::Affine => p.zp,
+            Scheme::Symmetric => 0,
+            Scheme::MinOffset => qmin,
+        };
+        (if y.is_nan() { nan_q } else { q }, !y.is_finite())
+    }
+
+    /// Every scale the requantizing GEMM accepts ([2^-64, 2^64]), every value class (random
+    /// bit patterns, near-ties, ±Inf, NaN, ±f32::MAX, quotients far beyond the clamp, a
+    /// MinOffset y − offset that overflows): the kernel's division-free q equals the
+    /// contract's divided one, and it counts exactly the non-finite values.
+    #[test]
+    fn requantize_without_division_matches_the_contract() {
+        let mut next = xorshift(0x2545_F491_4F6C_DD1D);
+        let mut scales = vec![2f32.powi(64), 2f32.powi(-64), 1.0 / 127.0, 0.02, 3.0e-5, 7.5e3];
+        for _ in 0..3000 {
+            let m = f32::from_bits(0x3F80_0000 | (next() as u32 & 0x7F_FFFF));
+            scales.push(m * 2f32.powi((next() % 129) as i32 - 64));
+        }
+        let configs = [
+            (Scheme::Symmetric, (-127, 127), 0),
+            (Scheme::Affine, (-128, 127), -128),
+            (Scheme::Affine, (-128, 127), 127),
+            (Scheme::Affine, (0, 255), 0),
+            (Scheme::Affine, (0, 255), 200),
+            (Scheme::MinOffset, (0, 255), 0),
+        ];
+        let specials = [
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+            f32::NAN,
+            f32::MAX,
+            -f32::MAX,
+            0.0,
+            -0.0,
+            f32::MIN_POSITIVE,
+            1e-45,
+        ];
+        let mut checked = 0u64;
+        for (k, &scale) in scales.iter().enumerate() {
+            for i in 0..1500u64 {
+                let (scheme, range, zp) = configs[((i + k as u64) % configs.len() as u64) as usize];
+                let offset = match (scheme, i % 3) {
+                    (Scheme::MinOffset, 0) => -f32::MAX,
+                    (Scheme::MinOffset, _) => -((next() % 300) as f32) * scale,
+                    _ => 0.0,
+                };
+                let tie = ((next() % 1023) as f32 - 511.0 + 0.5) * scale;
+                let ys = [
+                    f32::from_bits(next() as u32),
+                    tie,
+                    f32::from_bits(tie.to_bits().wrapping_add(1)),
+                    f32::from_bits(tie.to_bits().wrapping_sub(1)),
+                    specials[i as usize % specials.len()],
+                    ((next() % 600) as f32 - 300.0) * scale * 1.0001,
+                ];
+                for y in ys {
+                    let p = Params { scale, zp, offset };
+                    let mut nf = 0;
+                    let want = quantize_value(y, scheme, range, p, &mut nf);
+                    let (got, counted) = gpu_requantize(y, scheme, range, p);
+                    assert_eq!(got, want, "y={y:e} s={scale:e} {scheme:?} zp={zp} offset={offset:e}");
+                    assert_eq!(counted, nf == 1, "count of y={y:e}");
+                    checked += 1;
+                }
+            }
+        }
+        assert!(checked > 20_000_000);
     }
 }

@@ -151,6 +151,21 @@ impl HostQuantized {
         }
     }
 
+    /// Copies given (static) parameters, checked against this matrix by the caller, into its
+    /// parameter buffers (absent zero points become 0).
+    pub(crate) fn set_params(&mut self, p: &QuantParams) {
+        self.scales.copy_from_slice(&p.scales);
+        if let Some(z) = self.zero_points.as_mut() {
+            match &p.zero_points {
+                Some(given) => z.copy_from_slice(given),
+                None => z.fill(0),
+            }
+        }
+        if let (Some(o), Some(given)) = (self.offsets.as_mut(), &p.offsets) {
+            o.copy_from_slice(given);
+        }
+    }
+
     /// Checks that every buffer has the length the spec and shape require.
     pub fn check(&self) -> Result<()> {
         self.spec.check_buffers(
@@ -211,16 +226,7 @@ pub fn quantize_into<T: Element>(
     let spec = out.spec;
     if let Some(p) = params {
         p.check(&spec, rows, cols)?;
-        out.scales.copy_from_slice(&p.scales);
-        if let Some(z) = out.zero_points.as_mut() {
-            match &p.zero_points {
-                Some(given) => z.copy_from_slice(given),
-                None => z.fill(0),
-            }
-        }
-        if let (Some(o), Some(given)) = (out.offsets.as_mut(), &p.offsets) {
-            o.copy_from_slice(given);
-        }
+        out.set_params(p);
     }
     out.nonfinite = 0;
     if rows == 0 || cols == 0 {

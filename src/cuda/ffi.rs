@@ -87,8 +87,20 @@ pub const qk_out_type_QK_OUT_I32: qk_out_type = 0;
 pub const qk_out_type_QK_OUT_F32: qk_out_type = 1;
 pub const qk_out_type_QK_OUT_F16: qk_out_type = 2;
 pub const qk_out_type_QK_OUT_BF16: qk_out_type = 3;
-#[doc = " GEMM output types."]
+pub const qk_out_type_QK_OUT_S8: qk_out_type = 4;
+pub const qk_out_type_QK_OUT_U8: qk_out_type = 5;
+#[doc = " GEMM output types. QK_OUT_S8 and QK_OUT_U8: the f32 value of the float epilogue quantized\n  again with the static per-tensor parameters of qk_gemm_args.y_quant (requantization)."]
 pub type qk_out_type = ::std::os::raw::c_uint;
+#[doc = " The output parameters of a requantized GEMM (one per-tensor set): q = the scheme's\n  quantization of the f32 value y, as qk_quantize quantizes with static parameters."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct qk_requant {
+    pub scheme: qk_scheme,
+    pub scale: f32,
+    pub zero_point: i32,
+    pub offset: f32,
+    pub nonfinite: *mut u64,
+}
 pub const qk_param_layout_QK_PARAM_NONE: qk_param_layout = 0;
 pub const qk_param_layout_QK_PARAM_TENSOR: qk_param_layout = 1;
 pub const qk_param_layout_QK_PARAM_ROW: qk_param_layout = 2;
@@ -119,7 +131,7 @@ pub struct qk_gemm_operand {
     pub offset_layout: qk_param_layout,
     pub row_sums: *const i32,
 }
-#[doc = " Y[m, n] = epilogue(sum_k A[m, k] * B[n, k]), Y row-major [M, N]; A = a, B = b, both\n K-major. The epilogue is DESIGN.md section 2: zero-point corrections from the row sums,\n (f32(acc') * sa) * sb, the MinOffset term, + bias, one rounding to y_type (QK_OUT_I32\n stores acc'). `bias` is NULL or N values of bias_type."]
+#[doc = " Y[m, n] = epilogue(sum_k A[m, k] * B[n, k]), Y row-major [M, N]; A = a, B = b, both\n K-major. The epilogue is DESIGN.md section 2: zero-point corrections from the row sums,\n (f32(acc') * sa) * sb, the MinOffset term, + bias, one rounding to y_type (QK_OUT_I32\n stores acc'; QK_OUT_S8 / QK_OUT_U8 quantize the f32 value with y_quant). `bias` is NULL or\n N values of bias_type."]
 #[repr(C)]
 #[derive(Debug, Copy, Clone)]
 pub struct qk_gemm_args {
@@ -133,6 +145,7 @@ pub struct qk_gemm_args {
     pub tile: qk_gemm_tile,
     pub sms: i32,
     pub cluster: i32,
+    pub y_quant: qk_requant,
 }
 unsafe extern "C" {
     #[doc = " The mma.sync (sm_80+) GEMM. Needs M, N >= 1; any K >= 0 (K % 16 == 0 with 16-byte aligned\n  operands takes the cp.async path, any other K a byte-wise path). The decode tiles decline\n  (cudaErrorNotSupported) K % 16 != 0 and operands not 16-byte aligned (K == 0 works, but\n  the Rust side sends it to the tiled kernels)."]

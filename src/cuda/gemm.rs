@@ -30,11 +30,11 @@ use cudarc::driver::{
 
 use super::device::{check_aligned, device_props, kernels_built};
 use super::ffi;
-use super::quantize::{DeviceQuantized, int_type, ptr_or_null};
+use super::quantize::{DeviceQuantized, int_type, ptr_or_null, scheme};
 use crate::cpu::RawMatrix;
 use crate::error::{Error, Result};
-use crate::gemm::{GemmOutput, GemmShape, OperandMeta, OutType, ParamLayout, check_gemm};
-use crate::scheme::IntType;
+use crate::gemm::{GemmOutput, GemmShape, OperandMeta, OutType, ParamLayout, check_gemm, check_requantized};
+use crate::scheme::{IntType, QuantParams};
 use half::{bf16, f16};
 
 /// A GEMM operand in device memory: an 8-bit `[rows, K]` matrix (a view, so it may sit at
@@ -452,6 +452,8 @@ fn out_type(t: OutType) -> ffi::qk_out_type {
         OutType::F32 => ffi::qk_out_type_QK_OUT_F32,
         OutType::F16 => ffi::qk_out_type_QK_OUT_F16,
         OutType::BF16 => ffi::qk_out_type_QK_OUT_BF16,
+        OutType::Quantized(IntType::I8) => ffi::qk_out_type_QK_OUT_S8,
+        OutType::Quantized(IntType::U8) => ffi::qk_out_type_QK_OUT_U8,
     }
 }
 
@@ -493,7 +495,8 @@ pub fn gemm_into<O: DeviceGemmOutput>(
     out: &mut impl DevicePtrMut<O>,
     path: GemmPath,
 ) -> Result<()> {
-    launch_gemm(stream, a, b, bias, out, |info, shape| choose_kernel(info, shape, path))
+    let (y, _gy) = typed_out(stream, out);
+    launch_gemm(stream, a, b, bias, y, |info, shape| choose_kernel(info, shape, path))
 }
 
 /// [`gemm_into`] with the kernel configuration pinned instead of chosen (as one pins a
@@ -507,26 +510,149 @@ pub fn gemm_into_kernel<O: DeviceGemmOutput>(
     out: &mut impl DevicePtrMut<O>,
     kernel: GemmKernel,
 ) -> Result<()> {
-    launch_gemm(stream, a, b, bias, out, |info, shape| {
+    let (y, _gy) = typed_out(stream, out);
+    launch_gemm(stream, a, b, bias, y, |info, shape| {
         check_kernel(info, shape, kernel)?;
         Ok(kernel)
     })
 }
 
-fn launch_gemm<O: DeviceGemmOutput>(
+/// `Y = quantize(epilogue(A · Bᵀ))` into `out`, a `[M, N]` matrix whose spec takes one
+/// static per-tensor set of parameters, `params` ([`crate::gemm::check_requantized`]): the
+/// device twin of [`crate::cpu::gemm_quantized_into`], bit for bit. The parameters are copied
+/// into `out`, its row sums computed by a second launch (an `M · N`-byte read), and the count
+/// of non-finite f32 values (an overflow of the scales) lands in `out`'s counter, which
+/// [`DeviceQuantized::to_host`] checks. Stream-ordered; no allocation, no synchronization.
+pub fn gemm_quantized_into(
     stream: &Arc<CudaStream>,
     a: &DeviceOperand,
     b: &DeviceOperand,
     bias: Option<&DeviceBias>,
-    out: &mut impl DevicePtrMut<O>,
+    params: &QuantParams,
+    out: &mut DeviceQuantized,
+    path: GemmPath,
+) -> Result<()> {
+    launch_quantized(stream, a, b, bias, params, out, |info, shape| {
+        choose_kernel(info, shape, path)
+    })
+}
+
+/// [`gemm_quantized_into`] with the kernel configuration pinned (see [`gemm_into_kernel`]).
+pub fn gemm_quantized_into_kernel(
+    stream: &Arc<CudaStream>,
+    a: &DeviceOperand,
+    b: &DeviceOperand,
+    bias: Option<&DeviceBias>,
+    params: &QuantParams,
+    out: &mut DeviceQuantized,
+    kernel: GemmKernel,
+) -> Result<()> {
+    launch_quantized(stream, a, b, bias, params, out, |info, shape| {
+        check_kernel(info, shape, kernel)?;
+        Ok(kernel)
+    })
+}
+
+fn launch_quantized(
+    stream: &Arc<CudaStream>,
+    a: &DeviceOperand,
+    b: &DeviceOperand,
+    bias: Option<&DeviceBias>,
+    params: &QuantParams,
+    out: &mut DeviceQuantized,
     pick: impl FnOnce(DispatchInfo, GemmShape) -> Result<GemmKernel>,
 ) -> Result<()> {
     kernels_built()?;
-    let shape = check_gemm(&a.meta, &b.meta, O::TYPE, bias.map(|b| b.len()))?;
-    if out.len() != shape.m * shape.n {
+    let spec = out.spec;
+    let ty = OutType::Quantized(spec.int_type());
+    let shape = check_gemm(&a.meta, &b.meta, ty, bias.map(|b| b.len()))?;
+    check_requantized(&spec, params, shape.m, shape.n)?;
+    if (out.rows, out.cols) != (shape.m, shape.n) {
+        return Err(Error::Shape(format!(
+            "output is {} x {}; M x N = {} x {}",
+            out.rows, out.cols, shape.m, shape.n
+        )));
+    }
+    out.check()?;
+    out.set_params(stream, params)?;
+    stream.memset_zeros(&mut out.nonfinite.slice_mut(0..1))?;
+    let (m, n) = (shape.m, shape.n);
+    {
+        let (counter, _gc) = out.nonfinite.device_ptr_mut(stream);
+        let quant = ffi::qk_requant {
+            scheme: scheme(spec.scheme()),
+            scale: params.scales[0],
+            zero_point: params.zero_points.as_ref().map_or(0, |z| z[0]),
+            offset: params.offsets.as_ref().map_or(0.0, |o| o[0]),
+            nonfinite: counter as *mut u64,
+        };
+        let len = out.data.len();
+        let (yp, _gy) = out.data.device_ptr_mut(stream);
+        let y = OutBuf {
+            ptr: yp,
+            len,
+            ty,
+            align: 1,
+            quant,
+        };
+        launch_gemm(stream, a, b, bias, y, pick)?;
+    }
+    if m > 0 && n > 0 {
+        super::quantize::row_sums_into(stream, &out.data, spec.int_type(), m, n, &mut out.row_sums)?;
+    } else if m > 0 {
+        stream.memset_zeros(&mut out.row_sums)?;
+    }
+    Ok(())
+}
+
+/// Where the kernels write Y: device pointer, element count, type, the alignment its type
+/// needs, and the output quantization (8-bit outputs; zeroed otherwise).
+struct OutBuf {
+    ptr: u64,
+    len: usize,
+    ty: OutType,
+    align: usize,
+    quant: ffi::qk_requant,
+}
+
+/// A typed output buffer as an [`OutBuf`] (with its stream-ordering guard).
+fn typed_out<'a, O: DeviceGemmOutput>(
+    stream: &'a CudaStream,
+    out: &'a mut impl DevicePtrMut<O>,
+) -> (OutBuf, cudarc::driver::SyncOnDrop<'a>) {
+    let len = out.len();
+    let (ptr, guard) = out.device_ptr_mut(stream);
+    let quant = ffi::qk_requant {
+        scheme: ffi::qk_scheme_QK_SYMMETRIC,
+        scale: 0.0,
+        zero_point: 0,
+        offset: 0.0,
+        nonfinite: std::ptr::null_mut(),
+    };
+    let y = OutBuf {
+        ptr,
+        len,
+        ty: O::TYPE,
+        align: std::mem::align_of::<O>(),
+        quant,
+    };
+    (y, guard)
+}
+
+fn launch_gemm(
+    stream: &Arc<CudaStream>,
+    a: &DeviceOperand,
+    b: &DeviceOperand,
+    bias: Option<&DeviceBias>,
+    y: OutBuf,
+    pick: impl FnOnce(DispatchInfo, GemmShape) -> Result<GemmKernel>,
+) -> Result<()> {
+    kernels_built()?;
+    let shape = check_gemm(&a.meta, &b.meta, y.ty, bias.map(|b| b.len()))?;
+    if y.len != shape.m * shape.n {
         return Err(Error::Shape(format!(
             "output has {} elements; M x N = {} x {} needs {}",
-            out.len(),
+            y.len,
             shape.m,
             shape.n,
             shape.m * shape.n
@@ -559,8 +685,7 @@ fn launch_gemm<O: DeviceGemmOutput>(
         }
     };
 
-    let (yp, _gy) = out.device_ptr_mut(stream);
-    check_aligned(yp, std::mem::align_of::<O>(), "GEMM output")?;
+    check_aligned(y.ptr, y.align, "GEMM output")?;
     let (bias_type, bias_align) = match bias {
         None | Some(DeviceBias::F32(_)) => (ffi::qk_float_type_QK_F32, 4),
         Some(DeviceBias::F16(_)) => (ffi::qk_float_type_QK_F16, 2),
@@ -578,13 +703,14 @@ fn launch_gemm<O: DeviceGemmOutput>(
         a: pa,
         b: pb,
         k: shape.k as i64,
-        y: yp as *mut _,
-        y_type: out_type(O::TYPE),
+        y: y.ptr as *mut _,
+        y_type: out_type(y.ty),
         bias: bias_ptr as *const _,
         bias_type,
         tile,
         sms: info.sms as i32,
         cluster,
+        y_quant: y.quant,
     };
     match kernel {
         GemmKernel::Sm80 { .. } | GemmKernel::Sm80Decode { .. } => {

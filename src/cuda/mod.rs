@@ -14,7 +14,7 @@ mod quantize;
 pub use device::{DeviceInfo, Gpu, devices, gpu_available, kernels_built};
 pub use gemm::{
     DeviceBias, DeviceGemmOutput, DeviceOperand, DeviceRaw, DispatchInfo, GemmKernel, GemmPath, check_kernel,
-    choose_kernel, gemm, gemm_into, gemm_into_kernel,
+    choose_kernel, gemm, gemm_into, gemm_into_kernel, gemm_quantized_into, gemm_quantized_into_kernel,
 };
 pub use quantize::{
     DeviceElement, DeviceQuantized, dequantize, dequantize_into, empty_kernel, quantize, quantize_into, row_sums,

@@ -36,7 +36,7 @@ pub struct DeviceQuantized {
     /// Word 0: NaN/±Inf inputs met by the last quantize call; words 1–2: the kernels'
     /// self-cleaning scratch (see `qk_quantize_args` in kernels/qkernels.h). Read the count
     /// with [`DeviceQuantized::nonfinite`].
-    nonfinite: CudaSlice<u64>,
+    pub(super) nonfinite: CudaSlice<u64>,
 }
 
 impl DeviceQuantized {
@@ -108,7 +108,23 @@ impl DeviceQuantized {
         Ok(word[0])
     }
 
-    fn check(&self) -> Result<()> {
+    /// Copies given (static) parameters, checked against this matrix by the caller, into its
+    /// parameter buffers (stream-ordered; absent zero points become 0).
+    pub(super) fn set_params(&mut self, stream: &Arc<CudaStream>, p: &QuantParams) -> Result<()> {
+        stream.memcpy_htod(&p.scales, &mut self.scales)?;
+        if let Some(z) = self.zero_points.as_mut() {
+            match &p.zero_points {
+                Some(given) => stream.memcpy_htod(given, z)?,
+                None => stream.memset_zeros(z)?,
+            }
+        }
+        if let (Some(o), Some(given)) = (self.offsets.as_mut(), &p.offsets) {
+            stream.memcpy_htod(given, o)?;
+        }
+        Ok(())
+    }
+
+    pub(super) fn check(&self) -> Result<()> {
         self.spec.check_buffers(
             (self.rows, self.cols),
             self.data.len(),
@@ -135,7 +151,7 @@ pub(crate) fn int_type(t: IntType) -> ffi::qk_int_type {
     }
 }
 
-fn scheme(s: Scheme) -> ffi::qk_scheme {
+pub(crate) fn scheme(s: Scheme) -> ffi::qk_scheme {
     match s {
         Scheme::Symmetric => ffi::qk_scheme_QK_SYMMETRIC,
         Scheme::Affine => ffi::qk_scheme_QK_AFFINE,
@@ -213,16 +229,7 @@ pub fn quantize_into<T: DeviceElement>(
     let spec = out.spec;
     if let Some(p) = params {
         p.check(&spec, rows, cols)?;
-        stream.memcpy_htod(&p.scales, &mut out.scales)?;
-        if let Some(z) = out.zero_points.as_mut() {
-            match &p.zero_points {
-                Some(given) => stream.memcpy_htod(given, z)?,
-                None => stream.memset_zeros(z)?,
-            }
-        }
-        if let (Some(o), Some(given)) = (out.offsets.as_mut(), &p.offsets) {
-            stream.memcpy_htod(given, o)?;
-        }
+        out.set_params(stream, p)?;
     }
     if rows == 0 || cols == 0 {
         stream.memset_zeros(&mut out.nonfinite.slice_mut(0..1))?;
