@@ -271,11 +271,27 @@ pub fn check_gemm(a: &OperandMeta, b: &OperandMeta, out: OutType, bias_len: Opti
     Ok(shape)
 }
 
-/// Checks the output of a requantized GEMM: `Y` `[M, N]` quantized with `spec` and the
-/// static `params`, as [`crate::cpu::quantize`] would quantize the f32 output. One
-/// per-tensor set only: per-row (per-token) output parameters would have to be known
-/// before the GEMM, and per-column ones would vary along the next GEMM's K.
-pub fn check_requantized(spec: &QuantSpec, params: &QuantParams, m: usize, n: usize) -> Result<()> {
+/// Checks a requantized GEMM (both paths call it) and returns its shape: the problem as
+/// [`check_gemm`] checks it for an 8-bit output of `spec`'s type, and the output, `out_dims`
+/// = `[M, N]` quantized with `spec` and the static `params`, as [`crate::cpu::quantize`]
+/// would quantize the f32 output. One per-tensor set only: per-row (per-token) output
+/// parameters would have to be known before the GEMM, and per-column ones would vary along
+/// the next GEMM's K.
+pub fn check_requantized(
+    a: &OperandMeta,
+    b: &OperandMeta,
+    bias_len: Option<usize>,
+    spec: &QuantSpec,
+    params: &QuantParams,
+    out_dims: (usize, usize),
+) -> Result<GemmShape> {
+    let shape = check_gemm(a, b, OutType::Quantized(spec.int_type()), bias_len)?;
+    if out_dims != (shape.m, shape.n) {
+        return Err(Error::Shape(format!(
+            "output is {} x {}; M x N = {} x {}",
+            out_dims.0, out_dims.1, shape.m, shape.n
+        )));
+    }
     if spec.granularity() != Granularity::Tensor {
         return Err(Error::Unsupported(format!(
             "requantized GEMM output with {:?} parameters; it takes one static per-tensor set \
@@ -283,7 +299,7 @@ pub fn check_requantized(spec: &QuantSpec, params: &QuantParams, m: usize, n: us
             spec.granularity()
         )));
     }
-    params.check(spec, m, n)?;
+    params.check(spec, shape.m, shape.n)?;
     // The kernels quantize without a division (reciprocal and one exact correction), which
     // needs the scale within [2^-64, 2^64]; both paths hold to it so that they agree.
     let s = params.scales[0];
@@ -293,7 +309,7 @@ pub fn check_requantized(spec: &QuantSpec, params: &QuantParams, m: usize, n: us
             REQUANT_SCALES.0, REQUANT_SCALES.1
         )));
     }
-    Ok(())
+    Ok(shape)
 }
 
 /// The scales a requantized output takes: [2^-64, 2^64].

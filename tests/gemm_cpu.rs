@@ -224,25 +224,6 @@ fn gemm_errors_are_typed() {
     assert_eq!(y, vec![1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
 }
 
-/// The output specs and static parameters the requantizing GEMM tests use: Symmetric i8,
-/// Affine u8 and i8 with zero points, MinOffset u8 (scales near what the f32 output's range
-/// would give, and a coarse one so that many outputs saturate).
-fn requant_outputs() -> Vec<(QuantSpec, QuantParams)> {
-    let t = Granularity::Tensor;
-    let p = |s: f32, z: Option<i32>, o: Option<f32>| QuantParams {
-        scales: vec![s],
-        zero_points: z.map(|z| vec![z]),
-        offsets: o.map(|o| vec![o]),
-    };
-    vec![
-        (QuantSpec::symmetric(t).unwrap(), p(0.37, None, None)),
-        (QuantSpec::symmetric(t).unwrap(), p(0.01, None, None)),
-        (QuantSpec::affine(IntType::U8, t).unwrap(), p(0.41, Some(131), None)),
-        (QuantSpec::affine(IntType::I8, t).unwrap(), p(0.29, Some(-7), None)),
-        (QuantSpec::min_offset(t).unwrap(), p(0.33, None, Some(-40.0))),
-    ]
-}
-
 /// The requantized output is the f32 output quantized with the static parameters, bit for
 /// bit (data, parameters, row sums, count), for every output scheme, with and without a bias;
 /// and it is the next GEMM's A as it stands.
@@ -260,7 +241,7 @@ fn requantized_output_is_the_f32_output_quantized() {
         let (ao, bo) = (a.operand().unwrap(), b.operand().unwrap());
         for bias in [None, Some(Bias::F32(&bias))] {
             let y = cpu::gemm::<f32>(&ao, &bo, bias).unwrap();
-            for (spec, params) in requant_outputs() {
+            for (spec, params) in common::requant_outputs() {
                 let want = cpu::quantize(&y, m, n, spec, Some(&params), false).unwrap();
                 let got = cpu::gemm_quantized(&ao, &bo, bias, spec, &params, false).unwrap();
                 assert_eq!(got, want, "{a_spec:?} -> {spec:?}");
@@ -287,7 +268,7 @@ fn requantized_nonfinite_values_are_counted() {
     let y = cpu::gemm::<f32>(&ao, &bo, None).unwrap();
     let nonfinite = y.iter().filter(|v| !v.is_finite()).count() as u64;
     assert!(nonfinite > 0 && y.iter().any(|v| v.is_nan()));
-    for (spec, params) in requant_outputs() {
+    for (spec, params) in common::requant_outputs() {
         let e = cpu::gemm_quantized(&ao, &bo, None, spec, &params, false).unwrap_err();
         assert!(matches!(e, Error::NonFinite { count } if count == nonfinite), "{e}");
         let got = cpu::gemm_quantized(&ao, &bo, None, spec, &params, true).unwrap();

@@ -717,18 +717,7 @@ fn gpu_gemm_errors_are_typed() {
 fn requantized_output() {
     let Some(g) = common::gpu() else { return };
     let info = cuda::DispatchInfo::for_device(&g.ctx, true).unwrap();
-    let t = Granularity::Tensor;
-    let p = |s: f32, z: Option<i32>, o: Option<f32>| qkernels::QuantParams {
-        scales: vec![s],
-        zero_points: z.map(|z| vec![z]),
-        offsets: o.map(|o| vec![o]),
-    };
-    let outputs = [
-        (QuantSpec::symmetric(t).unwrap(), p(0.37, None, None)),
-        (QuantSpec::affine(IntType::U8, t).unwrap(), p(0.41, Some(131), None)),
-        (QuantSpec::affine(IntType::I8, t).unwrap(), p(0.29, Some(-7), None)),
-        (QuantSpec::min_offset(t).unwrap(), p(0.33, None, Some(-40.0))),
-    ];
+    let outputs = common::requant_outputs();
     for (m, n, k, overflow) in [
         (200, 512, 256, false),
         (129, 257, 4096, false),

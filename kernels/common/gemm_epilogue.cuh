@@ -3,6 +3,7 @@
 // arithmetic is common/epilogue.cuh (twin of src/cpu/epilogue.rs).
 #pragma once
 
+#include <cmath>
 #include <type_traits>
 
 #include <cuda_runtime.h>
@@ -39,7 +40,7 @@ __host__ inline GemmArgs kernel_args(const qk_gemm_args &a) {
     g.yq.scheme = q.scheme;
     g.yq.ir = int_range(q.scheme, a.y_type == QK_OUT_S8 ? QK_S8 : QK_U8);
     g.yq.z = make_quantizer(q.scheme, g.yq.ir, Params{q.scale, q.zero_point, q.scheme == QK_MIN_OFFSET ? q.offset : 0.0f});
-    g.yq.nan_q = q.scheme == QK_AFFINE ? q.zero_point : (q.scheme == QK_SYMMETRIC ? 0 : g.yq.ir.qmin);
+    g.yq.nan_q = nan_value(q.scheme, g.yq.ir, q.zero_point);
     g.yq.nonfinite = reinterpret_cast<unsigned long long *>(q.nonfinite);
   }
   return g;
@@ -56,7 +57,7 @@ __host__ inline bool out_quantizer_ok(const qk_gemm_args &a) {
   const bool scheme_ok = q.scheme == QK_AFFINE || (q.scheme == QK_SYMMETRIC && s8) || (q.scheme == QK_MIN_OFFSET && !s8);
   const IntRange ir = int_range(q.scheme, s8 ? QK_S8 : QK_U8);
   return scheme_ok && q.scale >= 0x1p-64f && q.scale <= 0x1p64f && q.zero_point >= ir.qmin && q.zero_point <= ir.qmax &&
-         (q.scheme == QK_AFFINE || q.zero_point == 0) && q.offset - q.offset == 0.0f && q.nonfinite != nullptr;
+         (q.scheme == QK_AFFINE || q.zero_point == 0) && std::isfinite(q.offset) && q.nonfinite != nullptr;
 }
 
 // q of the f32 value y for a requantized output: quantize_fast's division-free quotient (the
@@ -155,12 +156,13 @@ __device__ __forceinline__ void store_pair(TOut *y, int32_t acc0, int32_t acc1, 
   else if constexpr (std::is_same<TOut, __half>::value) *reinterpret_cast<__half2 *>(y) = __floats2half2_rn(v0, v1);
   else if constexpr (std::is_same<TOut, __nv_bfloat16>::value)
     *reinterpret_cast<__nv_bfloat162 *>(y) = __floats2bfloat162_rn(v0, v1);
-  else if constexpr (std::is_same<TOut, int8_t>::value)
-    *reinterpret_cast<char2 *>(y) =
-        make_char2((signed char)requantize(v0, yq, nf), (signed char)requantize(v1, yq, nf));
-  else
-    *reinterpret_cast<uchar2 *>(y) =
-        make_uchar2((unsigned char)requantize(v0, yq, nf), (unsigned char)requantize(v1, yq, nf));
+  else {  // int8_t, uint8_t
+    using V2 = std::conditional_t<std::is_same<TOut, int8_t>::value, char2, uchar2>;
+    V2 v;
+    v.x = (TOut)requantize(v0, yq, nf);
+    v.y = (TOut)requantize(v1, yq, nf);
+    *reinterpret_cast<V2 *>(y) = v;
+  }
 }
 
 // Parameters of one column of B (one output channel), loaded once per column.
@@ -300,12 +302,10 @@ __device__ __forceinline__ EpiPath epilogue_path(const EpilogueCtx &ctx, bool in
 // requantizing epilogue per kernel more than doubled the sm_90a kernels' compile time.
 template <typename TOut, typename Body>
 __device__ __forceinline__ void with_epilogue_path(EpiPath p, Body &&body) {
-  if (sizeof(TOut) == 1 && p == EpiPath::WholeZp) p = EpiPath::General;
+  constexpr EpiPath zp_path = sizeof(TOut) == 1 ? EpiPath::General : EpiPath::WholeZp;
   switch (p) {
     case EpiPath::Whole: body.template operator()<EpiPath::Whole>(); break;
-    case EpiPath::WholeZp:
-      if constexpr (sizeof(TOut) != 1) body.template operator()<EpiPath::WholeZp>();
-      break;
+    case EpiPath::WholeZp: body.template operator()<zp_path>(); break;
     default: body.template operator()<EpiPath::General>(); break;
   }
 }

@@ -118,10 +118,15 @@ __device__ __forceinline__ Params params_from_range(qk_scheme scheme, IntRange i
 
 // ---- quantize / dequantize one element --------------------------------------------------
 
+// q of a NaN input: the zero point (Affine), 0 (Symmetric), qmin (MinOffset).
+__host__ __device__ __forceinline__ int32_t nan_value(qk_scheme scheme, IntRange ir, int32_t zp) {
+  return scheme == QK_AFFINE ? zp : (scheme == QK_SYMMETRIC ? 0 : ir.qmin);
+}
+
 // Returns q and counts a non-finite input in `nonfinite`.
 __device__ __forceinline__ int32_t quantize_value(float x, qk_scheme scheme, IntRange ir, Params p,
                                                   uint32_t &nonfinite) {
-  if (isnan(x)) { nonfinite++; return scheme == QK_AFFINE ? p.zp : (scheme == QK_SYMMETRIC ? 0 : ir.qmin); }
+  if (isnan(x)) { nonfinite++; return nan_value(scheme, ir, p.zp); }
   if (isinf(x)) { nonfinite++; return x > 0.0f ? ir.qmax : ir.qmin; }
   if (p.scale == 0.0f) return scheme == QK_AFFINE ? p.zp : 0;  // degenerate group: no division
   float t = scheme == QK_MIN_OFFSET ? __fdiv_rn(__fsub_rn(x, p.offset), p.scale) : __fdiv_rn(x, p.scale);

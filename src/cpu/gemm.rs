@@ -204,19 +204,8 @@ pub fn gemm_quantized_into(
     out: &mut HostQuantized,
 ) -> Result<()> {
     let spec = out.spec;
-    let shape = check_gemm(
-        &a.meta,
-        &b.meta,
-        OutType::Quantized(spec.int_type()),
-        bias.map(|b| b.len()),
-    )?;
-    check_requantized(&spec, params, shape.m, shape.n)?;
-    if (out.rows, out.cols) != (shape.m, shape.n) {
-        return Err(Error::Shape(format!(
-            "output is {} x {}; M x N = {} x {}",
-            out.rows, out.cols, shape.m, shape.n
-        )));
-    }
+    let bias_len = bias.map(|b| b.len());
+    let shape = check_requantized(&a.meta, &b.meta, bias_len, &spec, params, (out.rows, out.cols))?;
     out.check()?;
     out.set_params(params);
     let (p, scheme, qr) = (out.params_at(0), spec.scheme(), spec.q_range());

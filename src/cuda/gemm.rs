@@ -495,8 +495,7 @@ pub fn gemm_into<O: DeviceGemmOutput>(
     out: &mut impl DevicePtrMut<O>,
     path: GemmPath,
 ) -> Result<()> {
-    let (y, _gy) = typed_out(stream, out);
-    launch_gemm(stream, a, b, bias, y, |info, shape| choose_kernel(info, shape, path))
+    launch_typed(stream, a, b, bias, out, Choice::Path(path))
 }
 
 /// [`gemm_into`] with the kernel configuration pinned instead of chosen (as one pins a
@@ -510,11 +509,7 @@ pub fn gemm_into_kernel<O: DeviceGemmOutput>(
     out: &mut impl DevicePtrMut<O>,
     kernel: GemmKernel,
 ) -> Result<()> {
-    let (y, _gy) = typed_out(stream, out);
-    launch_gemm(stream, a, b, bias, y, |info, shape| {
-        check_kernel(info, shape, kernel)?;
-        Ok(kernel)
-    })
+    launch_typed(stream, a, b, bias, out, Choice::Pinned(kernel))
 }
 
 /// `Y = quantize(epilogue(A · Bᵀ))` into `out`, a `[M, N]` matrix whose spec takes one
@@ -532,9 +527,7 @@ pub fn gemm_quantized_into(
     out: &mut DeviceQuantized,
     path: GemmPath,
 ) -> Result<()> {
-    launch_quantized(stream, a, b, bias, params, out, |info, shape| {
-        choose_kernel(info, shape, path)
-    })
+    launch_quantized(stream, a, b, bias, params, out, Choice::Path(path))
 }
 
 /// [`gemm_quantized_into`] with the kernel configuration pinned (see [`gemm_into_kernel`]).
@@ -547,10 +540,52 @@ pub fn gemm_quantized_into_kernel(
     out: &mut DeviceQuantized,
     kernel: GemmKernel,
 ) -> Result<()> {
-    launch_quantized(stream, a, b, bias, params, out, |info, shape| {
-        check_kernel(info, shape, kernel)?;
-        Ok(kernel)
-    })
+    launch_quantized(stream, a, b, bias, params, out, Choice::Pinned(kernel))
+}
+
+/// How a launch gets its kernel: the dispatcher's choice within a path, or a pinned one.
+#[derive(Clone, Copy)]
+enum Choice {
+    Path(GemmPath),
+    Pinned(GemmKernel),
+}
+
+impl Choice {
+    fn kernel(self, info: DispatchInfo, shape: GemmShape) -> Result<GemmKernel> {
+        match self {
+            Choice::Path(path) => choose_kernel(info, shape, path),
+            Choice::Pinned(kernel) => check_kernel(info, shape, kernel).map(|()| kernel),
+        }
+    }
+}
+
+fn launch_typed<O: DeviceGemmOutput>(
+    stream: &Arc<CudaStream>,
+    a: &DeviceOperand,
+    b: &DeviceOperand,
+    bias: Option<&DeviceBias>,
+    out: &mut impl DevicePtrMut<O>,
+    choice: Choice,
+) -> Result<()> {
+    kernels_built()?;
+    let shape = check_gemm(&a.meta, &b.meta, O::TYPE, bias.map(|b| b.len()))?;
+    let len = out.len();
+    let (ptr, _guard) = out.device_ptr_mut(stream);
+    let y = OutBuf {
+        ptr,
+        len,
+        ty: O::TYPE,
+        align: std::mem::align_of::<O>(),
+        // Read by the kernels for 8-bit outputs only.
+        quant: ffi::qk_requant {
+            scheme: ffi::qk_scheme_QK_SYMMETRIC,
+            scale: 0.0,
+            zero_point: 0,
+            offset: 0.0,
+            nonfinite: std::ptr::null_mut(),
+        },
+    };
+    launch_gemm(stream, a, b, bias, shape, y, choice)
 }
 
 fn launch_quantized(
@@ -560,23 +595,15 @@ fn launch_quantized(
     bias: Option<&DeviceBias>,
     params: &QuantParams,
     out: &mut DeviceQuantized,
-    pick: impl FnOnce(DispatchInfo, GemmShape) -> Result<GemmKernel>,
+    choice: Choice,
 ) -> Result<()> {
     kernels_built()?;
     let spec = out.spec;
-    let ty = OutType::Quantized(spec.int_type());
-    let shape = check_gemm(&a.meta, &b.meta, ty, bias.map(|b| b.len()))?;
-    check_requantized(&spec, params, shape.m, shape.n)?;
-    if (out.rows, out.cols) != (shape.m, shape.n) {
-        return Err(Error::Shape(format!(
-            "output is {} x {}; M x N = {} x {}",
-            out.rows, out.cols, shape.m, shape.n
-        )));
-    }
+    let bias_len = bias.map(|b| b.len());
+    let shape = check_requantized(&a.meta, &b.meta, bias_len, &spec, params, (out.rows, out.cols))?;
     out.check()?;
     out.set_params(stream, params)?;
     stream.memset_zeros(&mut out.nonfinite.slice_mut(0..1))?;
-    let (m, n) = (shape.m, shape.n);
     {
         let (counter, _gc) = out.nonfinite.device_ptr_mut(stream);
         let quant = ffi::qk_requant {
@@ -587,26 +614,22 @@ fn launch_quantized(
             nonfinite: counter as *mut u64,
         };
         let len = out.data.len();
-        let (yp, _gy) = out.data.device_ptr_mut(stream);
+        let (ptr, _gy) = out.data.device_ptr_mut(stream);
         let y = OutBuf {
-            ptr: yp,
+            ptr,
             len,
-            ty,
+            ty: OutType::Quantized(spec.int_type()),
             align: 1,
             quant,
         };
-        launch_gemm(stream, a, b, bias, y, pick)?;
+        launch_gemm(stream, a, b, bias, shape, y, choice)?;
     }
-    if m > 0 && n > 0 {
-        super::quantize::row_sums_into(stream, &out.data, spec.int_type(), m, n, &mut out.row_sums)?;
-    } else if m > 0 {
-        stream.memset_zeros(&mut out.row_sums)?;
-    }
-    Ok(())
+    // N = 0 included: the row-sum kernel writes 0 for an empty row.
+    super::quantize::row_sums_into(stream, &out.data, spec.int_type(), shape.m, shape.n, &mut out.row_sums)
 }
 
 /// Where the kernels write Y: device pointer, element count, type, the alignment its type
-/// needs, and the output quantization (8-bit outputs; zeroed otherwise).
+/// needs, and the output quantization (8-bit outputs only).
 struct OutBuf {
     ptr: u64,
     len: usize,
@@ -615,40 +638,16 @@ struct OutBuf {
     quant: ffi::qk_requant,
 }
 
-/// A typed output buffer as an [`OutBuf`] (with its stream-ordering guard).
-fn typed_out<'a, O: DeviceGemmOutput>(
-    stream: &'a CudaStream,
-    out: &'a mut impl DevicePtrMut<O>,
-) -> (OutBuf, cudarc::driver::SyncOnDrop<'a>) {
-    let len = out.len();
-    let (ptr, guard) = out.device_ptr_mut(stream);
-    let quant = ffi::qk_requant {
-        scheme: ffi::qk_scheme_QK_SYMMETRIC,
-        scale: 0.0,
-        zero_point: 0,
-        offset: 0.0,
-        nonfinite: std::ptr::null_mut(),
-    };
-    let y = OutBuf {
-        ptr,
-        len,
-        ty: O::TYPE,
-        align: std::mem::align_of::<O>(),
-        quant,
-    };
-    (y, guard)
-}
-
+/// Launches a checked problem (`shape` from check_gemm or check_requantized).
 fn launch_gemm(
     stream: &Arc<CudaStream>,
     a: &DeviceOperand,
     b: &DeviceOperand,
     bias: Option<&DeviceBias>,
+    shape: GemmShape,
     y: OutBuf,
-    pick: impl FnOnce(DispatchInfo, GemmShape) -> Result<GemmKernel>,
+    choice: Choice,
 ) -> Result<()> {
-    kernels_built()?;
-    let shape = check_gemm(&a.meta, &b.meta, y.ty, bias.map(|b| b.len()))?;
     if y.len != shape.m * shape.n {
         return Err(Error::Shape(format!(
             "output has {} elements; M x N = {} x {} needs {}",
@@ -667,7 +666,7 @@ fn launch_gemm(
     let (pb, _gb) = operand_ptrs(stream, b);
     let aligned16 = (pa.data as usize).is_multiple_of(16) && (pb.data as usize).is_multiple_of(16);
     let info = DispatchInfo::for_device(stream.context(), aligned16)?;
-    let kernel = pick(info, shape)?;
+    let kernel = choice.kernel(info, shape)?;
     let (tile, cluster) = match kernel {
         GemmKernel::Sm80 { tile: (16, _) } => (ffi::qk_gemm_tile_QK_TILE_16x128, 1),
         GemmKernel::Sm80 { tile: (64, _) } => (ffi::qk_gemm_tile_QK_TILE_64x128, 1),
