@@ -68,6 +68,34 @@ pub fn time_us(g: &Gpu, warmup: usize, iters: usize, mut f: impl FnMut() -> Resu
     Ok(median(times))
 }
 
+/// A candidate of [`time_interleaved`]: one run of the work to time.
+pub type Candidate<'a> = Box<dyn FnMut() -> Result<()> + 'a>;
+
+/// Medians, in microseconds, of candidates timed in turn: `warmup` untimed rounds, then
+/// `rounds` rounds that each time every candidate once (CUDA events around the one run).
+///
+/// Why in turn: timed one after another, candidates meet the card in different states
+/// (its clocks settle lower under sustained tensor-core load), and a ratio of two of them
+/// measures that drift as well. An H200 timed the same kernel's bf16 out at +2.6% over its
+/// i32 out in one run and +19.8% in another, each timed after the other; in turn, every
+/// candidate sees the same drift.
+///
+/// A candidate that fails keeps its error and is not run again; the others go on.
+pub fn time_interleaved(g: &Gpu, warmup: usize, rounds: usize, candidates: Vec<Candidate>) -> Vec<Result<f64>> {
+    let mut runs: Vec<(Candidate, Result<Vec<f64>>)> = candidates.into_iter().map(|f| (f, Ok(Vec::new()))).collect();
+    for round in 0..warmup + rounds.max(1) {
+        for (f, times) in &mut runs {
+            let Ok(t) = times else { continue };
+            match elapsed(g, 1, &mut *f) {
+                Ok(d) if round >= warmup => t.push(d.as_secs_f64() * 1e6),
+                Ok(_) => {}
+                Err(e) => *times = Err(e),
+            }
+        }
+    }
+    runs.into_iter().map(|(_, times)| times.map(median)).collect()
+}
+
 /// The median of a non-empty sample (the upper one for an even count).
 pub fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);

@@ -4,6 +4,7 @@
 //! CUDA-event timings after warm-up, inputs rotated through enough copies to exceed L2.
 //! Without a GPU it times the CPU reference and says so.
 
+use std::cell::{Cell, RefCell};
 use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
@@ -11,7 +12,7 @@ use std::time::Instant;
 use cudarc::driver::{CudaSlice, CudaView};
 use indicatif::{ProgressBar, ProgressStyle};
 use plotters::prelude::*;
-use qkernels::bench::{copy_gbps, median, random_bytes, time_us};
+use qkernels::bench::{Candidate, copy_gbps, median, random_bytes, time_interleaved, time_us};
 use qkernels::cpu::{self, RawMatrix};
 use qkernels::cuda::baseline::{Bf16Gemm, LtInt8};
 use qkernels::cuda::{self, DeviceBias, DeviceOperand, GemmKernel, GemmPath, Gpu};
@@ -247,6 +248,58 @@ struct Inputs {
     b16: CudaSlice<bf16>,
 }
 
+/// What one shape's timed runs share: the inputs (rotated, one copy per run whichever
+/// candidate runs), the outputs and the operands' parameters.
+#[derive(Clone, Copy)]
+struct Work<'a> {
+    g: &'a Gpu,
+    m: usize,
+    n: usize,
+    k: usize,
+    inputs: &'a [Inputs],
+    next: &'a Cell<usize>,
+    y32: &'a RefCell<CudaSlice<i32>>,
+    y16: &'a RefCell<CudaSlice<bf16>>,
+    /// (A, B): zero row sums (never read: no zero points) and per-row scales.
+    zeros: (&'a CudaSlice<i32>, &'a CudaSlice<i32>),
+    scales: (&'a CudaSlice<f32>, &'a CudaSlice<f32>),
+    bias: &'a CudaSlice<f32>,
+}
+
+impl<'a> Work<'a> {
+    /// The next copy of the inputs.
+    fn input(&self) -> &'a Inputs {
+        let i = self.next.get();
+        self.next.set(i + 1);
+        &self.inputs[i % self.inputs.len()]
+    }
+
+    fn lt_run(&self, lt: &mut LtInt8, algo: usize) -> Result<()> {
+        let x = self.input();
+        lt.run(&self.g.stream, algo, &x.a, &x.b, &mut *self.y32.borrow_mut())
+    }
+
+    /// One configuration, pinned: i32 out from raw operands (as cuBLASLt), or bf16 out with
+    /// per-token × per-channel scales and the bias (`fused`).
+    fn kernel(self, kernel: GemmKernel, fused: bool) -> Candidate<'a> {
+        let Work { m, n, k, .. } = self;
+        Box::new(move || {
+            let s = &self.g.stream;
+            let x = self.input();
+            if fused {
+                let a = scaled(x.a.as_view(), self.scales.0, self.zeros.0, m, k)?;
+                let b = scaled(x.b.as_view(), self.scales.1, self.zeros.1, n, k)?;
+                let bias = DeviceBias::F32(self.bias.as_view());
+                cuda::gemm_into_kernel(s, &a, &b, Some(&bias), &mut *self.y16.borrow_mut(), kernel)
+            } else {
+                let a = raw(x.a.as_view(), self.zeros.0, m, k)?;
+                let b = raw(x.b.as_view(), self.zeros.1, n, k)?;
+                cuda::gemm_into_kernel(s, &a, &b, None, &mut *self.y32.borrow_mut(), kernel)
+            }
+        })
+    }
+}
+
 /// What `qk bench gemm` times besides the baselines.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GemmBenchOpts {
@@ -312,7 +365,7 @@ fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpt
         rows: Vec::new(),
         summary: None,
         note: "ours i32 = raw i8·i8 → i32 like cuBLASLt, the faster of the sm80 and sm90 kernels (both reported); ours bf16 fused = per-token × per-channel scales + f32 \
-               bias → bf16; medians of CUDA-event timings, inputs rotated beyond 2× L2"
+               bias → bf16; medians of CUDA-event timings, the candidates of a shape timed in turn (round-robin, so that clock drift under load falls on all alike), inputs rotated beyond 2× L2"
             .into(),
     };
     for &(m, n, k) in &list {
@@ -368,107 +421,126 @@ fn bench_shape(
     let scale_m = s.clone_htod(&vec![0.01f32; m])?;
     let scale_n = s.clone_htod(&vec![0.02f32; n])?;
     let bias = s.clone_htod(&vec![0.5f32; n])?;
-    let mut y32 = s.alloc_zeros::<i32>(m * n)?;
-    let mut y16 = s.alloc_zeros::<bf16>(m * n)?;
+    let y32 = RefCell::new(s.alloc_zeros::<i32>(m * n)?);
+    let y16 = RefCell::new(s.alloc_zeros::<bf16>(m * n)?);
     let (warm, iters) = if (m * n * k) as f64 > 1e12 { (1, 5) } else { (3, 15) };
+    let next = Cell::new(0);
+    let c = Work {
+        g,
+        m,
+        n,
+        k,
+        inputs: &inputs,
+        next: &next,
+        y32: &y32,
+        y16: &y16,
+        zeros: (&zeros_m, &zeros_n),
+        scales: (&scale_m, &scale_n),
+        bias: &bias,
+    };
 
     let info = cuda::DispatchInfo::for_device(&g.ctx, true)?;
     let shape = qkernels::gemm::GemmShape { m, n, k };
 
     // The baselines: a shape a vendor library rejects is recorded (NaN time, the reason in
-    // `baseline_errors`), not fatal to the sweep.
-    let mut i = 0;
+    // `baseline_errors`), not fatal to the sweep. cuBLASLt: each of the heuristic's
+    // algorithms briefly, then the fastest in the timed rounds.
     let mut baseline_errors = Vec::new();
-    let mut lt_bench = || -> Result<(f64, usize)> {
-        let mut lt = LtInt8::new(s, m, n, k, 8)?;
-        let tried = lt.algo_count();
-        let mut best = (f64::INFINITY, 0);
-        for algo in 0..tried {
-            let t = time_us(g, 1, 3, || {
-                let x = &inputs[i % sets];
-                i += 1;
-                lt.run(s, algo, &x.a, &x.b, &mut y32)
-            });
-            if let Ok(t) = t
-                && t < best.0
-            {
-                best = (t, algo);
+    let mut lt_tried = 0;
+    let lt: Option<Candidate> = match LtInt8::new(s, m, n, k, 8) {
+        Ok(mut lt) => {
+            lt_tried = lt.algo_count();
+            let mut best = (f64::INFINITY, 0);
+            for algo in 0..lt_tried {
+                if let Ok(t) = time_us(g, 1, 3, || c.lt_run(&mut lt, algo))
+                    && t < best.0
+                {
+                    best = (t, algo);
+                }
             }
+            Some(Box::new(move || c.lt_run(&mut lt, best.1)))
         }
-        let us = time_us(g, warm, iters, || {
-            let x = &inputs[i % sets];
-            i += 1;
-            lt.run(s, best.1, &x.a, &x.b, &mut y32)
-        })?;
-        Ok((us, tried))
+        Err(e) => {
+            baseline_errors.push(format!("cuBLASLt INT8: {e}"));
+            None
+        }
     };
-    let (lt_us, tried) = lt_bench().unwrap_or_else(|e| {
-        baseline_errors.push(format!("cuBLASLt INT8: {e}"));
-        (f64::NAN, 0)
-    });
-    let bf16_us = Bf16Gemm::new(s)
-        .and_then(|blas| {
-            time_us(g, warm, iters, || {
-                let x = &inputs[i % sets];
-                i += 1;
-                blas.run(m, n, k, &x.a16, &x.b16, &mut y16)
-            })
-        })
-        .unwrap_or_else(|e| {
+    let blas: Option<Candidate> = match Bf16Gemm::new(s) {
+        Ok(blas) => Some(Box::new(move || {
+            let x = c.input();
+            blas.run(m, n, k, &x.a16, &x.b16, &mut *c.y16.borrow_mut())
+        })),
+        Err(e) => {
             baseline_errors.push(format!("cuBLAS BF16: {e}"));
-            f64::NAN
-        });
-
-    // Our kernels, each configuration pinned: i32 out from raw operands (as cuBLASLt), or
-    // bf16 out with per-token × per-channel scales and the bias (`fused`).
-    let dbias = DeviceBias::F32(bias.as_view());
-    let mut time = |kernel: GemmKernel, fused: bool| {
-        time_us(g, warm, iters, || {
-            let x = &inputs[i % sets];
-            i += 1;
-            if fused {
-                let a = scaled(x.a.as_view(), &scale_m, &zeros_m, m, k)?;
-                let b = scaled(x.b.as_view(), &scale_n, &zeros_n, n, k)?;
-                cuda::gemm_into_kernel(s, &a, &b, Some(&dbias), &mut y16, kernel)
-            } else {
-                let (a, b) = (raw(x.a.as_view(), &zeros_m, m, k)?, raw(x.b.as_view(), &zeros_n, n, k)?);
-                cuda::gemm_into_kernel(s, &a, &b, None, &mut y32, kernel)
-            }
-        })
+            None
+        }
     };
-    // Both kernel families' choices, i32 out; the faster one is "ours" (on non-Hopper
-    // devices, or where the wgmma path declines the problem, only sm80 runs).
+
+    // Both kernel families' choices, i32 out (raw operands, as cuBLASLt) and bf16 out (the
+    // fused epilogue), timed in turn with the baselines; the faster family in i32 out is
+    // "ours" (on non-Hopper devices, or where the wgmma path declines the problem, only
+    // sm80 runs).
     let sm80_kernel = cuda::choose_kernel(info, shape, GemmPath::Sm80)?;
-    let sm80 = time(sm80_kernel, false)?;
-    let sm90 = if opts.skip_sm90 {
+    let sm90_kernel = if opts.skip_sm90 {
         None
     } else {
-        cuda::choose_kernel(info, shape, GemmPath::Sm90)
-            .ok()
-            .and_then(|kernel| Some((kernel, time(kernel, false).ok()?)))
+        cuda::choose_kernel(info, shape, GemmPath::Sm90).ok()
     };
-    let (ours, ours_i32) = match sm90 {
-        Some((kernel, t)) if t < sm80 => (kernel, t),
-        _ => (sm80_kernel, sm80),
+    let mut candidates = vec![c.kernel(sm80_kernel, false), c.kernel(sm80_kernel, true)];
+    if let Some(kernel) = sm90_kernel {
+        candidates.extend([c.kernel(kernel, false), c.kernel(kernel, true)]);
+    }
+    let (has_lt, has_blas) = (lt.is_some(), blas.is_some());
+    candidates.extend(lt);
+    candidates.extend(blas);
+    let mut times = time_interleaved(g, warm, iters, candidates).into_iter();
+    let mut take = || times.next().unwrap_or(Ok(f64::NAN));
+    let (sm80, sm80_bf16) = (take()?, take()?);
+    // A wgmma configuration that fails leaves the shape to sm80 (the sweep records why).
+    let sm90 = sm90_kernel.and_then(|kernel| match (take(), take()) {
+        (Ok(t), Ok(t16)) => Some((kernel, t, t16)),
+        _ => None,
+    });
+    let mut baseline = |has: bool, what: &str| match has.then(&mut take) {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => {
+            baseline_errors.push(format!("{what}: {e}"));
+            f64::NAN
+        }
+        None => f64::NAN,
     };
-    let ours_bf16 = time(ours, true)?;
+    let lt_us = baseline(has_lt, "cuBLASLt INT8");
+    let bf16_us = baseline(has_blas, "cuBLAS BF16");
+    let (ours, ours_i32, ours_bf16) = match sm90 {
+        Some((kernel, t, t16)) if t < sm80 => (kernel, t, t16),
+        _ => (sm80_kernel, sm80, sm80_bf16),
+    };
 
-    // Every configuration the shape allows, pinned (for tuning the dispatcher).
+    // Every configuration the shape allows, pinned and timed in turn (for tuning the
+    // dispatcher).
     let mut kernels = BTreeMap::new();
     if opts.all_kernels {
-        for kernel in GemmKernel::all() {
-            let pingpong = matches!(kernel, GemmKernel::Sm90PingPong { .. });
-            // The decode kernel reads the weights once per 8 or 16 tokens: beyond M = 64 it
-            // only costs sweep time.
-            let decode = matches!(kernel, GemmKernel::Sm80Decode { .. });
-            if (kernel.wgmma() && opts.skip_sm90)
-                || (pingpong && opts.skip_pingpong)
-                || (decode && (opts.skip_decode || m > 64))
-                || cuda::check_kernel(info, shape, kernel).is_err()
-            {
-                continue;
-            }
-            match time(kernel, false) {
+        let list: Vec<GemmKernel> = GemmKernel::all()
+            .into_iter()
+            .filter(|&kernel| {
+                let pingpong = matches!(kernel, GemmKernel::Sm90PingPong { .. });
+                // The decode kernel reads the weights once per 8 or 16 tokens: beyond M = 64
+                // it only costs sweep time.
+                let decode = matches!(kernel, GemmKernel::Sm80Decode { .. });
+                !((kernel.wgmma() && opts.skip_sm90)
+                    || (pingpong && opts.skip_pingpong)
+                    || (decode && (opts.skip_decode || m > 64))
+                    || cuda::check_kernel(info, shape, kernel).is_err())
+            })
+            .collect();
+        let times = time_interleaved(
+            g,
+            warm,
+            iters,
+            list.iter().map(|&kernel| c.kernel(kernel, false)).collect(),
+        );
+        for (kernel, t) in list.into_iter().zip(times) {
+            match t {
                 Ok(t) => {
                     kernels.insert(kernel.to_string(), (kernel, t));
                 }
@@ -477,17 +549,27 @@ fn bench_shape(
             }
         }
     }
-    // The fused bf16 epilogue through the two fastest configurations: whether the i32
-    // ranking holds with the epilogue that inference runs.
+    // The fused bf16 epilogue through the two fastest configurations, each with its i32 out
+    // again in the same rounds (those i32 times replace the sweep's): whether the i32
+    // ranking holds with the epilogue that inference runs, and what the epilogue costs.
     let mut fastest: Vec<_> = kernels.values().copied().collect();
     fastest.sort_by(|a, b| a.1.total_cmp(&b.1));
+    fastest.truncate(2);
+    let pairs = fastest
+        .iter()
+        .flat_map(|&(kernel, _)| [c.kernel(kernel, false), c.kernel(kernel, true)])
+        .collect();
+    let mut times = time_interleaved(g, warm, iters, pairs).into_iter();
     let mut kernels_bf16 = BTreeMap::new();
-    for &(kernel, _) in fastest.iter().take(2) {
-        match time(kernel, true) {
-            Ok(t) => {
-                kernels_bf16.insert(kernel.to_string(), t);
+    for (kernel, _) in fastest {
+        let (t32, t16) = (times.next(), times.next());
+        match (t32, t16) {
+            (Some(Ok(t32)), Some(Ok(t16))) => {
+                kernels.insert(kernel.to_string(), (kernel, t32));
+                kernels_bf16.insert(kernel.to_string(), t16);
             }
-            Err(e) => baseline_errors.push(format!("{kernel} bf16: {e}")),
+            (_, Some(Err(e))) | (Some(Err(e)), _) => baseline_errors.push(format!("{kernel} bf16: {e}")),
+            _ => {}
         }
     }
 
@@ -501,10 +583,10 @@ fn bench_shape(
         kernel: ours.to_string(),
         ours_i32_us: ours_i32,
         sm80_i32_us: sm80,
-        sm90_i32_us: sm90.map(|(_, t)| t),
+        sm90_i32_us: sm90.map(|(_, t, _)| t),
         ours_bf16_fused_us: ours_bf16,
         cublaslt_i8_us: lt_us,
-        cublaslt_algos_tried: tried,
+        cublaslt_algos_tried: lt_tried,
         cublas_bf16_us: bf16_us,
         ours_tops: tops,
         percent_of_peak: 100.0 * tops / PEAK_TOPS,
