@@ -389,6 +389,15 @@ __global__ void __launch_bounds__(THREADS, 1)
       const int64_t n = tn * BN + tw + 128 * jj;
       pre[jj] = n < N ? col_params(args, ctx, n) : ColParams{};
     }
+    // This thread's two output rows (warp `warp` holds rows 16·warp + gid and + 8 of the
+    // consumer's 64) and their parameters, loaded now for the same reason.
+    // NOTE: loaded after the main loop, the per-token scale was a dependent global load
+    // (from DRAM, the tile's loads having cycled L2) between the main loop and the first
+    // store of every tile, with the tensor cores idle in the cooperative schedule.
+    const int64_t row0 = tm * BM + row_off;
+    const int64_t mr0 = row0 + warp * 16 + gid, mr1 = mr0 + 8;
+    const bool ok0 = mr0 < M, ok1 = mr1 < M;
+    const RowParams r0 = ok0 ? row_params(args.a, ctx, mr0) : RowParams{}, r1 = ok1 ? row_params(args.a, ctx, mr1) : r0;
     if constexpr (PP) {
       // NOTE: wait until the other consumer has passed every full barrier of unit j - 1.
       // Correctness, not only scheduling: a parity wait cannot tell a phase from the one two
@@ -437,13 +446,9 @@ __global__ void __launch_bounds__(THREADS, 1)
     for (int jj = 0; jj < PER; ++jj) cols->set(tw + 128 * jj, pre[jj]);
     named_bar_sync(1 + c);
 
-    // Epilogue: warp `warp` holds rows 16·warp + gid (+8) of this warpgroup's 64 rows and,
-    // for each n8 block q, columns 8q + 2·tig and 8q + 2·tig + 1.
-    const int64_t row0 = tm * BM + row_off;
-    const int64_t mr0 = row0 + warp * 16 + gid, mr1 = mr0 + 8;
-    const bool ok0 = mr0 < M, ok1 = mr1 < M;
+    // Epilogue: rows mr0 and mr1 and, for each n8 block q, columns 8q + 2·tig and
+    // 8q + 2·tig + 1.
     if (ok0) {
-      const RowParams r0 = row_params(args.a, ctx, mr0), r1 = ok1 ? row_params(args.a, ctx, mr1) : r0;
       // NOTE: the whole-tile paths (no bounds checks) cover the warpgroup's part of a tile
       // wholly inside the output: every tile but the last row and column. There ok1 holds.
       const EpiPath path = epilogue_path(ctx, tn * BN + BN <= N && row0 + 64 <= M, true);

@@ -4,23 +4,22 @@
 //! Dispatch (all of it is in [`choose_kernel`]; [`check_kernel`] holds every constraint of
 //! every configuration, and [`gemm_into_kernel`] lets a caller pin one):
 //! - compute capability < 8.0 → `Error::Unsupported`;
-//! - `Auto` on Hopper (9.x), when TMA can describe the operands (K > 0, K % 16 == 0, 16-byte
-//!   aligned A and B) → the wgmma + TMA kernels of `kernels/gemm_sm90.cu`, which passed the
-//!   whole GEMM suite bit for bit on an H200 (2026-11-26) and beat the sm80 kernel on every
-//!   benchmark shape (2.2–3.3× from M = 128 up); otherwise, and on every other device, the
-//!   `mma.sync` kernel of `kernels/gemm_sm80.cu`, tile by M: M ≤ 16 → 16×128 (decode),
-//!   M ≤ 64 → 64×128, else 128×128.
-//! - `Sm80` forces the `mma.sync` kernel;
+//! - `Auto` on Hopper (9.x), when the operands allow it (K > 0, K % 16 == 0, 16-byte aligned
+//!   A and B): M ≤ 16 → the decode kernel of `kernels/gemm_sm80.cu` (all of K per block, so
+//!   that a few tokens' GEMM streams the weights from every SM; 8×16 blocks up to M = 8,
+//!   16×32 above); larger M → the wgmma + TMA kernels of `kernels/gemm_sm90.cu` as `Sm90`
+//!   below. Both passed the whole GEMM suite bit for bit, and the sanitizers, on an H200
+//!   (2026-11-27). Otherwise, and on every other device, the `mma.sync` kernel of
+//!   `kernels/gemm_sm80.cu`, tile by M: M ≤ 16 → 16×128, M ≤ 64 → 64×128, else 128×128
+//!   (the decode kernel is not timed off Hopper yet, so it stays pinned-only there).
+//! - `Sm80` forces the tiled `mma.sync` kernel;
 //! - `Sm90` forces the wgmma kernels (Hopper only; `Error::Unsupported` for what TMA cannot
 //!   describe): M ≤ 64 → 64×256 tiles with K split across a cluster of up to 4 CTAs;
-//!   M ≤ 128 with K ≥ 12288 → the same with split 2; above → the persistent kernel with
-//!   the tile (128×128 or 128×256) whose waves cost less, 128×256 in multicast pairs when
-//!   there are ≥ 4 waves of K ≥ 8192. The rules are fitted to an H200 sweep (see
-//!   `sm90_kernel`); `tests/dispatch_measured.rs` holds them against the committed sweeps.
-//! - The ping-pong configurations (`GemmKernel::Sm90PingPong`) and the decode kernel
-//!   (`GemmKernel::Sm80Decode`: all of K per block, so that a few tokens' GEMM streams the
-//!   weights from every SM; sm_80+) are pinned only, not picked, until a GPU run has passed
-//!   them and timed them.
+//!   M ≤ 128 with K ≥ 12288 and few tiles → the same with split 2; above → the persistent
+//!   kernel, with 64×256 ping-pong tiles where 128×256 tiles would leave a wave badly
+//!   filled, else 128×256 tiles (in multicast pairs when there are ≥ 4 waves of
+//!   K ≥ 8192). The rules are fitted to H200 sweeps (see `sm90_kernel`);
+//!   `tests/dispatch_measured.rs` holds them against the committed sweeps.
 
 use std::sync::Arc;
 
@@ -166,8 +165,8 @@ pub enum GemmKernel {
     /// The decode kernel of `gemm_sm80.cu` (sm_80+) with `tile` = (tokens, weight rows) per
     /// block: (8, 16) or (16, 32). Each block runs all of K for its rows, so every SM streams
     /// weights; more tokens than the tile holds take further block rows (each reading the
-    /// weights again). Needs K > 0, K % 16 == 0 and 16-byte aligned A and B. Opt-in (pinned,
-    /// benchmarked) until measured.
+    /// weights again). Needs K > 0, K % 16 == 0 and 16-byte aligned A and B. `Auto` picks it
+    /// on Hopper for M ≤ 16, where it was timed; elsewhere it is pinned only.
     Sm80Decode { tile: (usize, usize) },
     /// The persistent kernel of `gemm_sm90.cu` (one CTA per SM) with 128×256 or 128×128
     /// tiles. With `multicast` (128×256 only), clusters of two CTAs on vertically adjacent
@@ -179,7 +178,8 @@ pub enum GemmKernel {
     /// The persistent kernel of `gemm_sm90.cu` in ping-pong: 64×256 tiles, one per consumer
     /// warpgroup, whose main loops take turns so that one's epilogue runs under the other's
     /// main loop. With `multicast`, in pairs that share each B tile by TMA multicast (as
-    /// `Sm90 { multicast: true }`). Opt-in (pinned, benchmarked) until measured on Hopper.
+    /// `Sm90 { multicast: true }`). The dispatcher picks the single-CTA form where it used
+    /// to pick 128×128 tiles (the same tile count, and faster on nearly every shape timed).
     Sm90PingPong { multicast: bool },
 }
 
@@ -292,17 +292,34 @@ const SM90_MIN_KTILES_PER_CTA: usize = 4;
 /// Largest split the dispatcher picks: 8 lost to 4 on every decode shape measured (H200,
 /// 2026-11-26: 1×4096×4096 in 20.7 µs split 8, 16.0 µs split 4); 8 stays pinnable.
 const SM90_MAX_SPLIT: usize = 4;
-/// From M = 65 to 128, K at least this long makes two 64-row tiles split 2 beat a 128×128
-/// tile (H200: 128×4096×14336 in 38.1 µs against 48.4).
+/// From M = 65 to 128, K at least this long makes two 64-row tiles split 2 beat the
+/// persistent kernels (H200: 128×4096×14336 in 38.1 µs against 48.4 with 128×128 tiles)...
 const SM90_SPLIT_M128_MIN_K: usize = 12_288;
-/// Cost of a 128×256 tile in units of a 128×128 tile's (twice the work, ~10% more
-/// efficient per MAC on H200).
+/// ...while there are at least this many SMs per 64-row tile (H200, 2026-11-27: split 2
+/// first at 128×4096×14336 and 128×5120×13824, 32 and 40 tiles on 132 SMs; ping-pong 7–13%
+/// faster at 128×8192×28672, 64 tiles).
+const SM90_SPLIT_M128_SMS_PER_TILE: usize = 3;
+/// Cost of a 128×256 tile in units of a 64×256 ping-pong tile's (twice the work, ~10% more
+/// efficient per MAC on H200): the persistent kernel takes the tile whose waves cost less.
 const SM90_TILE_256_COST: usize = 18;
-const SM90_TILE_128_COST: usize = 10;
+const SM90_TILE_64_COST: usize = 10;
+/// Largest M the decode kernel takes under `Auto` on Hopper, and the largest it runs with
+/// 8-token blocks (H200, 2026-11-27: 8×16 first at M = 1 on 5 of 8 weight shapes, 16×32
+/// first at M = 16 on 4, split-K on the rest, within 12%).
+const DECODE_MAX_M: usize = 16;
+const DECODE_8_MAX_M: usize = 8;
 
-/// The wgmma configuration for a shape. Rules fitted to the H200 sweep of 2026-11-26
-/// (`benches/results/`): over the 59 benchmark shapes they pick within 1% of the fastest
-/// configuration above M = 128 and within 7% below.
+/// The decode kernel's tile for M tokens.
+fn decode_kernel(m: usize) -> GemmKernel {
+    GemmKernel::Sm80Decode {
+        tile: if m <= DECODE_8_MAX_M { (8, 16) } else { (16, 32) },
+    }
+}
+
+/// The wgmma configuration for a shape. Rules fitted to the H200 sweeps of 2026-11-27
+/// (`benches/results/`, two `--all-kernels` sweeps of 61 shapes, every candidate timed in
+/// turn): with the decode kernel for M ≤ 16 (`choose_kernel`), they pick within 12% of the
+/// fastest configuration on every shape and 0.8% over the sweep (geometric mean).
 fn sm90_kernel(shape: GemmShape, sms: usize) -> GemmKernel {
     let (m, n, k) = (shape.m, shape.n, shape.k);
     let ktiles = k.div_ceil(128);
@@ -321,17 +338,19 @@ fn sm90_kernel(shape: GemmShape, sms: usize) -> GemmKernel {
         };
     }
     let tiles_64 = m.div_ceil(64) * n.div_ceil(256);
-    if m <= 128 && k >= SM90_SPLIT_M128_MIN_K && tiles_64 * 2 <= sms && ktiles >= 2 * SM90_MIN_KTILES_PER_CTA {
+    if m <= 128
+        && k >= SM90_SPLIT_M128_MIN_K
+        && tiles_64 * SM90_SPLIT_M128_SMS_PER_TILE <= sms
+        && ktiles >= 2 * SM90_MIN_KTILES_PER_CTA
+    {
         return GemmKernel::Sm90SplitK { split: 2 };
     }
     // Persistent: the tile whose waves cost less (wave quantization decides between them).
-    let t128 = m.div_ceil(128) * n.div_ceil(128);
+    // Ping-pong's 64×256 tiles are as many as 128×128 ones would be, and its epilogues run
+    // under the other consumer's main loop.
     let t256 = m.div_ceil(128) * n.div_ceil(256);
-    if t128.div_ceil(sms) * SM90_TILE_128_COST < t256.div_ceil(sms) * SM90_TILE_256_COST {
-        return GemmKernel::Sm90 {
-            tile: (128, 128),
-            multicast: false,
-        };
+    if tiles_64.div_ceil(sms) * SM90_TILE_64_COST < t256.div_ceil(sms) * SM90_TILE_256_COST {
+        return GemmKernel::Sm90PingPong { multicast: false };
     }
     // Multicast pairs pay off with many waves of long K (H200: 4096×28672×8192 in 1305 µs
     // against 1495), and cost 1–3% at K = 4096.
@@ -352,11 +371,17 @@ pub fn choose_kernel(info: DispatchInfo, shape: GemmShape, path: GemmPath) -> Re
     };
     let kernel = match path {
         GemmPath::Sm90 => sm90_kernel(shape, info.sms),
-        // Auto: the wgmma kernels wherever check_kernel accepts them (Hopper, and what TMA
-        // can describe), the sm80 kernel otherwise.
-        GemmPath::Auto => Some(sm90_kernel(shape, info.sms))
-            .filter(|&k| check_kernel(info, shape, k).is_ok())
-            .unwrap_or(sm80),
+        // Auto on Hopper: the decode kernel for a few tokens, the wgmma kernels above,
+        // wherever check_kernel accepts them (what TMA and 16-byte loads can take); the
+        // tiled sm80 kernel otherwise.
+        GemmPath::Auto => [
+            (info.cc.0 == 9 && shape.m <= DECODE_MAX_M).then(|| decode_kernel(shape.m)),
+            Some(sm90_kernel(shape, info.sms)),
+        ]
+        .into_iter()
+        .flatten()
+        .find(|&k| check_kernel(info, shape, k).is_ok())
+        .unwrap_or(sm80),
         GemmPath::Sm80 => sm80,
     };
     check_kernel(info, shape, kernel)?;
@@ -788,9 +813,14 @@ mod tests {
             auto(info((8, 9)), s(65, 4096, 4096)),
             GemmKernel::Sm80 { tile: (128, 128) }
         );
-        // Hopper: Auto takes the wgmma kernels when TMA can describe the problem.
+        // Hopper: Auto takes the decode kernel up to M = 16 and the wgmma kernels above, when
+        // 16-byte loads and TMA can take the operands.
+        let decode = |tile| GemmKernel::Sm80Decode { tile };
+        assert_eq!(auto(info((9, 0)), s(1, 4096, 4096)), decode((8, 16)));
+        assert_eq!(auto(info((9, 0)), s(8, 4096, 4096)), decode((8, 16)));
+        assert_eq!(auto(info((9, 0)), s(16, 4096, 4096)), decode((16, 32)));
         assert_eq!(
-            auto(info((9, 0)), s(1, 4096, 4096)),
+            auto(info((9, 0)), s(17, 4096, 4096)),
             GemmKernel::Sm90SplitK { split: 4 }
         );
         assert_eq!(
@@ -801,6 +831,7 @@ mod tests {
             aligned16: false,
             ..info((9, 0))
         };
+        assert_eq!(auto(unaligned9, s(1, 4096, 4096)), GemmKernel::Sm80 { tile: (16, 128) });
         assert_eq!(
             auto(unaligned9, s(512, 4096, 4096)),
             GemmKernel::Sm80 { tile: (128, 128) }
@@ -808,16 +839,18 @@ mod tests {
         let sm90 = |i, sh| choose_kernel(i, sh, GemmPath::Sm90);
         let h = info((9, 0));
         let big = |tile, multicast| GemmKernel::Sm90 { tile, multicast };
+        let pingpong = GemmKernel::Sm90PingPong { multicast: false };
         assert_eq!(sm90(h, s(8192, 8192, 8192)).unwrap(), big((128, 256), true));
         assert_eq!(sm90(h, s(128, 65536, 4096)).unwrap(), big((128, 256), false)); // one tile row
-        assert_eq!(sm90(h, s(512, 4096, 4096)).unwrap(), big((128, 128), false));
-        assert_eq!(sm90(h, s(65, 4096, 4096)).unwrap(), big((128, 128), false));
+        assert_eq!(sm90(h, s(512, 4096, 4096)).unwrap(), pingpong);
+        assert_eq!(sm90(h, s(65, 4096, 4096)).unwrap(), pingpong);
         assert_eq!(sm90(h, s(4096, 14336, 4096)).unwrap(), big((128, 256), false)); // K = 4096
-        assert_eq!(sm90(h, s(1024, 6144, 4096)).unwrap(), big((128, 128), false)); // 1 wave vs 2
+        assert_eq!(sm90(h, s(1024, 6144, 4096)).unwrap(), pingpong); // 3 waves of 64 rows vs 2 of 128
         // M ≤ 64: 64×256 tiles, split (≤ 4) while the SMs are short of work and K allows.
         let small = |split| GemmKernel::Sm90SplitK { split };
-        assert_eq!(sm90(h, s(128, 4096, 14336)).unwrap(), small(2)); // M ≤ 128, long K
-        assert_eq!(sm90(h, s(128, 4096, 4096)).unwrap(), big((128, 128), false));
+        assert_eq!(sm90(h, s(128, 4096, 14336)).unwrap(), small(2)); // M ≤ 128, long K, 32 tiles
+        assert_eq!(sm90(h, s(128, 8192, 28672)).unwrap(), pingpong); // 64 tiles: > 132 / 3
+        assert_eq!(sm90(h, s(128, 4096, 4096)).unwrap(), pingpong);
         assert_eq!(sm90(h, s(1, 4096, 4096)).unwrap(), small(4)); // 16 tiles, 32 K tiles
         assert_eq!(sm90(h, s(64, 14336, 4096)).unwrap(), small(2)); // 56 tiles
         assert_eq!(sm90(h, s(16, 28672, 8192)).unwrap(), small(1)); // 112 tiles
