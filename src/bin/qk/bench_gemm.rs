@@ -5,7 +5,7 @@
 //! Without a GPU it times the CPU reference and says so.
 
 use std::cell::{Cell, RefCell};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::time::Instant;
 
@@ -42,9 +42,10 @@ struct Row {
     m: usize,
     n: usize,
     k: usize,
-    /// The faster of our two kernel families for this shape (its tile).
+    /// The dispatcher's pick for this shape (`GemmPath::Auto`), which `ours_*` time.
     kernel: String,
     ours_i32_us: f64,
+    /// The forced paths' picks (`GemmPath::Sm80`, `GemmPath::Sm90`), i32 out.
     sm80_i32_us: f64,
     /// `None` where the wgmma path does not run (not Hopper, the problem is declined, or
     /// `--skip-sm90`).
@@ -364,7 +365,7 @@ fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpt
         empty_launch_us: Some(empty),
         rows: Vec::new(),
         summary: None,
-        note: "ours i32 = raw i8·i8 → i32 like cuBLASLt, the faster of the sm80 and sm90 kernels (both reported); ours bf16 fused = per-token × per-channel scales + f32 \
+        note: "ours i32 = raw i8·i8 → i32 like cuBLASLt, through the dispatcher's pick (Auto; the forced sm80 and sm90 paths' picks reported beside it); ours bf16 fused = per-token × per-channel scales + f32 \
                bias → bf16; medians of CUDA-event timings, the candidates of a shape timed in turn (round-robin, so that clock drift under load falls on all alike), inputs rotated beyond 2× L2"
             .into(),
     };
@@ -476,30 +477,46 @@ fn bench_shape(
         }
     };
 
-    // Both kernel families' choices, i32 out (raw operands, as cuBLASLt) and bf16 out (the
-    // fused epilogue), timed in turn with the baselines; the faster family in i32 out is
-    // "ours" (on non-Hopper devices, or where the wgmma path declines the problem, only
-    // sm80 runs).
-    let sm80_kernel = cuda::choose_kernel(info, shape, GemmPath::Sm80)?;
-    let sm90_kernel = if opts.skip_sm90 {
-        None
-    } else {
-        cuda::choose_kernel(info, shape, GemmPath::Sm90).ok()
+    // Ours: the dispatcher's pick (`Auto`, what a caller gets), i32 out (raw operands, as
+    // cuBLASLt) and bf16 out (the fused epilogue); and each forced path's pick in i32 out
+    // where it is another configuration; timed in turn with the baselines. A pick that the
+    // options leave out falls back to the sm80 path's.
+    let excluded = |k: GemmKernel| match k {
+        GemmKernel::Sm80Decode { .. } => opts.skip_decode,
+        GemmKernel::Sm90PingPong { .. } => opts.skip_pingpong || opts.skip_sm90,
+        k => k.wgmma() && opts.skip_sm90,
     };
-    let mut candidates = vec![c.kernel(sm80_kernel, false), c.kernel(sm80_kernel, true)];
-    if let Some(kernel) = sm90_kernel {
-        candidates.extend([c.kernel(kernel, false), c.kernel(kernel, true)]);
-    }
+    let sm80_kernel = cuda::choose_kernel(info, shape, GemmPath::Sm80)?;
+    let ours = Some(cuda::choose_kernel(info, shape, GemmPath::Auto)?)
+        .filter(|&k| !excluded(k))
+        .unwrap_or(sm80_kernel);
+    let sm90_kernel = cuda::choose_kernel(info, shape, GemmPath::Sm90)
+        .ok()
+        .filter(|&k| !excluded(k));
+    let others: Vec<GemmKernel> = [Some(sm80_kernel), sm90_kernel]
+        .into_iter()
+        .flatten()
+        .filter(|&k| k != ours)
+        .collect();
+    let mut candidates = vec![c.kernel(ours, false), c.kernel(ours, true)];
+    candidates.extend(others.iter().map(|&k| c.kernel(k, false)));
     let (has_lt, has_blas) = (lt.is_some(), blas.is_some());
     candidates.extend(lt);
     candidates.extend(blas);
     let mut times = time_interleaved(g, warm, iters, candidates).into_iter();
     let mut take = || times.next().unwrap_or(Ok(f64::NAN));
-    let (sm80, sm80_bf16) = (take()?, take()?);
-    // A wgmma configuration that fails leaves the shape to sm80 (the sweep records why).
-    let sm90 = sm90_kernel.and_then(|kernel| match (take(), take()) {
-        (Ok(t), Ok(t16)) => Some((kernel, t, t16)),
-        _ => None,
+    let (ours_i32, ours_bf16) = (take()?, take()?);
+    let mut forced: HashMap<GemmKernel, Result<f64>> = others.iter().map(|&k| (k, take())).collect();
+    forced.insert(ours, Ok(ours_i32));
+    let sm80 = forced.remove(&sm80_kernel).unwrap_or(Ok(ours_i32))?;
+    // A wgmma configuration that fails is recorded, and the row goes on without it.
+    let sm90 = sm90_kernel.and_then(|k| match forced.remove(&k) {
+        Some(Ok(t)) => Some(t),
+        Some(Err(e)) => {
+            baseline_errors.push(format!("{k}: {e}"));
+            None
+        }
+        None => Some(ours_i32),
     });
     let mut baseline = |has: bool, what: &str| match has.then(&mut take) {
         Some(Ok(t)) => t,
@@ -511,10 +528,6 @@ fn bench_shape(
     };
     let lt_us = baseline(has_lt, "cuBLASLt INT8");
     let bf16_us = baseline(has_blas, "cuBLAS BF16");
-    let (ours, ours_i32, ours_bf16) = match sm90 {
-        Some((kernel, t, t16)) if t < sm80 => (kernel, t, t16),
-        _ => (sm80_kernel, sm80, sm80_bf16),
-    };
 
     // Every configuration the shape allows, pinned and timed in turn (for tuning the
     // dispatcher).
@@ -583,7 +596,7 @@ fn bench_shape(
         kernel: ours.to_string(),
         ours_i32_us: ours_i32,
         sm80_i32_us: sm80,
-        sm90_i32_us: sm90.map(|(_, t, _)| t),
+        sm90_i32_us: sm90,
         ours_bf16_fused_us: ours_bf16,
         cublaslt_i8_us: lt_us,
         cublaslt_algos_tried: lt_tried,
