@@ -6,8 +6,8 @@
 //! - compute capability < 8.0 → `Error::Unsupported`;
 //! - `Auto` on Hopper (9.x), when the operands allow it (K > 0, K % 16 == 0, 16-byte aligned
 //!   A and B): M ≤ 16 → the decode kernel of `kernels/gemm_sm80.cu` (all of K per block, so
-//!   that a few tokens' GEMM streams the weights from every SM; 8×16 blocks up to M = 8,
-//!   16×32 above); larger M → the wgmma + TMA kernels of `kernels/gemm_sm90.cu` as `Sm90`
+//!   that a few tokens' GEMM streams the weights from every SM; 8×16 blocks up to M = 8
+//!   and K = 16384, 16×32 otherwise); larger M → the wgmma + TMA kernels of `kernels/gemm_sm90.cu` as `Sm90`
 //!   below. Both passed the whole GEMM suite bit for bit, and the sanitizers, on an H200
 //!   (2026-11-27). Otherwise, and on every other device, the `mma.sync` kernel of
 //!   `kernels/gemm_sm80.cu`, tile by M: M ≤ 16 → 16×128, M ≤ 64 → 64×128, else 128×128
@@ -16,9 +16,9 @@
 //! - `Sm90` forces the wgmma kernels (Hopper only; `Error::Unsupported` for what TMA cannot
 //!   describe): M ≤ 64 → 64×256 tiles with K split across a cluster of up to 4 CTAs;
 //!   M ≤ 128 with K ≥ 12288 and few tiles → the same with split 2; above → the persistent
-//!   kernel, with 64×256 ping-pong tiles where 128×256 tiles would leave a wave badly
-//!   filled, else 128×256 tiles (in multicast pairs when there are ≥ 4 waves of
-//!   K ≥ 8192). The rules are fitted to H200 sweeps (see `sm90_kernel`);
+//!   kernel, with smaller tiles where 128×256 tiles would leave a wave badly filled
+//!   (64×256 in ping-pong when there are more of them than SMs, else 128×128 cooperative),
+//!   else 128×256 tiles (in multicast pairs when there are ≥ 4 waves of K ≥ 8192). The rules are fitted to H200 sweeps (see `sm90_kernel`);
 //!   `tests/dispatch_measured.rs` holds them against the committed sweeps.
 
 use std::sync::Arc;
@@ -178,8 +178,9 @@ pub enum GemmKernel {
     /// The persistent kernel of `gemm_sm90.cu` in ping-pong: 64×256 tiles, one per consumer
     /// warpgroup, whose main loops take turns so that one's epilogue runs under the other's
     /// main loop. With `multicast`, in pairs that share each B tile by TMA multicast (as
-    /// `Sm90 { multicast: true }`). The dispatcher picks the single-CTA form where it used
-    /// to pick 128×128 tiles (the same tile count, and faster on nearly every shape timed).
+    /// `Sm90 { multicast: true }`). The dispatcher picks the single-CTA form for the
+    /// smaller tiles when there are more of them than SMs (the same tile count as 128×128
+    /// tiles, and faster there).
     Sm90PingPong { multicast: bool },
 }
 
@@ -303,23 +304,27 @@ const SM90_SPLIT_M128_SMS_PER_TILE: usize = 3;
 /// efficient per MAC on H200): the persistent kernel takes the tile whose waves cost less.
 const SM90_TILE_256_COST: usize = 18;
 const SM90_TILE_64_COST: usize = 10;
-/// Largest M the decode kernel takes under `Auto` on Hopper, and the largest it runs with
-/// 8-token blocks (H200, 2026-11-27: 8×16 first at M = 1 on 5 of 8 weight shapes, 16×32
-/// first at M = 16 on 4, split-K on the rest, within 12%).
+/// Largest M the decode kernel takes under `Auto` on Hopper, and the largest M and K it
+/// runs with 8-token blocks (H200, 2026-11-27: at M = 1, 8×16 first or within 3% on 7 of
+/// 8 weight shapes, 16×32 10–17% faster at 8192×28672; at M = 16, 16×32 first on 4 and
+/// split-K on the rest, within 12%).
 const DECODE_MAX_M: usize = 16;
 const DECODE_8_MAX_M: usize = 8;
+const DECODE_8_MAX_K: usize = 16_384;
 
-/// The decode kernel's tile for M tokens.
-fn decode_kernel(m: usize) -> GemmKernel {
+/// The decode kernel's tile for a problem of M ≤ `DECODE_MAX_M` tokens.
+fn decode_kernel(shape: GemmShape) -> GemmKernel {
+    let eight = shape.m <= DECODE_8_MAX_M && shape.k <= DECODE_8_MAX_K;
     GemmKernel::Sm80Decode {
-        tile: if m <= DECODE_8_MAX_M { (8, 16) } else { (16, 32) },
+        tile: if eight { (8, 16) } else { (16, 32) },
     }
 }
 
 /// The wgmma configuration for a shape. Rules fitted to the H200 sweeps of 2026-11-27
-/// (`benches/results/`, two `--all-kernels` sweeps of 61 shapes, every candidate timed in
+/// (`benches/results/`, six `--all-kernels` sweeps of 59 shapes, every candidate timed in
 /// turn): with the decode kernel for M ≤ 16 (`choose_kernel`), they pick within 12% of the
-/// fastest configuration on every shape and 0.8% over the sweep (geometric mean).
+/// fastest configuration in i32 out on every shape and 0.8–1.1% over a sweep (geometric
+/// mean), trading a few tenths of that for bf16 out (the 128×128 rule below).
 fn sm90_kernel(shape: GemmShape, sms: usize) -> GemmKernel {
     let (m, n, k) = (shape.m, shape.n, shape.k);
     let ktiles = k.div_ceil(128);
@@ -346,11 +351,22 @@ fn sm90_kernel(shape: GemmShape, sms: usize) -> GemmKernel {
         return GemmKernel::Sm90SplitK { split: 2 };
     }
     // Persistent: the tile whose waves cost less (wave quantization decides between them).
-    // Ping-pong's 64×256 tiles are as many as 128×128 ones would be, and its epilogues run
-    // under the other consumer's main loop.
+    // The smaller tiles are 64×256 in ping-pong, whose epilogues run under the other
+    // consumer's main loop; with at most one tile per SM there is no other main loop, and
+    // one warpgroup would carry a whole tile's epilogue, so 128×128 cooperative tiles (as
+    // many) split it over two. H200, 2026-11-27, bf16 out: 128×128 3–8% faster at
+    // 128×{6144, 13824, 14336}×K and 512×4096×4096 (≤ 132 tiles), ping-pong 5% faster at
+    // 1024×5120×13824 (320 tiles); in i32 out this costs +0.3% over the sweep.
     let t256 = m.div_ceil(128) * n.div_ceil(256);
     if tiles_64.div_ceil(sms) * SM90_TILE_64_COST < t256.div_ceil(sms) * SM90_TILE_256_COST {
-        return GemmKernel::Sm90PingPong { multicast: false };
+        return if tiles_64 <= sms {
+            GemmKernel::Sm90 {
+                tile: (128, 128),
+                multicast: false,
+            }
+        } else {
+            GemmKernel::Sm90PingPong { multicast: false }
+        };
     }
     // Multicast pairs pay off with many waves of long K (H200: 4096×28672×8192 in 1305 µs
     // against 1495), and cost 1–3% at K = 4096.
@@ -375,7 +391,7 @@ pub fn choose_kernel(info: DispatchInfo, shape: GemmShape, path: GemmPath) -> Re
         // wherever check_kernel accepts them (what TMA and 16-byte loads can take); the
         // tiled sm80 kernel otherwise.
         GemmPath::Auto => [
-            (info.cc.0 == 9 && shape.m <= DECODE_MAX_M).then(|| decode_kernel(shape.m)),
+            (info.cc.0 == 9 && shape.m <= DECODE_MAX_M).then(|| decode_kernel(shape)),
             Some(sm90_kernel(shape, info.sms)),
         ]
         .into_iter()
@@ -818,6 +834,7 @@ mod tests {
         let decode = |tile| GemmKernel::Sm80Decode { tile };
         assert_eq!(auto(info((9, 0)), s(1, 4096, 4096)), decode((8, 16)));
         assert_eq!(auto(info((9, 0)), s(8, 4096, 4096)), decode((8, 16)));
+        assert_eq!(auto(info((9, 0)), s(1, 8192, 28672)), decode((16, 32))); // K > 16384
         assert_eq!(auto(info((9, 0)), s(16, 4096, 4096)), decode((16, 32)));
         assert_eq!(
             auto(info((9, 0)), s(17, 4096, 4096)),
@@ -842,15 +859,15 @@ mod tests {
         let pingpong = GemmKernel::Sm90PingPong { multicast: false };
         assert_eq!(sm90(h, s(8192, 8192, 8192)).unwrap(), big((128, 256), true));
         assert_eq!(sm90(h, s(128, 65536, 4096)).unwrap(), big((128, 256), false)); // one tile row
-        assert_eq!(sm90(h, s(512, 4096, 4096)).unwrap(), pingpong);
-        assert_eq!(sm90(h, s(65, 4096, 4096)).unwrap(), pingpong);
+        assert_eq!(sm90(h, s(512, 4096, 4096)).unwrap(), big((128, 128), false)); // 128 tiles
+        assert_eq!(sm90(h, s(65, 4096, 4096)).unwrap(), big((128, 128), false));
         assert_eq!(sm90(h, s(4096, 14336, 4096)).unwrap(), big((128, 256), false)); // K = 4096
         assert_eq!(sm90(h, s(1024, 6144, 4096)).unwrap(), pingpong); // 3 waves of 64 rows vs 2 of 128
         // M ≤ 64: 64×256 tiles, split (≤ 4) while the SMs are short of work and K allows.
         let small = |split| GemmKernel::Sm90SplitK { split };
         assert_eq!(sm90(h, s(128, 4096, 14336)).unwrap(), small(2)); // M ≤ 128, long K, 32 tiles
-        assert_eq!(sm90(h, s(128, 8192, 28672)).unwrap(), pingpong); // 64 tiles: > 132 / 3
-        assert_eq!(sm90(h, s(128, 4096, 4096)).unwrap(), pingpong);
+        assert_eq!(sm90(h, s(128, 8192, 28672)).unwrap(), big((128, 128), false)); // 64 > 132 / 3
+        assert_eq!(sm90(h, s(128, 4096, 4096)).unwrap(), big((128, 128), false));
         assert_eq!(sm90(h, s(1, 4096, 4096)).unwrap(), small(4)); // 16 tiles, 32 K tiles
         assert_eq!(sm90(h, s(64, 14336, 4096)).unwrap(), small(2)); // 56 tiles
         assert_eq!(sm90(h, s(16, 28672, 8192)).unwrap(), small(1)); // 112 tiles
