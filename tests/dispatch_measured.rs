@@ -11,11 +11,12 @@ use qkernels::cuda::{DispatchInfo, GemmPath, choose_kernel};
 use qkernels::gemm::GemmShape;
 
 /// The newest full sweeps, with the card's SM count (from the run's report): seven sweeps
-/// of one H200 in four processes (2026-11-27; `qk bench gemm --all-kernels`),
+/// of one H200 in four processes and one of an H100 80GB (2026-11-27; `qk bench gemm
+/// --all-kernels`),
 /// every candidate of a shape timed in turn, with every configuration there is, decode and
 /// ping-pong included. The older sweeps in `benches/results/` (H200 2d24884, H100 6aa0354)
-/// predate those configurations; the H100 has not been swept with them yet.
-const SWEEPS: [(&str, usize); 7] = [
+/// predate those configurations.
+const SWEEPS: [(&str, usize); 8] = [
     ("2026-11-27-h200-5f3baa1-gemm.json", 132),
     ("2026-11-27-h200-5f3baa1-gemm-2.json", 132),
     ("2026-11-27-h200-dd28e4c-gemm.json", 132),
@@ -23,6 +24,7 @@ const SWEEPS: [(&str, usize); 7] = [
     ("2026-11-27-h200-6536f9a-gemm.json", 132),
     ("2026-11-27-h200-6536f9a-gemm-2.json", 132),
     ("2026-11-27-h200-44ad703-gemm.json", 132),
+    ("2026-11-27-h100-44ad703-gemm.json", 132),
 ];
 
 /// Largest loss of the pick against the fastest configuration on any one shape. Timings of

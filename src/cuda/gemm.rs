@@ -7,7 +7,8 @@
 //! - `Auto` on Hopper (9.x), when the operands allow it (K > 0, K % 16 == 0, 16-byte aligned
 //!   A and B): M ≤ 16 → the decode kernel of `kernels/gemm_sm80.cu` (all of K per block, so
 //!   that a few tokens' GEMM streams the weights from every SM; 8×16 blocks up to M = 8
-//!   and K = 16384, 16×32 otherwise); larger M → the wgmma + TMA kernels of `kernels/gemm_sm90.cu` as `Sm90`
+//!   and K = 16384, 16×32 otherwise), unless N is wide enough for the split-K kernel to
+//!   fill ¾ of the SMs unsplit; larger M → the wgmma + TMA kernels of `kernels/gemm_sm90.cu` as `Sm90`
 //!   below. Both passed the whole GEMM suite bit for bit, and the sanitizers, on an H200
 //!   (2026-11-27). Otherwise, and on every other device, the `mma.sync` kernel of
 //!   `kernels/gemm_sm80.cu`, tile by M: M ≤ 16 → 16×128, M ≤ 64 → 64×128, else 128×128
@@ -311,6 +312,11 @@ const SM90_TILE_64_COST: usize = 10;
 const DECODE_MAX_M: usize = 16;
 const DECODE_8_MAX_M: usize = 8;
 const DECODE_8_MAX_K: usize = 16_384;
+/// ...unless the split-K kernel's 64×256 tiles alone fill this share of the SMs (in
+/// quarters): then it streams the weights from a full wave unsplit (16×28672×8192: split-K
+/// 9–14% faster on H200 and H100 with 112 tiles on 132 SMs; decode first or within 6% up to
+/// 56 tiles).
+const DECODE_MAX_SM_QUARTERS_OF_TILES: usize = 3;
 
 /// The decode kernel's tile for a problem of M ≤ `DECODE_MAX_M` tokens.
 fn decode_kernel(shape: GemmShape) -> GemmKernel {
@@ -321,10 +327,11 @@ fn decode_kernel(shape: GemmShape) -> GemmKernel {
 }
 
 /// The wgmma configuration for a shape. Rules fitted to the H200 sweeps of 2026-11-27
-/// (`benches/results/`, six `--all-kernels` sweeps of 59 shapes, every candidate timed in
-/// turn): with the decode kernel for M ≤ 16 (`choose_kernel`), they pick within 12% of the
-/// fastest configuration in i32 out on every shape and 0.8–1.1% over a sweep (geometric
-/// mean), trading a few tenths of that for bf16 out (the 128×128 rule below).
+/// (`benches/results/`, seven H200 and one H100 `--all-kernels` sweeps of 59 shapes, every
+/// candidate timed in turn): with the decode kernel for M ≤ 16 (`choose_kernel`), they pick
+/// within 12% of the fastest configuration in i32 out on every shape and 0.6–0.9% over a
+/// sweep (geometric mean), trading a few tenths of that for bf16 out (the 128×128 rule
+/// below).
 fn sm90_kernel(shape: GemmShape, sms: usize) -> GemmKernel {
     let (m, n, k) = (shape.m, shape.n, shape.k);
     let ktiles = k.div_ceil(128);
@@ -391,7 +398,10 @@ pub fn choose_kernel(info: DispatchInfo, shape: GemmShape, path: GemmPath) -> Re
         // wherever check_kernel accepts them (what TMA and 16-byte loads can take); the
         // tiled sm80 kernel otherwise.
         GemmPath::Auto => [
-            (info.cc.0 == 9 && shape.m <= DECODE_MAX_M).then(|| decode_kernel(shape)),
+            (info.cc.0 == 9
+                && shape.m <= DECODE_MAX_M
+                && shape.n.div_ceil(256) * 4 < DECODE_MAX_SM_QUARTERS_OF_TILES * info.sms)
+                .then(|| decode_kernel(shape)),
             Some(sm90_kernel(shape, info.sms)),
         ]
         .into_iter()
@@ -835,6 +845,10 @@ mod tests {
         assert_eq!(auto(info((9, 0)), s(1, 4096, 4096)), decode((8, 16)));
         assert_eq!(auto(info((9, 0)), s(8, 4096, 4096)), decode((8, 16)));
         assert_eq!(auto(info((9, 0)), s(1, 8192, 28672)), decode((16, 32))); // K > 16384
+        assert_eq!(
+            auto(info((9, 0)), s(16, 28672, 8192)), // 112 tiles of 64x256: >= 3/4 of 132 SMs
+            GemmKernel::Sm90SplitK { split: 1 }
+        );
         assert_eq!(auto(info((9, 0)), s(16, 4096, 4096)), decode((16, 32)));
         assert_eq!(
             auto(info((9, 0)), s(17, 4096, 4096)),
