@@ -4,38 +4,60 @@
 # whose code uses the integer tensor-core instruction (IMMA); sm_90a code for the Hopper
 # GEMM with wgmma (IGMMA) and TMA (UTMALDG); no kernel touches local
 # memory (LDL/STL: spills or stack arrays). Needs cuobjdump (install-cuda-toolchain.sh).
+#
+#   scripts/check-sass.sh               dumps the library's SASS once and checks it
+#   scripts/check-sass.sh --sass FILE   checks a dump made earlier (cuobjdump --dump-sass)
+#
+# One dump and one pass: the dump is ~800 MB of text for all three architectures, and
+# dumping it once per architecture cost CI about 5 minutes.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-lib=$(ls -t target/release/build/qkernels-*/out/libqkernels_cuda.a 2>/dev/null | head -1 || true)
-[[ -n "$lib" ]] || { echo "check-sass: no target/release/build/qkernels-*/out/libqkernels_cuda.a; build with nvcc first" >&2; exit 1; }
-sass=$(mktemp)
-trap 'rm -f "$sass"' EXIT
-cuobjdump --dump-sass "$lib" > "$sass"
-fail=0
-for arch in sm_80 sm_89 sm_90a; do
-  arch_sass=$(cuobjdump --dump-sass --gpu-architecture "$arch" "$lib")
-  nq=$(grep -c "Function : .*quantize_rows" <<<"$arch_sass" || true)
-  ng=$(grep -c "Function : .*gemm_s80" <<<"$arch_sass" || true)
-  # IMMA per GEMM function: every gemm_s80 kernel must contain the instruction.
-  missing=$(awk '/Function :/ {if (f ~ /gemm_s80/ && !imma) print f; f=$3; imma=0} /IMMA/ {imma=1}
-                 END {if (f ~ /gemm_s80/ && !imma) print f}' <<<"$arch_sass")
-  echo "$arch: $nq quantize_rows kernels, $ng gemm_s80 kernels"
-  [[ "$nq" -gt 0 ]] || { echo "check-sass: no $arch SASS for quantize_rows" >&2; fail=1; }
-  [[ "$ng" -gt 0 ]] || { echo "check-sass: no $arch SASS for gemm_s80" >&2; fail=1; }
-  [[ -z "$missing" ]] || { echo "check-sass: $arch gemm_s80 kernels without IMMA: $missing" >&2; fail=1; }
-done
-# The Hopper GEMM: sm_90a only, every kernel issues IGMMA (wgmma) and UTMALDG (TMA).
-sm90=$(cuobjdump --dump-sass --gpu-architecture sm_90a "$lib")
-n90=$(grep -c "Function : .*gemm_s90" <<<"$sm90" || true)
-missing=$(awk '/Function :/ {if (f ~ /gemm_s90/ && !(g && t)) print f; f=$3; g=0; t=0} /IGMMA/ {g=1} /UTMALDG/ {t=1}
-               END {if (f ~ /gemm_s90/ && !(g && t)) print f}' <<<"$sm90")
-echo "sm_90a: $n90 gemm_s90 kernels"
-[[ "$n90" -gt 0 ]] || { echo "check-sass: no sm_90a SASS for gemm_s90" >&2; fail=1; }
-[[ -z "$missing" ]] || { echo "check-sass: gemm_s90 kernels without IGMMA/UTMALDG: $missing" >&2; fail=1; }
-if grep -qE "\b(LDL|STL)(\.[A-Z0-9]+)*\b" "$sass"; then
-  echo "check-sass: local memory access (LDL/STL) in:" >&2
-  awk '/Function :/ {f=$3} /[^A-Z](LDL|STL)[. ]/ {print "  " f}' "$sass" | sort -u >&2
-  fail=1
+given=
+if [[ ${1:-} == --sass ]]; then
+  given=$(realpath "${2:?check-sass: --sass needs a file}")
 fi
-[[ $fail -eq 0 ]] && echo "check-sass: ok ($lib)"
-exit $fail
+cd "$(dirname "$0")/.."
+if [[ -n $given ]]; then
+  sass=$given
+  from=$sass
+else
+  lib=$(ls -t target/release/build/qkernels-*/out/libqkernels_cuda.a 2>/dev/null | head -1 || true)
+  [[ -n "$lib" ]] || { echo "check-sass: no target/release/build/qkernels-*/out/libqkernels_cuda.a; build with nvcc first" >&2; exit 1; }
+  sass=$(mktemp)
+  trap 'rm -f "$sass"' EXIT
+  cuobjdump --dump-sass "$lib" >"$sass"
+  from=$lib
+fi
+# `code for sm_XX` opens each architecture's machine code, `Function : NAME` each kernel.
+LC_ALL=C awk -v from="$from" '
+  function close_kernel() {
+    if (f ~ /gemm_s80/ && !imma) bad = bad "\n  " arch " " f ": a gemm_s80 kernel without IMMA"
+    if (f ~ /gemm_s90/ && !(igmma && tma)) bad = bad "\n  " arch " " f ": a gemm_s90 kernel without IGMMA and UTMALDG"
+    f = ""; imma = igmma = tma = 0
+  }
+  /^[ \t]*code for sm_/ { close_kernel(); arch = $3; next }
+  /Function :/ {
+    close_kernel(); f = $3
+    if (f ~ /quantize_rows/) nq[arch]++
+    if (f ~ /gemm_s80/) n80[arch]++
+    if (f ~ /gemm_s90/) { n90[arch]++; if (arch != "sm_90a") bad = bad "\n  " arch " " f ": a gemm_s90 kernel outside sm_90a" }
+    next
+  }
+  /IMMA/ { imma = 1 }
+  /IGMMA/ { igmma = 1 }
+  /UTMALDG/ { tma = 1 }
+  /[^A-Z](LDL|STL)[. ]/ { if (!((arch " " f) in local)) { local[arch " " f] = 1; bad = bad "\n  " arch " " f ": local memory access (LDL/STL)" } }
+  END {
+    close_kernel()
+    split("sm_80 sm_89 sm_90a", archs, " ")
+    for (i = 1; i <= 3; i++) {
+      a = archs[i]
+      printf "%s: %d quantize_rows kernels, %d gemm_s80 kernels\n", a, nq[a], n80[a]
+      if (!nq[a]) bad = bad "\n  no " a " SASS for quantize_rows"
+      if (!n80[a]) bad = bad "\n  no " a " SASS for gemm_s80"
+    }
+    printf "sm_90a: %d gemm_s90 kernels\n", n90["sm_90a"]
+    if (!n90["sm_90a"]) bad = bad "\n  no sm_90a SASS for gemm_s90"
+    if (bad != "") { print "check-sass: FAILED:" bad > "/dev/stderr"; exit 1 }
+    print "check-sass: ok (" from ")"
+  }
+' "$sass"
