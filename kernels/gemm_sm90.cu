@@ -40,6 +40,10 @@
 //                             ~6 us per 128x256 tile and idles the tensor cores in the
 //                             cooperative schedule, runs under the other consumer's main
 //                             loop; for short K (4096), where it is ~20% of a tile's time.
+//                             Measured (H200): faster than 128x256 only where those tiles
+//                             fill waves badly (there 1-7% ahead of 128x128, the same tile
+//                             count), 2-7% slower at M >= 2048 with K = 4096: one warpgroup's
+//                             m64n256 stream keeps the tensor cores less busy than two.
 //   gemm_s90_splitk<TA, TB>   64x256x128 tiles, not persistent, each tile's K split across a
 //                             cluster of 1-8 CTAs that reduce through distributed shared
 //                             memory: small M (decode), where there are too few tiles to
