@@ -10,9 +10,9 @@ use std::collections::BTreeMap;
 use qkernels::cuda::{DispatchInfo, GemmPath, choose_kernel};
 use qkernels::gemm::GemmShape;
 
-/// The newest full sweeps, with the card's SM count (from the run's report): seven sweeps
-/// of one H200 in four processes and one of an H100 80GB (2026-11-27; `qk bench gemm
-/// --all-kernels`),
+/// The newest full sweeps, with the card's SM count (from the run's report): seven of one
+/// H200 and one of an H100 80GB (2026-11-27; `qk bench gemm --all-kernels`, each its own
+/// process),
 /// every candidate of a shape timed in turn, with every configuration there is, decode and
 /// ping-pong included. The older sweeps in `benches/results/` (H200 2d24884, H100 6aa0354)
 /// predate those configurations.
