@@ -8,8 +8,8 @@
 //!   A and B): M ≤ 16 → the decode kernel of `kernels/gemm_sm80.cu` (all of K per block, so
 //!   that a few tokens' GEMM streams the weights from every SM; 8×16 blocks up to M = 8
 //!   and K = 16384, 16×32 otherwise), unless N is wide enough for the split-K kernel to
-//!   fill ¾ of the SMs unsplit; larger M → the wgmma + TMA kernels of `kernels/gemm_sm90.cu` as `Sm90`
-//!   below. Both passed the whole GEMM suite bit for bit, and the sanitizers, on an H200
+//!   fill ¾ of the SMs unsplit; larger M → the wgmma + TMA kernels of
+//!   `kernels/gemm_sm90.cu` as `Sm90` below. Both passed the whole GEMM suite bit for bit, and the sanitizers, on an H200
 //!   (2026-11-27). Otherwise, and on every other device, the `mma.sync` kernel of
 //!   `kernels/gemm_sm80.cu`, tile by M: M ≤ 16 → 16×128, M ≤ 64 → 64×128, else 128×128
 //!   (the decode kernel is not timed off Hopper yet, so it stays pinned-only there).
@@ -19,7 +19,8 @@
 //!   M ≤ 128 with K ≥ 12288 and few tiles → the same with split 2; above → the persistent
 //!   kernel, with smaller tiles where 128×256 tiles would leave a wave badly filled
 //!   (64×256 in ping-pong when there are more of them than SMs, else 128×128 cooperative),
-//!   else 128×256 tiles (in multicast pairs when there are ≥ 4 waves of K ≥ 8192). The rules are fitted to H200 sweeps (see `sm90_kernel`);
+//!   else 128×256 tiles (in multicast pairs when there are ≥ 4 waves of K ≥ 8192). The
+//!   rules are fitted to H200 and H100 sweeps (see `sm90_kernel`);
 //!   `tests/dispatch_measured.rs` holds them against the committed sweeps.
 
 use std::sync::Arc;
@@ -318,12 +319,16 @@ const DECODE_8_MAX_K: usize = 16_384;
 /// 56 tiles).
 const DECODE_MAX_SM_QUARTERS_OF_TILES: usize = 3;
 
-/// The decode kernel's tile for a problem of M ≤ `DECODE_MAX_M` tokens.
-fn decode_kernel(shape: GemmShape) -> GemmKernel {
-    let eight = shape.m <= DECODE_8_MAX_M && shape.k <= DECODE_8_MAX_K;
-    GemmKernel::Sm80Decode {
-        tile: if eight { (8, 16) } else { (16, 32) },
+/// The decode kernel with its tile, where `Auto` on Hopper takes it (the constants above).
+fn decode_kernel(shape: GemmShape, sms: usize) -> Option<GemmKernel> {
+    let wide = shape.n.div_ceil(256) * 4 >= DECODE_MAX_SM_QUARTERS_OF_TILES * sms;
+    if shape.m > DECODE_MAX_M || wide {
+        return None;
     }
+    let eight = shape.m <= DECODE_8_MAX_M && shape.k <= DECODE_8_MAX_K;
+    Some(GemmKernel::Sm80Decode {
+        tile: if eight { (8, 16) } else { (16, 32) },
+    })
 }
 
 /// The wgmma configuration for a shape. Rules fitted to the H200 sweeps of 2026-11-27
@@ -398,10 +403,7 @@ pub fn choose_kernel(info: DispatchInfo, shape: GemmShape, path: GemmPath) -> Re
         // wherever check_kernel accepts them (what TMA and 16-byte loads can take); the
         // tiled sm80 kernel otherwise.
         GemmPath::Auto => [
-            (info.cc.0 == 9
-                && shape.m <= DECODE_MAX_M
-                && shape.n.div_ceil(256) * 4 < DECODE_MAX_SM_QUARTERS_OF_TILES * info.sms)
-                .then(|| decode_kernel(shape)),
+            decode_kernel(shape, info.sms).filter(|_| info.cc.0 == 9),
             Some(sm90_kernel(shape, info.sms)),
         ]
         .into_iter()

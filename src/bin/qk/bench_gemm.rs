@@ -5,7 +5,7 @@
 //! Without a GPU it times the CPU reference and says so.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
@@ -317,6 +317,18 @@ pub struct GemmBenchOpts {
     pub skip_decode: bool,
 }
 
+impl GemmBenchOpts {
+    /// Whether the options leave this configuration out (`--skip-sm90`, `--skip-pingpong`,
+    /// `--skip-decode`).
+    fn leaves_out(&self, kernel: GemmKernel) -> bool {
+        match kernel {
+            GemmKernel::Sm80Decode { .. } => self.skip_decode,
+            GemmKernel::Sm90PingPong { .. } if self.skip_pingpong => true,
+            k => k.wgmma() && self.skip_sm90,
+        }
+    }
+}
+
 pub fn gemm(json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpts) -> Result<()> {
     match Gpu::new(0) {
         Ok(g) => gpu_gemm(&g, json, svg, opts),
@@ -481,18 +493,13 @@ fn bench_shape(
     // cuBLASLt) and bf16 out (the fused epilogue); and each forced path's pick in i32 out
     // where it is another configuration; timed in turn with the baselines. A pick that the
     // options leave out falls back to the sm80 path's.
-    let excluded = |k: GemmKernel| match k {
-        GemmKernel::Sm80Decode { .. } => opts.skip_decode,
-        GemmKernel::Sm90PingPong { .. } => opts.skip_pingpong || opts.skip_sm90,
-        k => k.wgmma() && opts.skip_sm90,
-    };
     let sm80_kernel = cuda::choose_kernel(info, shape, GemmPath::Sm80)?;
     let ours = Some(cuda::choose_kernel(info, shape, GemmPath::Auto)?)
-        .filter(|&k| !excluded(k))
+        .filter(|&k| !opts.leaves_out(k))
         .unwrap_or(sm80_kernel);
     let sm90_kernel = cuda::choose_kernel(info, shape, GemmPath::Sm90)
         .ok()
-        .filter(|&k| !excluded(k));
+        .filter(|&k| !opts.leaves_out(k));
     let others: Vec<GemmKernel> = [Some(sm80_kernel), sm90_kernel]
         .into_iter()
         .flatten()
@@ -506,18 +513,18 @@ fn bench_shape(
     let mut times = time_interleaved(g, warm, iters, candidates).into_iter();
     let mut take = || times.next().unwrap_or(Ok(f64::NAN));
     let (ours_i32, ours_bf16) = (take()?, take()?);
-    let mut forced: HashMap<GemmKernel, Result<f64>> = others.iter().map(|&k| (k, take())).collect();
-    forced.insert(ours, Ok(ours_i32));
-    let sm80 = forced.remove(&sm80_kernel).unwrap_or(Ok(ours_i32))?;
+    // The forced paths' picks, in the order `others` was timed.
+    let mut time_of = |k: GemmKernel| if k == ours { Ok(ours_i32) } else { take() };
+    let sm80 = time_of(sm80_kernel)?;
     // A wgmma configuration that fails is recorded, and the row goes on without it.
-    let sm90 = sm90_kernel.and_then(|k| match forced.remove(&k) {
-        Some(Ok(t)) => Some(t),
-        Some(Err(e)) => {
+    let sm90 = match sm90_kernel.map(|k| (k, time_of(k))) {
+        Some((_, Ok(t))) => Some(t),
+        Some((k, Err(e))) => {
             baseline_errors.push(format!("{k}: {e}"));
             None
         }
-        None => Some(ours_i32),
-    });
+        None => None,
+    };
     let mut baseline = |has: bool, what: &str| match has.then(&mut take) {
         Some(Ok(t)) => t,
         Some(Err(e)) => {
@@ -536,14 +543,10 @@ fn bench_shape(
         let list: Vec<GemmKernel> = GemmKernel::all()
             .into_iter()
             .filter(|&kernel| {
-                let pingpong = matches!(kernel, GemmKernel::Sm90PingPong { .. });
                 // The decode kernel reads the weights once per 8 or 16 tokens: beyond M = 64
                 // it only costs sweep time.
                 let decode = matches!(kernel, GemmKernel::Sm80Decode { .. });
-                !((kernel.wgmma() && opts.skip_sm90)
-                    || (pingpong && opts.skip_pingpong)
-                    || (decode && (opts.skip_decode || m > 64))
-                    || cuda::check_kernel(info, shape, kernel).is_err())
+                !(opts.leaves_out(kernel) || (decode && m > 64) || cuda::check_kernel(info, shape, kernel).is_err())
             })
             .collect();
         let times = time_interleaved(
