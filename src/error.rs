@@ -16,11 +16,12 @@ pub enum Error {
     /// A size beyond what the kernels or the exactness bounds allow.
     #[error("limit exceeded: {0}")]
     Limit(String),
-    /// Non-finite inputs met by a host-facing call that did not opt in to them.
+    /// Non-finite values to quantize (inputs, or a requantized GEMM's f32 results) met by a
+    /// host-facing call that did not opt in to them.
     #[error(
-        "{count} non-finite input value(s) (NaN or ±Inf); they quantize to the defined values \
-         (NaN → zero point, +Inf → qmax, −Inf → qmin) only when allowed \
-         (allow_nonfinite / --allow-nonfinite)"
+        "{count} non-finite value(s) to quantize (NaN or ±Inf: in the input, or GEMM results that \
+         overflowed f32); they quantize to the defined values (NaN → zero point, +Inf → qmax, \
+         −Inf → qmin) only when allowed (allow_nonfinite / --allow-nonfinite)"
     )]
     NonFinite { count: u64 },
     /// A combination the library does not implement (never a wrong answer instead).

@@ -389,3 +389,200 @@ fn affine_row() -> qkernels::QuantSpec {
 fn sym_row() -> qkernels::QuantSpec {
     qkernels::QuantSpec::symmetric(qkernels::Granularity::Row).unwrap()
 }
+
+/// `qk gemm --out-dtype i8/u8` writes what `qk quantize` makes of the f32 output with the same
+/// static per-tensor parameters (the contract's requantization), file for file, on the CPU
+/// and (with a GPU) on the device; the folder is the next GEMM's A. Misplaced or missing
+/// requantization flags are one-line errors.
+#[test]
+fn gemm_requantized_output_is_the_quantized_f32_output() {
+    let d = tmp("requant");
+    let (m, n, k) = (7, 32, 48);
+    let xa = d.join("a.npy");
+    let xb = d.join("b.npy");
+    npy::write(&xa, &qkernels::bench::random_f32(m * k, 3, 2.0), &[m, k]).unwrap();
+    npy::write(&xb, &qkernels::bench::random_f32(n * k, 4, 2.0), &[n, k]).unwrap();
+    let (qa, qb) = (d.join("qa"), d.join("qb"));
+    for (x, q, scheme) in [(&xa, &qa, "affine"), (&xb, &qb, "symmetric")] {
+        let o = qk(&[
+            "quantize",
+            s(x),
+            "--out",
+            s(q),
+            "--scheme",
+            scheme,
+            "--granularity",
+            "row",
+            "--device",
+            "cpu",
+        ]);
+        assert!(o.status.success(), "{}", stderr_of(&o));
+    }
+    let bias = d.join("bias.npy");
+    npy::write(&bias, &(0..n).map(|i| i as f32 * 0.25 - 3.0).collect::<Vec<_>>(), &[n]).unwrap();
+    let gemm = |extra: &[&str]| {
+        let base = ["gemm", "--a", s(&qa), "--b", s(&qb), "--bias", s(&bias)];
+        qk(&[&base[..], extra].concat())
+    };
+    let y = d.join("y.npy");
+    let o = gemm(&["--out-dtype", "f32", "--out", s(&y), "--device", "cpu"]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+
+    let mut devices = vec!["cpu"];
+    if common::gpu().is_some() {
+        devices.push("cuda");
+    }
+    // (gemm's flags, quantize's flags for the same output); a coarse scale saturates some.
+    let cases: [(&[&str], &[&str]); 4] = [
+        (&["i8", "--out-scale", "0.05"], &["symmetric", "--scale", "0.05"]),
+        (&["i8", "--out-scale", "0.5"], &["symmetric", "--scale", "0.5"]),
+        (
+            &["u8", "--out-scale", "0.04", "--out-zero-point", "120"],
+            &["affine", "--dtype", "u8", "--scale", "0.04", "--zero-point", "120"],
+        ),
+        (
+            &[
+                "u8",
+                "--out-scheme",
+                "min-offset",
+                "--out-scale",
+                "0.05",
+                "--out-offset",
+                "-6.5",
+            ],
+            &["min-offset", "--scale", "0.05", "--offset", "-6.5"],
+        ),
+    ];
+    for (i, (g, q)) in cases.iter().enumerate() {
+        let want = d.join(format!("want-{i}"));
+        let args = [
+            &[
+                "quantize",
+                s(&y),
+                "--out",
+                s(&want),
+                "--granularity",
+                "tensor",
+                "--device",
+                "cpu",
+                "--scheme",
+            ][..],
+            q,
+        ]
+        .concat();
+        let o = qk(&args);
+        assert!(o.status.success(), "case {i}: {}", stderr_of(&o));
+        for dev in &devices {
+            let got = d.join(format!("got-{i}-{dev}"));
+            let o = gemm(&[&["--out", s(&got), "--device", dev, "--out-dtype"][..], g].concat());
+            assert!(o.status.success(), "case {i} {dev}: {}", stderr_of(&o));
+            for f in ["q.npy", "scale.npy", "meta.json"] {
+                assert_eq!(
+                    std::fs::read(want.join(f)).unwrap(),
+                    std::fs::read(got.join(f)).unwrap(),
+                    "case {i} {dev}: {f}"
+                );
+            }
+            for f in ["zero_point.npy", "offset.npy"] {
+                assert_eq!(want.join(f).is_file(), got.join(f).is_file(), "case {i} {dev}: {f}");
+                if want.join(f).is_file() {
+                    assert_eq!(
+                        std::fs::read(want.join(f)).unwrap(),
+                        std::fs::read(got.join(f)).unwrap()
+                    );
+                }
+            }
+        }
+    }
+    // The i8 output is the next GEMM's A ([M, N] times a [3, N] B).
+    let xc = d.join("c.npy");
+    npy::write(&xc, &qkernels::bench::random_f32(3 * n, 5, 1.0), &[3, n]).unwrap();
+    let qc = d.join("qc");
+    let o = qk(&[
+        "quantize",
+        s(&xc),
+        "--out",
+        s(&qc),
+        "--scheme",
+        "symmetric",
+        "--granularity",
+        "row",
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let y2 = d.join("y2.npy");
+    let got0 = d.join("got-0-cpu");
+    let o = qk(&[
+        "gemm",
+        "--a",
+        s(&got0),
+        "--b",
+        s(&qc),
+        "--out-dtype",
+        "f32",
+        "--out",
+        s(&y2),
+        "--device",
+        "cpu",
+    ]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    let (_, r, c) = npy::read_float_matrix(&y2).unwrap();
+    assert_eq!((r, c), (m, 3));
+
+    // Errors, each one line naming what to change.
+    let out = d.join("bad");
+    for (extra, says) in [
+        (&["--out-dtype", "i8"][..], "--out-scale"),
+        (&["--out-dtype", "f32", "--out-scale", "0.1"][..], "i8 or u8 only"),
+        (&["--out-dtype", "bf16", "--allow-nonfinite"][..], "i8 or u8 only"),
+        (
+            &["--out-dtype", "i8", "--out-scale", "0.1", "--out-zero-point", "3"][..],
+            "--out-zero-point",
+        ),
+        (
+            &["--out-dtype", "u8", "--out-scale", "0.1", "--out-scheme", "symmetric"][..],
+            "int8",
+        ),
+        (
+            &["--out-dtype", "u8", "--out-scale", "0.1", "--out-scheme", "min-offset"][..],
+            "--out-offset",
+        ),
+        (&["--out-dtype", "i8", "--out-scale", "0"][..], "scale"),
+        (&["--out-dtype", "i8", "--out-scale", "1e30"][..], "2^64"),
+    ] {
+        let o = gemm(&[&["--out", s(&out), "--device", "cpu"][..], extra].concat());
+        assert!(!o.status.success(), "{extra:?} succeeded");
+        let err = stderr_of(&o);
+        assert_eq!(err.lines().count(), 1, "{extra:?}: {err}");
+        assert!(err.contains(says), "{extra:?}: {err}");
+    }
+    // Scales whose product overflows f32: the non-finite results are an error unless
+    // --allow-nonfinite, which writes their defined values and says how many there were.
+    let big = d.join("big");
+    std::fs::create_dir_all(&big).unwrap();
+    npy::write(&big.join("q.npy"), &vec![100i8; 2 * k], &[2, k]).unwrap();
+    npy::write(&big.join("scale.npy"), &[3e38f32, 1e-3], &[2]).unwrap();
+    let run_big = |extra: &[&str]| {
+        let base = [
+            "gemm",
+            "--a",
+            s(&big),
+            "--b",
+            s(&qb),
+            "--out",
+            s(&out),
+            "--device",
+            "cpu",
+        ];
+        qk(&[&base[..], &["--out-dtype", "i8", "--out-scale", "0.1"], extra].concat())
+    };
+    let o = run_big(&[]);
+    assert!(!o.status.success());
+    assert!(stderr_of(&o).contains("non-finite"), "{}", stderr_of(&o));
+    let o = run_big(&["--allow-nonfinite"]);
+    assert!(o.status.success(), "{}", stderr_of(&o));
+    assert!(stderr_of(&o).contains("non-finite result"), "{}", stderr_of(&o));
+    let meta = std::fs::read_to_string(out.join("meta.json")).unwrap();
+    assert!(!meta.contains("\"nonfinite\": 0"), "{meta}");
+}

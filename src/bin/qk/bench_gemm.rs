@@ -15,9 +15,9 @@ use plotters::prelude::*;
 use qkernels::bench::{Candidate, copy_gbps, median, random_bytes, time_interleaved, time_us};
 use qkernels::cpu::{self, RawMatrix};
 use qkernels::cuda::baseline::{Bf16Gemm, LtInt8};
-use qkernels::cuda::{self, DeviceBias, DeviceOperand, GemmKernel, GemmPath, Gpu};
+use qkernels::cuda::{self, DeviceBias, DeviceOperand, DeviceQuantized, GemmKernel, GemmPath, Gpu};
 use qkernels::gemm::{OperandMeta, ParamLayout};
-use qkernels::{Error, IntType, Result, Scheme, bf16};
+use qkernels::{Error, Granularity, IntType, QuantParams, QuantSpec, Result, Scheme, bf16};
 use serde::Serialize;
 
 use crate::bench::{date_utc, git_rev};
@@ -51,6 +51,10 @@ struct Row {
     /// `--skip-sm90`).
     sm90_i32_us: Option<f64>,
     ours_bf16_fused_us: f64,
+    /// The same epilogue requantized to i8 (static per-tensor Symmetric), the output's row
+    /// sums included (a second launch): what a layer whose output feeds the next INT8 GEMM
+    /// runs.
+    ours_i8_requant_us: f64,
     cublaslt_i8_us: f64,
     cublaslt_algos_tried: usize,
     cublas_bf16_us: f64,
@@ -62,6 +66,8 @@ struct Row {
     vs_cublas_bf16: f64,
     /// Our bf16-out (scales + bias) time / our i32-out time − 1.
     fused_epilogue_cost: f64,
+    /// Our i8-out (requantized) time / our i32-out time − 1.
+    requant_epilogue_cost: f64,
     /// M ≤ 16: weight bytes per second of our kernel, and that over the copy bandwidth.
     weight_gbps: Option<f64>,
     weight_fraction_of_copy: Option<f64>,
@@ -105,6 +111,8 @@ struct Summary {
     decode_vs_cublaslt: Option<f64>,
     /// Median over all shapes of bf16-out (fused epilogue) / i32-out − 1.
     fused_epilogue_cost_median: Option<f64>,
+    /// Median over all shapes of i8-out (requantized, row sums included) / i32-out − 1.
+    requant_epilogue_cost_median: Option<f64>,
     /// `--all-kernels`: the prefill ratios if every shape ran its fastest configuration
     /// (what the dispatcher can reach with the configurations there are).
     prefill_best_config_vs_cublaslt: Option<f64>,
@@ -141,17 +149,17 @@ fn summarize(rows: &[Row]) -> Summary {
             .then(|| geomean(set.iter().map(|r| base(r) / best(r))))
             .flatten()
     };
-    let mut costs: Vec<f64> = rows
-        .iter()
-        .map(|r| r.fused_epilogue_cost)
-        .filter(|c| c.is_finite())
-        .collect();
-    costs.sort_by(f64::total_cmp);
+    let median_of = |cost: fn(&Row) -> f64| {
+        let mut costs: Vec<f64> = rows.iter().map(cost).filter(|c| c.is_finite()).collect();
+        costs.sort_by(f64::total_cmp);
+        (!costs.is_empty()).then(|| costs[costs.len() / 2])
+    };
     Summary {
         prefill_vs_cublaslt: geomean(prefill.iter().map(|r| r.vs_cublaslt)),
         prefill_vs_cublas_bf16: geomean(prefill.iter().map(|r| r.vs_cublas_bf16)),
         decode_vs_cublaslt: geomean(decode.iter().map(|r| r.vs_cublaslt)),
-        fused_epilogue_cost_median: (!costs.is_empty()).then(|| costs[costs.len() / 2]),
+        fused_epilogue_cost_median: median_of(|r| r.fused_epilogue_cost),
+        requant_epilogue_cost_median: median_of(|r| r.requant_epilogue_cost),
         prefill_best_config_vs_cublaslt: best_vs(&prefill, |r| r.cublaslt_i8_us),
         prefill_best_config_vs_cublas_bf16: best_vs(&prefill, |r| r.cublas_bf16_us),
         decode_best_config_vs_cublaslt: best_vs(&decode, |r| r.cublaslt_i8_us),
@@ -160,14 +168,15 @@ fn summarize(rows: &[Row]) -> Summary {
 
 fn print_summary(s: &Summary) {
     let x = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}x"));
+    let pct = |v: Option<f64>| v.map_or("-".into(), |c| format!("{:+.1}%", 100.0 * c));
     println!(
         "\nprefill (M 512-4096) geometric mean: {} cuBLASLt INT8, {} cuBLAS BF16; decode (M <= 16): {} cuBLASLt; \
-         fused bf16-out epilogue median {}",
+         epilogue median: fused bf16-out {}, requantized i8-out {}",
         x(s.prefill_vs_cublaslt),
         x(s.prefill_vs_cublas_bf16),
         x(s.decode_vs_cublaslt),
-        s.fused_epilogue_cost_median
-            .map_or("-".into(), |c| format!("{:+.1}%", 100.0 * c))
+        pct(s.fused_epilogue_cost_median),
+        pct(s.requant_epilogue_cost_median)
     );
     if s.prefill_best_config_vs_cublaslt.is_some() || s.decode_best_config_vs_cublaslt.is_some() {
         println!(
@@ -261,6 +270,9 @@ struct Work<'a> {
     next: &'a Cell<usize>,
     y32: &'a RefCell<CudaSlice<i32>>,
     y16: &'a RefCell<CudaSlice<bf16>>,
+    y8: &'a RefCell<DeviceQuantized>,
+    /// The i8 output's static per-tensor parameters.
+    requant: &'a QuantParams,
     /// (A, B): zero row sums (never read: no zero points) and per-row scales.
     zeros: (&'a CudaSlice<i32>, &'a CudaSlice<i32>),
     scales: (&'a CudaSlice<f32>, &'a CudaSlice<f32>),
@@ -280,25 +292,40 @@ impl<'a> Work<'a> {
         lt.run(&self.g.stream, algo, &x.a, &x.b, &mut *self.y32.borrow_mut())
     }
 
-    /// One configuration, pinned: i32 out from raw operands (as cuBLASLt), or bf16 out with
-    /// per-token × per-channel scales and the bias (`fused`).
-    fn kernel(self, kernel: GemmKernel, fused: bool) -> Candidate<'a> {
+    /// One configuration, pinned: i32 out from raw operands (as cuBLASLt), or with
+    /// per-token × per-channel scales and the bias, bf16 out or requantized i8 out.
+    fn kernel(self, kernel: GemmKernel, out: Out) -> Candidate<'a> {
         let Work { m, n, k, .. } = self;
         Box::new(move || {
             let s = &self.g.stream;
             let x = self.input();
-            if fused {
-                let a = scaled(x.a.as_view(), self.scales.0, self.zeros.0, m, k)?;
-                let b = scaled(x.b.as_view(), self.scales.1, self.zeros.1, n, k)?;
-                let bias = DeviceBias::F32(self.bias.as_view());
-                cuda::gemm_into_kernel(s, &a, &b, Some(&bias), &mut *self.y16.borrow_mut(), kernel)
-            } else {
+            if out == Out::I32 {
                 let a = raw(x.a.as_view(), self.zeros.0, m, k)?;
                 let b = raw(x.b.as_view(), self.zeros.1, n, k)?;
-                cuda::gemm_into_kernel(s, &a, &b, None, &mut *self.y32.borrow_mut(), kernel)
+                return cuda::gemm_into_kernel(s, &a, &b, None, &mut *self.y32.borrow_mut(), kernel);
+            }
+            let a = scaled(x.a.as_view(), self.scales.0, self.zeros.0, m, k)?;
+            let b = scaled(x.b.as_view(), self.scales.1, self.zeros.1, n, k)?;
+            let bias = DeviceBias::F32(self.bias.as_view());
+            if out == Out::Bf16 {
+                cuda::gemm_into_kernel(s, &a, &b, Some(&bias), &mut *self.y16.borrow_mut(), kernel)
+            } else {
+                let y = &mut *self.y8.borrow_mut();
+                cuda::gemm_quantized_into_kernel(s, &a, &b, Some(&bias), self.requant, y, kernel)
             }
         })
     }
+}
+
+/// The output a timed run writes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Out {
+    /// Raw i8·i8 → i32, as cuBLASLt.
+    I32,
+    /// Scales and bias, bf16 out (the fused epilogue).
+    Bf16,
+    /// Scales and bias, requantized to i8 (Symmetric, per tensor) with the row sums.
+    I8,
 }
 
 /// What `qk bench gemm` times besides the baselines.
@@ -378,7 +405,7 @@ fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpt
         rows: Vec::new(),
         summary: None,
         note: "ours i32 = raw i8·i8 → i32 like cuBLASLt, through the dispatcher's pick (Auto; the forced sm80 and sm90 paths' picks reported beside it); ours bf16 fused = per-token × per-channel scales + f32 \
-               bias → bf16; medians of CUDA-event timings, the candidates of a shape timed in turn (round-robin, so that clock drift under load falls on all alike), inputs rotated beyond 2× L2"
+               bias → bf16; ours i8 requant = the same → i8 (static per-tensor Symmetric) with the row-sum launch; medians of CUDA-event timings, the candidates of a shape timed in turn (round-robin, so that clock drift under load falls on all alike), inputs rotated beyond 2× L2"
             .into(),
     };
     for &(m, n, k) in &list {
@@ -436,6 +463,18 @@ fn bench_shape(
     let bias = s.clone_htod(&vec![0.5f32; n])?;
     let y32 = RefCell::new(s.alloc_zeros::<i32>(m * n)?);
     let y16 = RefCell::new(s.alloc_zeros::<bf16>(m * n)?);
+    let y8 = RefCell::new(DeviceQuantized::alloc(
+        s,
+        QuantSpec::symmetric(Granularity::Tensor)?,
+        m,
+        n,
+    )?);
+    // Outputs of 0.01 · 0.02 · acc + 0.5 (|acc| up to ~10^6 at K = 8192): some saturate.
+    let requant = QuantParams {
+        scales: vec![0.5],
+        zero_points: None,
+        offsets: None,
+    };
     let (warm, iters) = if (m * n * k) as f64 > 1e12 { (1, 5) } else { (3, 15) };
     let next = Cell::new(0);
     let c = Work {
@@ -447,6 +486,8 @@ fn bench_shape(
         next: &next,
         y32: &y32,
         y16: &y16,
+        y8: &y8,
+        requant: &requant,
         zeros: (&zeros_m, &zeros_n),
         scales: (&scale_m, &scale_n),
         bias: &bias,
@@ -490,7 +531,8 @@ fn bench_shape(
     };
 
     // Ours: the dispatcher's pick (`Auto`, what a caller gets), i32 out (raw operands, as
-    // cuBLASLt) and bf16 out (the fused epilogue); and each forced path's pick in i32 out
+    // cuBLASLt), bf16 out (the fused epilogue) and i8 out (requantized); and each forced
+    // path's pick in i32 out
     // where it is another configuration; timed in turn with the baselines. A pick that the
     // options leave out falls back to the sm80 path's.
     let sm80_kernel = cuda::choose_kernel(info, shape, GemmPath::Sm80)?;
@@ -505,14 +547,18 @@ fn bench_shape(
         .flatten()
         .filter(|&k| k != ours)
         .collect();
-    let mut candidates = vec![c.kernel(ours, false), c.kernel(ours, true)];
-    candidates.extend(others.iter().map(|&k| c.kernel(k, false)));
+    let mut candidates = vec![
+        c.kernel(ours, Out::I32),
+        c.kernel(ours, Out::Bf16),
+        c.kernel(ours, Out::I8),
+    ];
+    candidates.extend(others.iter().map(|&k| c.kernel(k, Out::I32)));
     let (has_lt, has_blas) = (lt.is_some(), blas.is_some());
     candidates.extend(lt);
     candidates.extend(blas);
     let mut times = time_interleaved(g, warm, iters, candidates).into_iter();
     let mut take = || times.next().unwrap_or(Ok(f64::NAN));
-    let (ours_i32, ours_bf16) = (take()?, take()?);
+    let (ours_i32, ours_bf16, ours_i8) = (take()?, take()?, take()?);
     // The forced paths' picks, in the order `others` was timed.
     let mut time_of = |k: GemmKernel| if k == ours { Ok(ours_i32) } else { take() };
     let sm80 = time_of(sm80_kernel)?;
@@ -553,7 +599,7 @@ fn bench_shape(
             g,
             warm,
             iters,
-            list.iter().map(|&kernel| c.kernel(kernel, false)).collect(),
+            list.iter().map(|&kernel| c.kernel(kernel, Out::I32)).collect(),
         );
         for (kernel, t) in list.into_iter().zip(times) {
             match t {
@@ -573,7 +619,7 @@ fn bench_shape(
     fastest.truncate(2);
     let pairs = fastest
         .iter()
-        .flat_map(|&(kernel, _)| [c.kernel(kernel, false), c.kernel(kernel, true)])
+        .flat_map(|&(kernel, _)| [c.kernel(kernel, Out::I32), c.kernel(kernel, Out::Bf16)])
         .collect();
     let mut times = time_interleaved(g, warm, iters, pairs).into_iter();
     let mut kernels_bf16 = BTreeMap::new();
@@ -601,6 +647,7 @@ fn bench_shape(
         sm80_i32_us: sm80,
         sm90_i32_us: sm90,
         ours_bf16_fused_us: ours_bf16,
+        ours_i8_requant_us: ours_i8,
         cublaslt_i8_us: lt_us,
         cublaslt_algos_tried: lt_tried,
         cublas_bf16_us: bf16_us,
@@ -609,6 +656,7 @@ fn bench_shape(
         vs_cublaslt: lt_us / ours_i32,
         vs_cublas_bf16: bf16_us / ours_i32,
         fused_epilogue_cost: ours_bf16 / ours_i32 - 1.0,
+        requant_epilogue_cost: ours_i8 / ours_i32 - 1.0,
         weight_gbps,
         weight_fraction_of_copy: weight_gbps.map(|w| w / copy),
         baseline_errors,
@@ -642,7 +690,7 @@ fn print_kernels(rows: &[Row]) {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "{:>6} {:>6} {:>6} {:>24} {:>9} {:>9} {:>9} {:>8} {:>6} {:>8} {:>8} {:>8} {:>9}",
+        "{:>6} {:>6} {:>6} {:>24} {:>9} {:>9} {:>9} {:>8} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9}",
         "M",
         "N",
         "K",
@@ -655,6 +703,7 @@ fn print_table(rows: &[Row]) {
         "vs LtI8",
         "vs BF16",
         "bf16 epi",
+        "i8 epi",
         "W/copy"
     );
     for r in rows {
@@ -663,7 +712,7 @@ fn print_table(rows: &[Row]) {
             .map_or("-".into(), |f| format!("{:.0}%", f * 100.0));
         let sm90 = r.sm90_i32_us.map_or("-".into(), |t| format!("{t:.1}"));
         println!(
-            "{:>6} {:>6} {:>6} {:>24} {:>9.1} {:>9.1} {:>9} {:>8.1} {:>5.1}% {:>7.2}x {:>7.2}x {:>+7.1}% {:>9}",
+            "{:>6} {:>6} {:>6} {:>24} {:>9.1} {:>9.1} {:>9} {:>8.1} {:>5.1}% {:>7.2}x {:>7.2}x {:>+7.1}% {:>+7.1}% {:>9}",
             r.m,
             r.n,
             r.k,
@@ -676,6 +725,7 @@ fn print_table(rows: &[Row]) {
             r.vs_cublaslt,
             r.vs_cublas_bf16,
             r.fused_epilogue_cost * 100.0,
+            r.requant_epilogue_cost * 100.0,
             w
         );
     }
@@ -807,6 +857,7 @@ mod tests {
             sm80_i32_us: 1.0 + m as f64,
             sm90_i32_us: None,
             ours_bf16_fused_us: 1.0 + m as f64,
+            ours_i8_requant_us: 1.0 + m as f64,
             // A baseline that rejected the shape (M = 1) has no time.
             cublaslt_i8_us: if m == 1 { f64::NAN } else { 2.0 + m as f64 },
             cublaslt_algos_tried: 1,
@@ -820,6 +871,7 @@ mod tests {
             },
             vs_cublas_bf16: (3.0 + m as f64) / (1.0 + m as f64),
             fused_epilogue_cost: 0.0,
+            requant_epilogue_cost: 0.0,
             weight_gbps: None,
             weight_fraction_of_copy: None,
             baseline_errors: Vec::new(),
@@ -866,11 +918,13 @@ mod tests {
         rows[1].fused_epilogue_cost = 0.10;
         rows[2].fused_epilogue_cost = 0.02;
         rows[3].fused_epilogue_cost = f64::NAN;
+        rows[0].requant_epilogue_cost = 0.3;
         let s = summarize(&rows);
         assert_eq!(s.prefill_vs_cublaslt, Some(1.0));
         assert_eq!(s.prefill_vs_cublas_bf16, Some(2.0));
         assert_eq!(s.decode_vs_cublaslt, None); // M = 1's cuBLASLt has no time
         assert_eq!(s.fused_epilogue_cost_median, Some(0.02));
+        assert_eq!(s.requant_epilogue_cost_median, Some(0.0));
         assert_eq!(s.prefill_best_config_vs_cublaslt, None); // no --all-kernels sweep
         assert_eq!(s.decode_best_config_vs_cublaslt, None);
         // A configuration twice as fast as ours on every prefill shape doubles the ratios.

@@ -91,10 +91,10 @@ pub struct QuantizeArgs {
     #[arg(long)]
     scale: Option<String>,
     /// Static Affine zero point: an integer or an int8/uint8/int32 .npy (default 0).
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     zero_point: Option<String>,
     /// Static MinOffset offset: a number or a float32 .npy.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     offset: Option<String>,
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
@@ -238,7 +238,8 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
     Ok(())
 }
 
-fn write_quantized(dir: &Path, q: &HostQuantized, dtype: DtypeArg) -> Result<()> {
+/// Writes `q` into `dir` as `qk quantize` does (`qk gemm` writes its i8/u8 output so too).
+pub fn write_quantized(dir: &Path, q: &HostQuantized, dtype: DtypeArg) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
     let shape = [q.rows, q.cols];
     match dtype {

@@ -1,15 +1,20 @@
 //! `qk gemm`: Y = dequant(A · Bᵀ) from two folders written by `qk quantize` (or raw
-//! integer folders: only `q.npy`, optionally `zero_point.npy`, giving i32 output).
+//! integer folders: only `q.npy`, optionally `zero_point.npy`, giving i32 output). Float and
+//! i32 results go to one `.npy`; i8/u8 results (requantized with one static per-tensor set)
+//! to a folder as `qk quantize` writes it, which the next `qk gemm` takes as `--a`.
 
 use std::path::{Path, PathBuf};
 
 use clap::{Args, ValueEnum};
-use qkernels::cpu::{self, Bias, HostQuantized, RawMatrix};
-use qkernels::cuda::{self, DeviceBias, DeviceGemmOutput, DeviceQuantized, DeviceRaw, GemmKernel, GemmPath};
+use qkernels::cpu::{self, Bias, HostOperand, HostQuantized, RawMatrix};
+use qkernels::cuda::{
+    self, DeviceBias, DeviceGemmOutput, DeviceOperand, DeviceQuantized, DeviceRaw, GemmKernel, GemmPath, Gpu,
+};
+use qkernels::gemm::check_requantized;
 use qkernels::npy::{self, FloatData, IntKind};
-use qkernels::{Error, Granularity, IntType, Result, bf16, f16};
+use qkernels::{Error, Granularity, IntType, QuantParams, QuantSpec, Result, Scheme, bf16, f16};
 
-use crate::files::{SchemeArg, read_quantized};
+use crate::files::{DtypeArg, SchemeArg, read_quantized, write_quantized};
 use crate::{Backend, DeviceArg};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -18,6 +23,9 @@ pub enum GemmOut {
     F32,
     F16,
     Bf16,
+    /// Requantized (`--out-scale`, `--out-scheme`): a folder, as `qk quantize` writes.
+    I8,
+    U8,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -40,9 +48,26 @@ pub struct GemmArgs {
     bias: Option<PathBuf>,
     #[arg(long, value_enum)]
     out_dtype: GemmOut,
-    /// Output .npy (bf16 results are written as float32 values that are exactly bf16).
+    /// Output .npy (bf16 results are written as float32 values that are exactly bf16); for
+    /// i8/u8, an output folder (q.npy, scale.npy, zero_point.npy or offset.npy, meta.json).
     #[arg(long)]
     out: PathBuf,
+    /// i8/u8 output: its scheme (default symmetric for i8, affine for u8).
+    #[arg(long, value_enum)]
+    out_scheme: Option<SchemeArg>,
+    /// i8/u8 output: the static per-tensor scale the f32 results are quantized with.
+    #[arg(long)]
+    out_scale: Option<f32>,
+    /// i8/u8 output, affine: the zero point (default 0).
+    #[arg(long, allow_hyphen_values = true)]
+    out_zero_point: Option<i32>,
+    /// i8/u8 output, min-offset: the offset subtracted before scaling.
+    #[arg(long, allow_hyphen_values = true)]
+    out_offset: Option<f32>,
+    /// i8/u8 output: write non-finite results (scales that overflow f32) as their scheme's
+    /// defined values instead of failing.
+    #[arg(long)]
+    allow_nonfinite: bool,
     #[arg(long, value_enum, default_value = "auto")]
     device: DeviceArg,
     /// GPU kernel family (auto: the dispatcher's choice).
@@ -140,29 +165,27 @@ fn bias_of(data: &FloatData) -> Bias<'_> {
     }
 }
 
-fn run_typed<O: DeviceGemmOutput>(
+/// Runs `on_cpu` or `on_gpu` with the operands and the bias on the chosen backend (uploaded
+/// for the GPU).
+fn with_operands<R>(
     backend: &Backend,
     a: &Loaded,
     b: &Loaded,
     bias: Option<&FloatData>,
-    pick: Pick,
-) -> Result<Vec<O>> {
-    let (ha, hb) = (a.operand()?, b.operand()?);
+    on_cpu: impl FnOnce(&HostOperand, &HostOperand, Option<Bias>) -> Result<R>,
+    on_gpu: impl FnOnce(&Gpu, &DeviceOperand, &DeviceOperand, Option<&DeviceBias>) -> Result<R>,
+) -> Result<R> {
     match backend {
-        Backend::Cpu if matches!(pick, Pick::Kernel(_)) => Err(Error::InvalidArgument(
-            "--kernel pins a GPU kernel, but this run is on the CPU path".into(),
-        )),
-        Backend::Cpu => cpu::gemm::<O>(&ha, &hb, bias.map(bias_of)),
+        Backend::Cpu => on_cpu(&a.operand()?, &b.operand()?, bias.map(bias_of)),
         Backend::Gpu(g) => {
             let s = &g.stream;
-            let da = match a {
-                Loaded::Quantized(q) => DevOp::Q(DeviceQuantized::upload(s, q)?),
-                Loaded::Raw(r) => DevOp::R(DeviceRaw::upload(s, r)?),
+            let upload = |l: &Loaded| -> Result<DevOp> {
+                Ok(match l {
+                    Loaded::Quantized(q) => DevOp::Q(DeviceQuantized::upload(s, q)?),
+                    Loaded::Raw(r) => DevOp::R(DeviceRaw::upload(s, r)?),
+                })
             };
-            let db = match b {
-                Loaded::Quantized(q) => DevOp::Q(DeviceQuantized::upload(s, q)?),
-                Loaded::Raw(r) => DevOp::R(DeviceRaw::upload(s, r)?),
-            };
+            let (da, db) = (upload(a)?, upload(b)?);
             let dbias = match bias {
                 None => None,
                 Some(FloatData::F32(v)) => Some(BiasBuf::F32(s.clone_htod(v)?)),
@@ -172,20 +195,162 @@ fn run_typed<O: DeviceGemmOutput>(
                 BiasBuf::F32(v) => DeviceBias::F32(v.as_view()),
                 BiasBuf::F16(v) => DeviceBias::F16(v.as_view()),
             });
-            let (da, db) = (da.operand()?, db.operand()?);
+            on_gpu(g, &da.operand()?, &db.operand()?, view.as_ref())
+        }
+    }
+}
+
+/// The error for `--kernel` on the CPU path: a pinned GPU kernel never silently becomes the
+/// CPU reference.
+fn check_pick(backend: &Backend, pick: Pick) -> Result<()> {
+    match (backend, pick) {
+        (Backend::Cpu, Pick::Kernel(_)) => Err(Error::InvalidArgument(
+            "--kernel pins a GPU kernel, but this run is on the CPU path".into(),
+        )),
+        _ => Ok(()),
+    }
+}
+
+fn run_typed<O: DeviceGemmOutput>(
+    backend: &Backend,
+    a: &Loaded,
+    b: &Loaded,
+    bias: Option<&FloatData>,
+    pick: Pick,
+) -> Result<Vec<O>> {
+    check_pick(backend, pick)?;
+    with_operands(
+        backend,
+        a,
+        b,
+        bias,
+        |a, b, bias| cpu::gemm::<O>(a, b, bias),
+        |g, a, b, bias| {
+            let s = &g.stream;
             let y = match pick {
-                Pick::Path(path) => cuda::gemm::<O>(s, &da, &db, view.as_ref(), path)?,
+                Pick::Path(path) => cuda::gemm::<O>(s, a, b, bias, path)?,
                 Pick::Kernel(kernel) => {
                     // SAFETY: uninitialized; the kernel writes all M · N outputs before the
                     // copy below reads them (on error the buffer is dropped unread).
-                    let mut y = unsafe { s.alloc::<O>(da.meta.rows * db.meta.rows) }?;
-                    cuda::gemm_into_kernel(s, &da, &db, view.as_ref(), &mut y, kernel)?;
+                    let mut y = unsafe { s.alloc::<O>(a.meta.rows * b.meta.rows) }?;
+                    cuda::gemm_into_kernel(s, a, b, bias, &mut y, kernel)?;
                     y
                 }
             };
             Ok(s.clone_dtoh(&y)?)
-        }
+        },
+    )
+}
+
+/// What `--out` receives: a matrix of one of these types, or a requantized folder.
+enum Output {
+    I32,
+    F32,
+    F16,
+    Bf16,
+    Quantized(DtypeArg, (QuantSpec, QuantParams)),
+}
+
+/// The output the flags describe; the `--out-*` requantization flags with i8/u8 only.
+fn output_of(args: &GemmArgs) -> Result<Output> {
+    let plain = match args.out_dtype {
+        GemmOut::I8 => return Ok(Output::Quantized(DtypeArg::I8, requant_of(args, DtypeArg::I8)?)),
+        GemmOut::U8 => return Ok(Output::Quantized(DtypeArg::U8, requant_of(args, DtypeArg::U8)?)),
+        GemmOut::I32 => Output::I32,
+        GemmOut::F32 => Output::F32,
+        GemmOut::F16 => Output::F16,
+        GemmOut::Bf16 => Output::Bf16,
+    };
+    let given = [
+        (args.out_scheme.is_some(), "--out-scheme"),
+        (args.out_scale.is_some(), "--out-scale"),
+        (args.out_zero_point.is_some(), "--out-zero-point"),
+        (args.out_offset.is_some(), "--out-offset"),
+        (args.allow_nonfinite, "--allow-nonfinite"),
+    ];
+    match given.iter().find(|(on, _)| *on) {
+        Some((_, flag)) => Err(Error::InvalidArgument(format!(
+            "{flag} describes a requantized output; it applies to --out-dtype i8 or u8 only"
+        ))),
+        None => Ok(plain),
     }
+}
+
+/// The requantized output the `--out-*` flags describe (`dtype` is i8 or u8): one static
+/// per-tensor set, as the GEMM's requantizing epilogue takes.
+fn requant_of(args: &GemmArgs, dtype: DtypeArg) -> Result<(QuantSpec, QuantParams)> {
+    let scale = args.out_scale.ok_or_else(|| {
+        Error::InvalidArgument(
+            "i8/u8 output is requantized with a static per-tensor scale: pass --out-scale (and \
+             --out-scheme, --out-zero-point or --out-offset as the scheme needs)"
+                .into(),
+        )
+    })?;
+    let scheme: Scheme = args
+        .out_scheme
+        .unwrap_or(if dtype == DtypeArg::I8 {
+            SchemeArg::Symmetric
+        } else {
+            SchemeArg::Affine
+        })
+        .into();
+    let spec = QuantSpec::new(scheme, dtype.into(), Granularity::Tensor)?;
+    let misplaced = match scheme {
+        Scheme::Symmetric => args
+            .out_zero_point
+            .map(|_| "--out-zero-point")
+            .or(args.out_offset.map(|_| "--out-offset")),
+        Scheme::Affine => args.out_offset.map(|_| "--out-offset"),
+        Scheme::MinOffset => args.out_zero_point.map(|_| "--out-zero-point"),
+    };
+    if let Some(flag) = misplaced {
+        return Err(Error::InvalidArgument(format!(
+            "{flag} does not apply to {scheme:?} output"
+        )));
+    }
+    let offset = match (scheme, args.out_offset) {
+        (Scheme::MinOffset, None) => {
+            return Err(Error::InvalidArgument("min-offset output needs --out-offset".into()));
+        }
+        (_, o) => o.map(|o| vec![o]),
+    };
+    let params = QuantParams {
+        scales: vec![scale],
+        zero_points: (scheme == Scheme::Affine).then(|| vec![args.out_zero_point.unwrap_or(0)]),
+        offsets: offset,
+    };
+    Ok((spec, params))
+}
+
+/// The requantized GEMM on the chosen backend: the output matrix with its parameters and
+/// row sums, and its count of non-finite f32 results (an error unless `allow_nonfinite`).
+fn run_quantized(
+    backend: &Backend,
+    a: &Loaded,
+    b: &Loaded,
+    bias: Option<&FloatData>,
+    pick: Pick,
+    (spec, params): (QuantSpec, QuantParams),
+    allow_nonfinite: bool,
+) -> Result<HostQuantized> {
+    check_pick(backend, pick)?;
+    let (m, n) = (a.operand()?.meta.rows, b.operand()?.meta.rows);
+    with_operands(
+        backend,
+        a,
+        b,
+        bias,
+        |a, b, bias| cpu::gemm_quantized(a, b, bias, spec, &params, allow_nonfinite),
+        |g, a, b, bias| {
+            let s = &g.stream;
+            let mut y = DeviceQuantized::alloc(s, spec, m, n)?;
+            match pick {
+                Pick::Path(path) => cuda::gemm_quantized_into(s, a, b, bias, &params, &mut y, path)?,
+                Pick::Kernel(kernel) => cuda::gemm_quantized_into_kernel(s, a, b, bias, &params, &mut y, kernel)?,
+            }
+            y.to_host(s, allow_nonfinite)
+        },
+    )
 }
 
 enum DevOp {
@@ -226,31 +391,50 @@ pub fn gemm(args: GemmArgs) -> Result<()> {
     // Check the problem (shapes, schemes, bounds) before choosing a device.
     a.operand()?;
     b.operand()?;
-    let backend = Backend::pick(args.device)?;
+    let out = output_of(&args)?;
     let (m, n) = (a.operand()?.meta.rows, b.operand()?.meta.rows);
+    if let Output::Quantized(_, (spec, params)) = &out {
+        let bias_len = bias.as_ref().map(|b| match b {
+            FloatData::F32(v) => v.len(),
+            FloatData::F16(v) => v.len(),
+        });
+        check_requantized(&a.operand()?.meta, &b.operand()?.meta, bias_len, spec, params, (m, n))?;
+    }
+    let backend = Backend::pick(args.device)?;
     let shape = [m, n];
-    match args.out_dtype {
-        GemmOut::I32 => npy::write(
+    match out {
+        Output::I32 => npy::write(
             &args.out,
             &run_typed::<i32>(&backend, &a, &b, bias.as_ref(), pick)?,
             &shape,
         ),
-        GemmOut::F32 => npy::write(
+        Output::F32 => npy::write(
             &args.out,
             &run_typed::<f32>(&backend, &a, &b, bias.as_ref(), pick)?,
             &shape,
         ),
-        GemmOut::F16 => npy::write(
+        Output::F16 => npy::write(
             &args.out,
             &run_typed::<f16>(&backend, &a, &b, bias.as_ref(), pick)?,
             &shape,
         ),
-        GemmOut::Bf16 => {
+        Output::Bf16 => {
             let y: Vec<f32> = run_typed::<bf16>(&backend, &a, &b, bias.as_ref(), pick)?
                 .iter()
                 .map(|v| v.to_f32())
                 .collect();
             npy::write(&args.out, &y, &shape)
+        }
+        Output::Quantized(dtype, requant) => {
+            let y = run_quantized(&backend, &a, &b, bias.as_ref(), pick, requant, args.allow_nonfinite)?;
+            write_quantized(&args.out, &y, dtype)?;
+            if y.nonfinite > 0 {
+                eprintln!(
+                    "qk: {} non-finite result(s) quantized to their defined values",
+                    y.nonfinite
+                );
+            }
+            Ok(())
         }
     }
 }
