@@ -1,8 +1,8 @@
 //! `qk`: the qkernels command line over `.npy` files.
 //!
 //! `qk info`, `qk quantize`, `qk dequantize`, `qk gemm`, `qk bench quant`, `qk bench gemm`.
-//! Other tools drive it, so
-//! the names of commands and flags are an interface. Errors print one line and exit 1.
+//! Other tools drive it, so the names of commands and flags are an interface. Errors print
+//! one line and exit 1.
 
 mod bench;
 mod bench_gemm;
