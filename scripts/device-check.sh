@@ -14,6 +14,15 @@
 #                                                 sanitizer.log, bench-quant.json,
 #                                                 bench-gemm.json and bench-gemm.svg into OUT
 #                                                 (default $OUT).
+#   scripts/device-check.sh profile [BUNDLE] [OUT] on the GPU machine: Nsight Compute on the
+#                                                 open performance questions (about 2-3
+#                                                 minutes): where the sm_90a GEMM's warps
+#                                                 wait at 8192^3 with i32, bf16 and i8 out
+#                                                 (the fused epilogue's cost), and what
+#                                                 limits the dynamic per-row quantize at
+#                                                 K = 4096; writes ncu-*.txt, the source
+#                                                 pages as CSV and their summaries
+#                                                 (scripts/ncu-stalls.py) into OUT.
 #
 # With the device tool: build here, then run with carry=["device-bundle"] and the command
 # `scripts/device-check.sh run`, a timeout that leaves room for one rerun, then give_back.
@@ -203,8 +212,51 @@ run() {
   return $failed
 }
 
+profile() {
+  local carried=${1:-device-bundle} out=${2:-${OUT:-device-report}}
+  mkdir -p "$out"
+  local bundle
+  bundle=$(mktemp -d)
+  tar -C "$bundle" -xzf "$carried/bundle.tgz" || { echo "device-check: no $carried/bundle.tgz; run build first" >&2; return 1; }
+  export QK_GIT_REV="$(head -1 "$bundle/REV")"
+  local failed=0
+  # NOTE: --clock-control none: the card's clocks as a benchmark meets them (and the
+  # device machines have not been seen to allow ncu to lock them).
+  # One profiled question: ncu on `qk ARGS`, the launches of kernels matching REGEX; the
+  # report's details page as text, its source page as CSV, and the CSV's summary.
+  ncu_case() {
+    local name=$1 regex=$2 count=$3 limit=$4
+    shift 4
+    echo "===== $name: ncu -k regex:$regex --launch-count $count qk $*"
+    timeout -k 10 "$limit" ncu --clock-control none -k "regex:$regex" --launch-count "$count" \
+      --section SpeedOfLight --section MemoryWorkloadAnalysis --section WarpStateStats \
+      --section InstructionStats --section SourceCounters -f -o "$out/ncu-$name" "$bundle/qk" "$@" \
+      >"$out/ncu-$name.log" 2>&1 || { echo "ncu $name: rc=$? (see ncu-$name.log)"; failed=1; }
+    ncu -i "$out/ncu-$name.ncu-rep" --page details >"$out/ncu-$name.txt" 2>&1 || failed=1
+    ncu -i "$out/ncu-$name.ncu-rep" --page source --csv --print-source sass >"$out/ncu-$name-source.csv" 2>&1 || failed=1
+    python3 scripts/ncu-stalls.py "$out/ncu-$name-source.csv" --top 30 >"$out/ncu-$name-stalls.txt" 2>&1 || failed=1
+    gzip -f "$out/ncu-$name-source.csv"
+    grep -E "gemm_s90|quantize_rows|Duration|Warp Cycles Per Issued|Issue Slots Busy|Stall" "$out/ncu-$name.txt" | head -40
+    head -40 "$out/ncu-$name-stalls.txt"
+  }
+  {
+    echo "# qkernels device profile"
+    echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  rev: $(tr '\n' ' ' <"$bundle/REV")"
+    nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
+    # 8192^3 through the dispatcher's kernel: the first three gemm_s90 launches are ours
+    # with i32, bf16 and i8 out (bench_shape's candidate order).
+    ncu_case gemm gemm_s90 3 240 bench gemm --shape 8192x8192x8192
+    # The first quantize_rows launch of `qk bench quant`: dynamic per-row bf16 -> i8, K = 4096.
+    ncu_case quant quantize_rows 1 150 bench quant
+    echo "overall: $([[ $failed -eq 0 ]] && echo PASS || echo FAIL)"
+  } >"$out/profile.txt" 2>&1
+  cat "$out/profile.txt"
+  return $failed
+}
+
 case "$mode" in
   build) shift; build "$@" ;;
   run) shift; run "$@" ;;
-  *) echo "usage: $0 build [BUNDLE] | run [BUNDLE] [OUT]" >&2; exit 2 ;;
+  profile) shift; profile "$@" ;;
+  *) echo "usage: $0 build [BUNDLE] | run [BUNDLE] [OUT] | profile [BUNDLE] [OUT]" >&2; exit 2 ;;
 esac

@@ -188,7 +188,9 @@ fn print_summary(s: &Summary) {
     }
 }
 
-fn shapes(quick: bool) -> Vec<(usize, usize, usize)> {
+/// The shapes `qk bench gemm` sweeps: squares and the LLM (N, K) pairs at every M, or with
+/// `quick` a handful of them.
+pub fn shapes(quick: bool) -> Vec<(usize, usize, usize)> {
     if quick {
         return vec![
             (8192, 8192, 8192),
@@ -328,11 +330,24 @@ enum Out {
     I8,
 }
 
+/// Parses `--shape MxNxK` (each at least 1).
+pub fn parse_shape(s: &str) -> std::result::Result<(usize, usize, usize), String> {
+    let v: Vec<usize> = s
+        .split('x')
+        .map(str::parse)
+        .collect::<std::result::Result<_, _>>()
+        .map_err(|_| format!("'{s}' is not MxNxK (three positive integers joined by x, e.g. 8192x8192x8192)"))?;
+    match v[..] {
+        [m, n, k] if m > 0 && n > 0 && k > 0 => Ok((m, n, k)),
+        _ => Err(format!(
+            "'{s}' is not MxNxK (three positive integers joined by x, e.g. 8192x8192x8192)"
+        )),
+    }
+}
+
 /// What `qk bench gemm` times besides the baselines.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct GemmBenchOpts {
-    /// A handful of shapes instead of the full sweep.
-    pub quick: bool,
     /// Time the sm80 path only.
     pub skip_sm90: bool,
     /// Also time every kernel configuration that accepts each shape (i32 out), and the two
@@ -356,9 +371,15 @@ impl GemmBenchOpts {
     }
 }
 
-pub fn gemm(json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpts) -> Result<()> {
+/// Times `list` (M, N, K) on the GPU, or the CPU reference without one.
+pub fn gemm(
+    json: Option<&Path>,
+    svg: Option<&Path>,
+    list: &[(usize, usize, usize)],
+    opts: GemmBenchOpts,
+) -> Result<()> {
     match Gpu::new(0) {
-        Ok(g) => gpu_gemm(&g, json, svg, opts),
+        Ok(g) => gpu_gemm(&g, json, svg, list, opts),
         Err(e) => {
             println!("no usable CUDA device ({e}): benchmarking the CPU reference only");
             if opts.skip_sm90 || opts.all_kernels {
@@ -369,7 +390,13 @@ pub fn gemm(json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpts) -> Res
     }
 }
 
-fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpts) -> Result<()> {
+fn gpu_gemm(
+    g: &Gpu,
+    json: Option<&Path>,
+    svg: Option<&Path>,
+    list: &[(usize, usize, usize)],
+    opts: GemmBenchOpts,
+) -> Result<()> {
     let s = &g.stream;
     let name = g.ctx.name()?;
     let l2 = g
@@ -386,7 +413,6 @@ fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpt
     })? / BATCH as f64;
     println!("copy {copy:.1} GB/s, empty launch {empty:.2} µs, L2 {} MiB", l2 >> 20);
 
-    let list = shapes(opts.quick);
     let max_bytes = list.iter().map(|&(m, n, k)| (m.max(n)) * k).max().unwrap_or(0);
     let pool = random_bytes(max_bytes, 11);
     let pool16: Vec<bf16> = pool.iter().map(|&b| bf16::from_f32((b as i8) as f32 / 64.0)).collect();
@@ -408,7 +434,7 @@ fn gpu_gemm(g: &Gpu, json: Option<&Path>, svg: Option<&Path>, opts: GemmBenchOpt
                bias → bf16; ours i8 requant = the same → i8 (static per-tensor Symmetric) with the row-sum launch; medians of CUDA-event timings, the candidates of a shape timed in turn (round-robin, so that clock drift under load falls on all alike), inputs rotated beyond 2× L2"
             .into(),
     };
-    for &(m, n, k) in &list {
+    for &(m, n, k) in list {
         bar.set_message(format!("{m}x{n}x{k}"));
         report
             .rows
@@ -877,6 +903,15 @@ mod tests {
             baseline_errors: Vec::new(),
             kernels_i32_us: BTreeMap::new(),
             kernels_bf16_fused_us: BTreeMap::new(),
+        }
+    }
+
+    #[test]
+    fn shapes_parse_as_m_x_n_x_k() {
+        assert_eq!(parse_shape("8192x4096x14336"), Ok((8192, 4096, 14336)));
+        for bad in ["8192x8192", "1x2x3x4", "0x8x8", "axbxc", "8x8x", ""] {
+            let e = parse_shape(bad).unwrap_err();
+            assert!(e.contains("MxNxK"), "{bad}: {e}");
         }
     }
 

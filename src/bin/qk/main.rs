@@ -63,6 +63,9 @@ enum BenchCommand {
         /// A handful of shapes instead of the full sweep.
         #[arg(long)]
         quick: bool,
+        /// Time this shape, MxNxK (repeatable), instead of the sweep.
+        #[arg(long, value_parser = bench_gemm::parse_shape, conflicts_with = "quick")]
+        shape: Vec<(usize, usize, usize)>,
         /// Do not run the wgmma (sm_90a) kernels: time the mma.sync path only.
         #[arg(long)]
         skip_sm90: bool,
@@ -155,6 +158,7 @@ fn run(cli: Cli) -> Result<()> {
                     json,
                     svg,
                     quick,
+                    shape,
                     skip_sm90,
                     all_kernels,
                     skip_pingpong,
@@ -163,8 +167,12 @@ fn run(cli: Cli) -> Result<()> {
         } => bench_gemm::gemm(
             json.as_deref(),
             svg.as_deref(),
+            &if shape.is_empty() {
+                bench_gemm::shapes(quick)
+            } else {
+                shape
+            },
             bench_gemm::GemmBenchOpts {
-                quick,
                 skip_sm90,
                 all_kernels,
                 skip_pingpong,

@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""Where a kernel's warps wait, by instruction class: a summary of Nsight Compute's source
+page (`ncu -i REPORT --page source --csv --print-source sass`).
+
+    scripts/ncu-stalls.py SOURCE.csv [--top N]
+
+The CSV holds one table per profiled launch (a header row starting with an address column,
+then one row per SASS instruction). For each launch this prints the warp-state samples
+summed by opcode class (tensor core, barriers and waits, float, conversions, integer,
+shared loads, global stores, ...) with every sample column that the CSV carries (the
+all-samples total, the not-issued ones and, where ncu writes them, one per stall reason),
+then the N instructions with the most samples. Columns are found by name (any numeric
+column whose name mentions samples or a stall), so that a change in ncu's naming leaves a
+summary of what is there rather than an error; the raw CSV stays beside it.
+
+Why (benches/NOTES.md): the fused bf16 epilogue of the sm_90a GEMM costs ~2 us per 128x256
+tile where its ~630 instructions per warp would issue in ~0.7 us; which instructions the
+warps wait on (the shared-memory parameter loads, the conversions, the stores) decides how
+to hide it.
+"""
+import csv
+import re
+import sys
+from collections import defaultdict
+
+CLASSES = [
+    ("tensor core", r"^(HGMMA|IGMMA|WARPGROUP)"),
+    ("barrier / mbarrier wait", r"^(SYNCS|BAR|WARPSYNC|BSYNC|BSSY|ELECT|DEPBAR|MEMBAR|ERRBAR|CCTL)"),
+    ("TMA / bulk copy", r"^(UTMA|UBLKCP|UTMACCTL)"),
+    ("int->float convert", r"^(I2F|I2FP)"),
+    ("float->bf16/f16 pack", r"^F2FP"),
+    ("other convert", r"^(F2I|F2F|FRND)"),
+    ("float math", r"^(FMUL|FADD|FFMA|FMNMX|FSEL|FSETP|FCHK|MUFU)"),
+    ("shared load/store", r"^(LDS|STS|LDSM|STSM)"),
+    ("global load", r"^(LDG|LD\b|LDGSTS)"),
+    ("global store", r"^(STG|ST\b|RED|ATOM)"),
+    ("integer / address", r"^(IMAD|IADD|LEA|LOP|SHF|ISETP|IMNMX|SEL|MOV|PRMT|CS2R|S2R|S2UR|IABS|POPC|FLO|BREV|VIADD|IMUL)"),
+    ("uniform datapath", r"^U"),
+    ("control", r"^(BRA|EXIT|RET|CALL|BRX|JMP|NOP|YIELD|BPT|KILL)"),
+]
+
+
+def opcode(sass):
+    """The opcode of a SASS line, without predicate or modifiers: '@P0 FADD R1, ...' -> FADD."""
+    t = sass.strip().split()
+    if t and t[0].startswith("@"):
+        t = t[1:]
+    return t[0].split(".")[0] if t else "?"
+
+
+def klass(op):
+    for name, pat in CLASSES:
+        if re.match(pat, op):
+            return name
+    return "other"
+
+
+def number(v):
+    try:
+        return float(str(v).replace(",", ""))
+    except ValueError:
+        return None
+
+
+def tables(path):
+    """Yields (header, rows) per launch: a new table starts at each header row."""
+    header, rows = None, []
+    with open(path, newline="", errors="replace") as f:
+        for row in csv.reader(f):
+            if not row:
+                continue
+            first = row[0].strip().strip('"').lower()
+            if "address" in first and any("source" in c.lower() for c in row):
+                if header and rows:
+                    yield header, rows
+                header, rows = row, []
+            elif header and len(row) == len(header):
+                rows.append(row)
+    if header and rows:
+        yield header, rows
+
+
+def summarize(header, rows, top):
+    src = next(i for i, c in enumerate(header) if "source" in c.lower())
+    cols = [
+        i
+        for i, c in enumerate(header)
+        if i != src and re.search(r"sampl|stall", c, re.I) and any(number(r[i]) for r in rows[:2000])
+    ]
+    if not cols:
+        print("  no sample columns found; columns are:", ", ".join(header))
+        return
+    main = cols[0]
+    for i in cols:
+        if "all samples" in header[i].lower():
+            main = i
+    total = sum(number(r[main]) or 0 for r in rows)
+    print(f"  {len(rows)} instructions, {total:.0f} samples in '{header[main]}'")
+    by_class = defaultdict(lambda: [0.0] * len(cols))
+    for r in rows:
+        acc = by_class[klass(opcode(r[src]))]
+        for j, i in enumerate(cols):
+            acc[j] += number(r[i]) or 0
+    # The sample columns that matter: the main one and any holding >= 1% of it.
+    shown = [j for j, i in enumerate(cols) if i == main or sum(a[j] for a in by_class.values()) >= 0.01 * total]
+    names = [header[cols[j]] for j in shown]
+    print("  by instruction class (% of all samples; then each column's samples):")
+    print("    " + f"{'class':<26}{'%':>7}  " + " | ".join(names))
+    for name, acc in sorted(by_class.items(), key=lambda kv: -kv[1][cols.index(main)]):
+        share = 100.0 * acc[cols.index(main)] / total if total else 0.0
+        if share < 0.1:
+            continue
+        print("    " + f"{name:<26}{share:>6.1f}%  " + " | ".join(f"{acc[j]:.0f}" for j in shown))
+    print(f"  the {top} instructions with the most samples:")
+    ranked = sorted(rows, key=lambda r: -(number(r[main]) or 0))[:top]
+    for r in ranked:
+        print(f"    {number(r[main]) or 0:>8.0f}  {r[0]:>8}  {r[src].strip()[:90]}")
+
+
+def main():
+    if len(sys.argv) < 2:
+        print(__doc__)
+        return 2
+    top = int(sys.argv[sys.argv.index("--top") + 1]) if "--top" in sys.argv else 25
+    n = 0
+    for header, rows in tables(sys.argv[1]):
+        n += 1
+        print(f"== launch {n}")
+        summarize(header, rows, top)
+    if n == 0:
+        print(f"no source table found in {sys.argv[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
