@@ -3,12 +3,14 @@
 //! one card), the configuration `choose_kernel` picks must be close to the fastest one
 //! measured. A change to the dispatcher's rules that loses time on real measurements fails
 //! here, on any machine; a rule that picks a configuration the sweep did not time fails
-//! too (time a newer sweep and list it below).
+//! too (time a newer sweep and list it below). The picks for a float epilogue (bf16 out)
+//! are held against the bf16-out times the sweeps have: those of the two configurations
+//! fastest in i32 out, on the shapes where the pick is one of them.
 
 use std::collections::BTreeMap;
 
 use qkernels::cuda::{DispatchInfo, GemmPath, choose_kernel};
-use qkernels::gemm::GemmShape;
+use qkernels::gemm::{GemmShape, OutType};
 
 /// The newest full sweeps, with the card's SM count (from the run's report): seven of one
 /// H200 and one of an H100 80GB (2026-11-27; `qk bench gemm --all-kernels`, each its own
@@ -62,7 +64,9 @@ fn the_dispatcher_picks_near_the_fastest_measured_configuration() {
             let ours = row["kernel"].as_str().expect("kernel").to_string();
             let ours_us = row["ours_i32_us"].as_f64().expect("ours_i32_us");
             times.entry(ours).and_modify(|t| *t = t.min(ours_us)).or_insert(ours_us);
-            let pick = choose_kernel(info, shape, GemmPath::Auto).unwrap().to_string();
+            let pick = choose_kernel(info, shape, OutType::I32, GemmPath::Auto)
+                .unwrap()
+                .to_string();
             let Some(&t) = times.get(&pick) else {
                 panic!("{file}: {shape:?}: the dispatcher picks {pick}, which this sweep did not time")
             };
@@ -80,11 +84,14 @@ fn the_dispatcher_picks_near_the_fastest_measured_configuration() {
             shapes += 1;
         }
         let geomean = (log_loss / shapes as f64).exp() - 1.0;
+        let (judged, bf16_geomean) = bf16_picks(file, info, rows);
         println!(
-            "{file}: {shapes} shapes, pick / fastest geometric mean +{:.2}%, worst +{:.1}% ({})",
+            "{file}: {shapes} shapes, pick / fastest geometric mean +{:.2}%, worst +{:.1}% ({}); \
+             bf16 out: {judged} shapes judged, +{:.2}%",
             100.0 * geomean,
             100.0 * worst.0,
-            worst.1
+            worst.1,
+            100.0 * bf16_geomean
         );
         assert!(
             geomean <= MAX_LOSS_GEOMEAN,
@@ -92,4 +99,50 @@ fn the_dispatcher_picks_near_the_fastest_measured_configuration() {
             100.0 * geomean
         );
     }
+}
+
+/// The float-epilogue picks against a sweep's bf16-out times: on every shape with M > 16
+/// where the pick was timed with bf16 out, within `MAX_LOSS_PER_SHAPE` of the faster of the
+/// configurations timed (M ≤ 16 is the decode kernel's and split-K's, whose trade-off the
+/// i32 check holds: bf16 out adds about a microsecond to either); returns the number of shapes judged (at least 20 per sweep, so that the check
+/// cannot pass by judging nothing) and the geometric-mean loss (at most
+/// `MAX_LOSS_GEOMEAN`).
+fn bf16_picks(file: &str, info: DispatchInfo, rows: &[serde_json::Value]) -> (usize, f64) {
+    let (mut judged, mut log_loss) = (0, 0.0);
+    for row in rows {
+        let dim = |k: &str| row[k].as_u64().expect("M, N, K") as usize;
+        let shape = GemmShape {
+            m: dim("m"),
+            n: dim("n"),
+            k: dim("k"),
+        };
+        if shape.m <= 16 {
+            continue;
+        }
+        let times: BTreeMap<String, f64> = serde_json::from_value(row["kernels_bf16_fused_us"].clone()).unwrap();
+        let pick = choose_kernel(info, shape, OutType::BF16, GemmPath::Auto)
+            .unwrap()
+            .to_string();
+        let Some(&t) = times.get(&pick) else { continue };
+        let best = times.values().copied().fold(f64::INFINITY, f64::min);
+        let loss = t / best - 1.0;
+        assert!(
+            loss <= MAX_LOSS_PER_SHAPE,
+            "{file}: {shape:?}: bf16 out through {pick} takes {t:.1} µs, {:.0}% over the fastest timed ({best:.1} µs)",
+            100.0 * loss
+        );
+        log_loss += (t / best).ln();
+        judged += 1;
+    }
+    assert!(
+        judged >= 20,
+        "{file}: only {judged} shapes have bf16-out times of the bf16 pick"
+    );
+    let geomean = (log_loss / judged as f64).exp() - 1.0;
+    assert!(
+        geomean <= MAX_LOSS_GEOMEAN,
+        "{file}: the bf16 picks lose {:.1}% against the fastest timed configurations (geometric mean)",
+        100.0 * geomean
+    );
+    (judged, geomean)
 }

@@ -488,11 +488,14 @@ fn split_k_cluster_sizes() {
     for (m, n, k, split) in cases {
         if info.cc.0 == 9 {
             let shape = qkernels::gemm::GemmShape { m, n, k };
-            assert_eq!(
-                cuda::choose_kernel(info, shape, GemmPath::Sm90).unwrap(),
-                cuda::GemmKernel::Sm90SplitK { split },
-                "{m}x{n}x{k}"
-            );
+            // The split does not depend on the output type (both are compared below).
+            for out in [OutType::I32, OutType::BF16] {
+                assert_eq!(
+                    cuda::choose_kernel(info, shape, out, GemmPath::Sm90).unwrap(),
+                    cuda::GemmKernel::Sm90SplitK { split },
+                    "{m}x{n}x{k} {out:?}"
+                );
+            }
         }
         for (i, ka) in [Kind::Sym(Granularity::Row), Kind::Aff(IntType::U8, Granularity::Row)]
             .into_iter()

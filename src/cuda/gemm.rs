@@ -19,8 +19,10 @@
 //!   M ≤ 128 with K ≥ 12288 and few tiles → the same with split 2; above → the persistent
 //!   kernel, with smaller tiles where 128×256 tiles would leave a wave badly filled
 //!   (64×256 in ping-pong when there are more of them than SMs, else 128×128 cooperative),
-//!   else 128×256 tiles (in multicast pairs when there are ≥ 4 waves of K ≥ 8192). The
-//!   rules are fitted to H200 and H100 sweeps (see `sm90_kernel`);
+//!   else 128×256 tiles (in multicast pairs when there are ≥ 4 waves of K ≥ 8192); with a
+//!   float epilogue (any output but i32), 64×256 ping-pong instead of 128×256 tiles for
+//!   K ≤ 5120 and at most 6 waves, where its epilogue runs under the other consumer's main
+//!   loop. The rules are fitted to H200 and H100 sweeps (see `sm90_kernel`);
 //!   `tests/dispatch_measured.rs` holds them against the committed sweeps.
 
 use std::sync::Arc;
@@ -313,6 +315,17 @@ const SM90_TILE_64_COST: usize = 10;
 const DECODE_MAX_M: usize = 16;
 const DECODE_8_MAX_M: usize = 8;
 const DECODE_8_MAX_K: usize = 16_384;
+/// With a float epilogue (every output type but i32), 64×256 ping-pong instead of 128×256
+/// tiles for K up to this and at most this many waves of 128×256 tiles: the epilogue
+/// (~3 µs per 128×256 tile, the tensor cores idle) is then a large share of a tile and few
+/// waves amortize nothing, while ping-pong runs it under the other consumer's main loop.
+/// Measured with bf16 out (2026-11-27, six interleaved H200 sweeps and one H100 sweep; the
+/// two configurations fastest in i32 out timed again with bf16 out): ping-pong 3–10% faster
+/// at {1024, 2048, 4096}×4096×4096, 512/2048/4096×6144×4096, 512×14336×4096 and
+/// 512×13824×5120 (0.7–5.8 waves), 1–6% slower at 4096×14336×4096 (13.6 waves),
+/// 2048/4096×13824×5120 (6.5 and 13 waves) and wherever K ≥ 8192.
+const SM90_FLOAT_PINGPONG_MAX_K: usize = 5120;
+const SM90_FLOAT_PINGPONG_MAX_WAVES: usize = 6;
 /// ...unless the split-K kernel's 64×256 tiles alone fill this share of the SMs (in
 /// quarters): then it streams the weights from a full wave unsplit (16×28672×8192: split-K
 /// 9–14% faster on H200 and H100 with 112 tiles on 132 SMs; decode first or within 6% up to
@@ -331,13 +344,14 @@ fn decode_kernel(shape: GemmShape, sms: usize) -> Option<GemmKernel> {
     })
 }
 
-/// The wgmma configuration for a shape. Rules fitted to the H200 sweeps of 2026-11-27
-/// (`benches/results/`, seven H200 and one H100 `--all-kernels` sweeps of 59 shapes, every
-/// candidate timed in turn): with the decode kernel for M ≤ 16 (`choose_kernel`), they pick
-/// within 12% of the fastest configuration in i32 out on every shape and 0.6–0.9% over a
-/// sweep (geometric mean), trading a few tenths of that for bf16 out (the 128×128 rule
-/// below).
-fn sm90_kernel(shape: GemmShape, sms: usize) -> GemmKernel {
+/// The wgmma configuration for a shape and output. Rules fitted to the H200 sweeps of
+/// 2026-11-27 (`benches/results/`, seven H200 and one H100 `--all-kernels` sweeps of 59
+/// shapes, every candidate timed in turn): with the decode kernel for M ≤ 16
+/// (`choose_kernel`), they pick within 12% of the fastest configuration in i32 out on every
+/// shape and 0.6–0.9% over a sweep (geometric mean), trading a few tenths of that for bf16
+/// out (the 128×128 rule below); with a float epilogue (`float_out`: every output type but
+/// i32) ping-pong replaces 128×256 tiles for short K and few waves.
+fn sm90_kernel(shape: GemmShape, sms: usize, float_out: bool) -> GemmKernel {
     let (m, n, k) = (shape.m, shape.n, shape.k);
     let ktiles = k.div_ceil(128);
     // Decode: 64×256 tiles, K split (≤ 4) while the CTAs still fit one wave and each keeps
@@ -380,6 +394,9 @@ fn sm90_kernel(shape: GemmShape, sms: usize) -> GemmKernel {
             GemmKernel::Sm90PingPong { multicast: false }
         };
     }
+    if float_out && k <= SM90_FLOAT_PINGPONG_MAX_K && t256 <= SM90_FLOAT_PINGPONG_MAX_WAVES * sms && tiles_64 > sms {
+        return GemmKernel::Sm90PingPong { multicast: false };
+    }
     // Multicast pairs pay off with many waves of long K (H200: 4096×28672×8192 in 1305 µs
     // against 1495), and cost 1–3% at K = 4096.
     GemmKernel::Sm90 {
@@ -388,8 +405,10 @@ fn sm90_kernel(shape: GemmShape, sms: usize) -> GemmKernel {
     }
 }
 
-/// The dispatcher: the kernel for a device and a problem.
-pub fn choose_kernel(info: DispatchInfo, shape: GemmShape, path: GemmPath) -> Result<GemmKernel> {
+/// The dispatcher: the kernel for a device, a problem and its output type (every type but
+/// i32 runs the float epilogue, whose cost moves some picks; see `sm90_kernel`).
+pub fn choose_kernel(info: DispatchInfo, shape: GemmShape, out: OutType, path: GemmPath) -> Result<GemmKernel> {
+    let float_out = out != OutType::I32;
     let sm80 = GemmKernel::Sm80 {
         tile: match shape.m {
             0..=16 => (16, 128),
@@ -398,13 +417,13 @@ pub fn choose_kernel(info: DispatchInfo, shape: GemmShape, path: GemmPath) -> Re
         },
     };
     let kernel = match path {
-        GemmPath::Sm90 => sm90_kernel(shape, info.sms),
+        GemmPath::Sm90 => sm90_kernel(shape, info.sms, float_out),
         // Auto on Hopper: the decode kernel for a few tokens, the wgmma kernels above,
         // wherever check_kernel accepts them (what TMA and 16-byte loads can take); the
         // tiled sm80 kernel otherwise.
         GemmPath::Auto => [
             decode_kernel(shape, info.sms).filter(|_| info.cc.0 == 9),
-            Some(sm90_kernel(shape, info.sms)),
+            Some(sm90_kernel(shape, info.sms, float_out)),
         ]
         .into_iter()
         .flatten()
@@ -604,9 +623,9 @@ enum Choice {
 }
 
 impl Choice {
-    fn kernel(self, info: DispatchInfo, shape: GemmShape) -> Result<GemmKernel> {
+    fn kernel(self, info: DispatchInfo, shape: GemmShape, out: OutType) -> Result<GemmKernel> {
         match self {
-            Choice::Path(path) => choose_kernel(info, shape, path),
+            Choice::Path(path) => choose_kernel(info, shape, out, path),
             Choice::Pinned(kernel) => check_kernel(info, shape, kernel).map(|()| kernel),
         }
     }
@@ -719,7 +738,7 @@ fn launch_gemm(
     let (pb, _gb) = operand_ptrs(stream, b);
     let aligned16 = (pa.data as usize).is_multiple_of(16) && (pb.data as usize).is_multiple_of(16);
     let info = DispatchInfo::for_device(stream.context(), aligned16)?;
-    let kernel = choice.kernel(info, shape)?;
+    let kernel = choice.kernel(info, shape, y.ty)?;
     let (tile, cluster) = match kernel {
         GemmKernel::Sm80 { tile: (16, _) } => (ffi::qk_gemm_tile_QK_TILE_16x128, 1),
         GemmKernel::Sm80 { tile: (64, _) } => (ffi::qk_gemm_tile_QK_TILE_64x128, 1),
@@ -828,7 +847,7 @@ mod tests {
     #[test]
     fn dispatch_table() {
         let s = |m, n, k| GemmShape { m, n, k };
-        let auto = |i, sh| choose_kernel(i, sh, GemmPath::Auto).unwrap();
+        let auto = |i, sh| choose_kernel(i, sh, OutType::I32, GemmPath::Auto).unwrap();
         assert_eq!(
             auto(info((8, 0)), s(1, 4096, 4096)),
             GemmKernel::Sm80 { tile: (16, 128) }
@@ -869,7 +888,7 @@ mod tests {
             auto(unaligned9, s(512, 4096, 4096)),
             GemmKernel::Sm80 { tile: (128, 128) }
         );
-        let sm90 = |i, sh| choose_kernel(i, sh, GemmPath::Sm90);
+        let sm90 = |i, sh| choose_kernel(i, sh, OutType::I32, GemmPath::Sm90);
         let h = info((9, 0));
         let big = |tile, multicast| GemmKernel::Sm90 { tile, multicast };
         let pingpong = GemmKernel::Sm90PingPong { multicast: false };
@@ -879,6 +898,26 @@ mod tests {
         assert_eq!(sm90(h, s(65, 4096, 4096)).unwrap(), big((128, 128), false));
         assert_eq!(sm90(h, s(4096, 14336, 4096)).unwrap(), big((128, 256), false)); // K = 4096
         assert_eq!(sm90(h, s(1024, 6144, 4096)).unwrap(), pingpong); // 3 waves of 64 rows vs 2 of 128
+        // A float epilogue: ping-pong for K ≤ 5120 with at most 6 waves of 128×256 tiles
+        // (and more 64-row tiles than SMs); the i32 picks elsewhere.
+        for out in [
+            OutType::BF16,
+            OutType::F16,
+            OutType::F32,
+            OutType::Quantized(IntType::I8),
+        ] {
+            let float = |sh| choose_kernel(h, sh, out, GemmPath::Auto).unwrap();
+            assert_eq!(float(s(4096, 4096, 4096)), pingpong); // 3.9 waves
+            assert_eq!(float(s(4096, 6144, 4096)), pingpong); // 5.8 waves
+            assert_eq!(float(s(512, 13824, 5120)), pingpong);
+            assert_eq!(float(s(4096, 14336, 4096)), big((128, 256), false)); // 13.6 waves
+            assert_eq!(float(s(2048, 13824, 5120)), big((128, 256), false)); // 6.5 waves
+            assert_eq!(float(s(1024, 4096, 14336)), big((128, 256), false)); // long K
+            assert_eq!(float(s(8192, 8192, 8192)), big((128, 256), true));
+            assert_eq!(float(s(512, 4096, 4096)), big((128, 128), false)); // 128 tiles ≤ 132 SMs
+            assert_eq!(float(s(1, 4096, 4096)), decode((8, 16)));
+        }
+        assert_eq!(sm90(h, s(4096, 4096, 4096)).unwrap(), big((128, 256), false));
         // M ≤ 64: 64×256 tiles, split (≤ 4) while the SMs are short of work and K allows.
         let small = |split| GemmKernel::Sm90SplitK { split };
         assert_eq!(sm90(h, s(128, 4096, 14336)).unwrap(), small(2)); // M ≤ 128, long K, 32 tiles
@@ -902,11 +941,11 @@ mod tests {
             Err(Error::Unsupported(_))
         ));
         assert!(matches!(
-            choose_kernel(info((7, 5)), s(1, 1, 1), GemmPath::Auto),
+            choose_kernel(info((7, 5)), s(1, 1, 1), OutType::I32, GemmPath::Auto),
             Err(Error::Unsupported(_))
         ));
         assert!(matches!(
-            choose_kernel(info((8, 0)), s(1, MAX_N_SM80 + 1, 16), GemmPath::Auto),
+            choose_kernel(info((8, 0)), s(1, MAX_N_SM80 + 1, 16), OutType::I32, GemmPath::Auto),
             Err(Error::Limit(_))
         ));
     }

@@ -16,7 +16,7 @@ use qkernels::bench::{Candidate, copy_gbps, median, random_bytes, time_interleav
 use qkernels::cpu::{self, RawMatrix};
 use qkernels::cuda::baseline::{Bf16Gemm, LtInt8};
 use qkernels::cuda::{self, DeviceBias, DeviceOperand, DeviceQuantized, GemmKernel, GemmPath, Gpu};
-use qkernels::gemm::{OperandMeta, ParamLayout};
+use qkernels::gemm::{OperandMeta, OutType, ParamLayout};
 use qkernels::{Error, Granularity, IntType, QuantParams, QuantSpec, Result, Scheme, bf16};
 use serde::Serialize;
 
@@ -42,8 +42,12 @@ struct Row {
     m: usize,
     n: usize,
     k: usize,
-    /// The dispatcher's pick for this shape (`GemmPath::Auto`), which `ours_*` time.
+    /// The dispatcher's pick for this shape (`GemmPath::Auto`) with i32 out, which
+    /// `ours_i32_us` times.
     kernel: String,
+    /// Its pick with a float epilogue (bf16 and requantized i8 out), which
+    /// `ours_bf16_fused_us` and `ours_i8_requant_us` time.
+    kernel_float_out: String,
     ours_i32_us: f64,
     /// The forced paths' picks (`GemmPath::Sm80`, `GemmPath::Sm90`), i32 out.
     sm80_i32_us: f64,
@@ -78,7 +82,7 @@ struct Row {
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     kernels_i32_us: BTreeMap<String, f64>,
     /// `--all-kernels`: bf16-out time (the fused epilogue, as `ours_bf16_fused_us`) of the
-    /// two configurations fastest in i32 out.
+    /// two configurations fastest in i32 out and of the float-epilogue pick.
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     kernels_bf16_fused_us: BTreeMap<String, f64>,
 }
@@ -561,11 +565,14 @@ fn bench_shape(
     // path's pick in i32 out
     // where it is another configuration; timed in turn with the baselines. A pick that the
     // options leave out falls back to the sm80 path's.
-    let sm80_kernel = cuda::choose_kernel(info, shape, GemmPath::Sm80)?;
-    let ours = Some(cuda::choose_kernel(info, shape, GemmPath::Auto)?)
-        .filter(|&k| !opts.leaves_out(k))
-        .unwrap_or(sm80_kernel);
-    let sm90_kernel = cuda::choose_kernel(info, shape, GemmPath::Sm90)
+    let sm80_kernel = cuda::choose_kernel(info, shape, OutType::I32, GemmPath::Sm80)?;
+    let pick = |out| -> Result<GemmKernel> {
+        Ok(Some(cuda::choose_kernel(info, shape, out, GemmPath::Auto)?)
+            .filter(|&k| !opts.leaves_out(k))
+            .unwrap_or(sm80_kernel))
+    };
+    let (ours, ours_float) = (pick(OutType::I32)?, pick(OutType::BF16)?);
+    let sm90_kernel = cuda::choose_kernel(info, shape, OutType::I32, GemmPath::Sm90)
         .ok()
         .filter(|&k| !opts.leaves_out(k));
     let others: Vec<GemmKernel> = [Some(sm80_kernel), sm90_kernel]
@@ -575,8 +582,8 @@ fn bench_shape(
         .collect();
     let mut candidates = vec![
         c.kernel(ours, Out::I32),
-        c.kernel(ours, Out::Bf16),
-        c.kernel(ours, Out::I8),
+        c.kernel(ours_float, Out::Bf16),
+        c.kernel(ours_float, Out::I8),
     ];
     candidates.extend(others.iter().map(|&k| c.kernel(k, Out::I32)));
     let (has_lt, has_blas) = (lt.is_some(), blas.is_some());
@@ -637,12 +644,18 @@ fn bench_shape(
             }
         }
     }
-    // The fused bf16 epilogue through the two fastest configurations, each with its i32 out
-    // again in the same rounds (those i32 times replace the sweep's): whether the i32
-    // ranking holds with the epilogue that inference runs, and what the epilogue costs.
+    // The fused bf16 epilogue through the two fastest configurations and the float-epilogue
+    // pick, each with its i32 out again in the same rounds (those i32 times replace the
+    // sweep's): whether the i32 ranking holds with the epilogue that inference runs, what
+    // the epilogue costs, and the data for the float-epilogue rule.
     let mut fastest: Vec<_> = kernels.values().copied().collect();
     fastest.sort_by(|a, b| a.1.total_cmp(&b.1));
     fastest.truncate(2);
+    if let Some(&float_pick) = kernels.get(&ours_float.to_string())
+        && !fastest.iter().any(|&(k, _)| k == ours_float)
+    {
+        fastest.push(float_pick);
+    }
     let pairs = fastest
         .iter()
         .flat_map(|&(kernel, _)| [c.kernel(kernel, Out::I32), c.kernel(kernel, Out::Bf16)])
@@ -669,6 +682,7 @@ fn bench_shape(
         n,
         k,
         kernel: ours.to_string(),
+        kernel_float_out: ours_float.to_string(),
         ours_i32_us: ours_i32,
         sm80_i32_us: sm80,
         sm90_i32_us: sm90,
@@ -700,7 +714,10 @@ fn print_kernels(rows: &[Row]) {
         let list: Vec<String> = v.iter().map(|(k, t)| format!("{k} {t:.1}")).collect();
         println!("{:>6} {:>6} {:>6}  {}", r.m, r.n, r.k, list.join(" | "));
     }
-    println!("\nthe two fastest, bf16 out with the fused epilogue (µs; cost over the same kernel's i32 out):");
+    println!(
+        "\nthe two fastest and the float-epilogue pick, bf16 out with the fused epilogue (µs; cost over the same \
+         kernel's i32 out):"
+    );
     for r in rows {
         let list: Vec<String> = r
             .kernels_bf16_fused_us
@@ -753,6 +770,12 @@ fn print_table(rows: &[Row]) {
             r.fused_epilogue_cost * 100.0,
             r.requant_epilogue_cost * 100.0,
             w
+        );
+    }
+    for r in rows.iter().filter(|r| r.kernel_float_out != r.kernel) {
+        println!(
+            "{}x{}x{}: bf16 and i8 out through {} (the float-epilogue pick)",
+            r.m, r.n, r.k, r.kernel_float_out
         );
     }
 }
@@ -879,6 +902,7 @@ mod tests {
             n,
             k,
             kernel: "sm80 128x128".into(),
+            kernel_float_out: "sm80 128x128".into(),
             ours_i32_us: 1.0 + m as f64,
             sm80_i32_us: 1.0 + m as f64,
             sm90_i32_us: None,
