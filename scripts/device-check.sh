@@ -218,7 +218,8 @@ profile() {
   local bundle
   bundle=$(mktemp -d)
   tar -C "$bundle" -xzf "$carried/bundle.tgz" || { echo "device-check: no $carried/bundle.tgz; run build first" >&2; return 1; }
-  export QK_GIT_REV="$(head -1 "$bundle/REV")"
+  QK_GIT_REV=$(head -1 "$bundle/REV") || return 1
+  export QK_GIT_REV
   local failed=0
   # NOTE: --clock-control none: the card's clocks as a benchmark meets them (and the
   # device machines have not been seen to allow ncu to lock them).
@@ -251,6 +252,7 @@ profile() {
     echo "overall: $([[ $failed -eq 0 ]] && echo PASS || echo FAIL)"
   } >"$out/profile.txt" 2>&1
   cat "$out/profile.txt"
+  rm -rf "$bundle"
   return $failed
 }
 

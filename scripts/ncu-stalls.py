@@ -2,7 +2,7 @@
 """Where a kernel's warps wait, by instruction class: a summary of Nsight Compute's source
 page (`ncu -i REPORT --page source --csv --print-source sass`).
 
-    scripts/ncu-stalls.py SOURCE.csv [--top N]
+    scripts/ncu-stalls.py SOURCE.csv [--top N]    (N: instructions listed, default 25)
 
 The CSV holds one table per profiled launch (a header row starting with an address column,
 then one row per SASS instruction). For each launch this prints the warp-state samples
@@ -18,6 +18,7 @@ tile where its ~630 instructions per warp would issue in ~0.7 us; which instruct
 warps wait on (the shared-memory parameter loads, the conversions, the stores) decides how
 to hide it.
 """
+import argparse
 import csv
 import re
 import sys
@@ -31,10 +32,12 @@ CLASSES = [
     ("float->bf16/f16 pack", r"^F2FP"),
     ("other convert", r"^(F2I|F2F|FRND)"),
     ("float math", r"^(FMUL|FADD|FFMA|FMNMX|FSEL|FSETP|FCHK|MUFU)"),
-    ("shared load/store", r"^(LDS|STS|LDSM|STSM)"),
-    ("global load", r"^(LDG|LD\b|LDGSTS)"),
-    ("global store", r"^(STG|ST\b|RED|ATOM)"),
-    ("integer / address", r"^(IMAD|IADD|LEA|LOP|SHF|ISETP|IMNMX|SEL|MOV|PRMT|CS2R|S2R|S2UR|IABS|POPC|FLO|BREV|VIADD|IMUL)"),
+    ("warp shuffle / vote", r"^(SHFL|VOTE|REDUX|MATCH)$"),
+    ("shared load/store/atomic", r"^(LDS|STS|LDSM|STSM|ATOMS)$"),
+    ("local memory (spill)", r"^(LDL|STL)$"),
+    ("global load", r"^(LDG|LD|LDGSTS)$"),
+    ("global store / atomic", r"^(STG|ST|RED|ATOM|ATOMG)$"),
+    ("integer / address", r"^(IMAD|IADD|IADD3|LEA|LOP|LOP3|SHF|ISETP|IMNMX|SEL|MOV|PRMT|CS2R|S2R|S2UR|IABS|POPC|FLO|BREV|VIADD|IMUL)$"),
     ("uniform datapath", r"^U"),
     ("control", r"^(BRA|EXIT|RET|CALL|BRX|JMP|NOP|YIELD|BPT|KILL)"),
 ]
@@ -82,13 +85,10 @@ def tables(path):
 
 def summarize(header, rows, top):
     src = next(i for i, c in enumerate(header) if "source" in c.lower())
-    cols = [
-        i
-        for i, c in enumerate(header)
-        if i != src and re.search(r"sampl|stall", c, re.I) and any(number(r[i]) for r in rows[:2000])
-    ]
+    named = [i for i, c in enumerate(header) if i != src and re.search(r"sampl|stall", c, re.I)]
+    cols = [i for i in named if any(number(r[i]) is not None for r in rows[:2000])]
     if not cols:
-        print("  no sample columns found; columns are:", ", ".join(header))
+        print("  no numeric sample columns found; columns are:", ", ".join(header))
         return
     main = cols[0]
     for i in cols:
@@ -96,6 +96,9 @@ def summarize(header, rows, top):
             main = i
     total = sum(number(r[main]) or 0 for r in rows)
     print(f"  {len(rows)} instructions, {total:.0f} samples in '{header[main]}'")
+    if total == 0:
+        print("  (no samples: the launch was too short for the sampling interval, or not sampled)")
+        return
     by_class = defaultdict(lambda: [0.0] * len(cols))
     for r in rows:
         acc = by_class[klass(opcode(r[src]))]
@@ -118,17 +121,17 @@ def summarize(header, rows, top):
 
 
 def main():
-    if len(sys.argv) < 2:
-        print(__doc__)
-        return 2
-    top = int(sys.argv[sys.argv.index("--top") + 1]) if "--top" in sys.argv else 25
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("csv", help="ncu -i REPORT --page source --csv --print-source sass output")
+    ap.add_argument("--top", type=int, default=25, help="instructions listed per launch")
+    args = ap.parse_args()
     n = 0
-    for header, rows in tables(sys.argv[1]):
+    for header, rows in tables(args.csv):
         n += 1
         print(f"== launch {n}")
-        summarize(header, rows, top)
+        summarize(header, rows, args.top)
     if n == 0:
-        print(f"no source table found in {sys.argv[1]}")
+        print(f"no source table found in {args.csv}")
     return 0
 
 

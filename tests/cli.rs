@@ -542,8 +542,26 @@ fn gemm_requantized_output_is_the_quantized_f32_output() {
         ),
         (
             &["--out-dtype", "u8", "--out-scale", "0.1", "--out-scheme", "symmetric"][..],
-            "int8",
+            "--out-dtype i8",
         ),
+        (
+            &["--out-dtype", "i8", "--out-scale", "0.1", "--out-scheme", "min-offset"][..],
+            "--out-dtype u8",
+        ),
+        (
+            &[
+                "--out-dtype",
+                "u8",
+                "--out-scale",
+                "0.1",
+                "--out-scheme",
+                "min-offset",
+                "--out-zero-point",
+                "3",
+            ][..],
+            "to min-offset output",
+        ),
+        (&["--out-dtype", "i8", "--out-scale", "-1"][..], "positive"),
         (
             &["--out-dtype", "u8", "--out-scale", "0.1", "--out-scheme", "min-offset"][..],
             "--out-offset",
@@ -583,6 +601,21 @@ fn gemm_requantized_output_is_the_quantized_f32_output() {
     let o = run_big(&["--allow-nonfinite"]);
     assert!(o.status.success(), "{}", stderr_of(&o));
     assert!(stderr_of(&o).contains("non-finite result"), "{}", stderr_of(&o));
+    // The count is the library's, from the CPU reference of the same GEMM: the folder's A is
+    // Symmetric per row (a scale per row, no meta.json), B as `qk quantize` wrote it.
+    let a_big =
+        qkernels::cpu::HostQuantized::from_parts(sym_row(), 2, k, vec![100u8; 2 * k], vec![3e38, 1e-3], None, None)
+            .unwrap();
+    let b_q = qkernels::cpu::quantize(&npy_f32(&xb), n, k, sym_row(), None, false).unwrap();
+    let params = qkernels::QuantParams {
+        scales: vec![0.1],
+        zero_points: None,
+        offsets: None,
+    };
+    let tensor = qkernels::QuantSpec::symmetric(qkernels::Granularity::Tensor).unwrap();
+    let (ao, bo) = (a_big.operand().unwrap(), b_q.operand().unwrap());
+    let want = qkernels::cpu::gemm_quantized(&ao, &bo, None, tensor, &params, true).unwrap();
+    assert!(want.nonfinite > 0);
     let meta = std::fs::read_to_string(out.join("meta.json")).unwrap();
-    assert!(!meta.contains("\"nonfinite\": 0"), "{meta}");
+    assert!(meta.contains(&format!("\"nonfinite\": {}", want.nonfinite)), "{meta}");
 }

@@ -106,25 +106,35 @@ fn the_dispatcher_picks_near_the_fastest_measured_configuration() {
     }
 }
 
+/// A row's shape.
+fn shape_of(row: &serde_json::Value) -> GemmShape {
+    let dim = |k: &str| row[k].as_u64().expect("M, N, K") as usize;
+    GemmShape {
+        m: dim("m"),
+        n: dim("n"),
+        k: dim("k"),
+    }
+}
+
+/// A row's bf16-out times (the two configurations fastest in i32 out; absent: none).
+fn bf16_times(row: &serde_json::Value) -> BTreeMap<String, f64> {
+    serde_json::from_value(row["kernels_bf16_fused_us"].clone()).unwrap_or_default()
+}
+
 /// The float-epilogue picks against a sweep's bf16-out times: on every shape with M > 16
 /// where the pick was timed with bf16 out, within `MAX_LOSS_PER_SHAPE` of the faster of the
 /// configurations timed (M ≤ 16 is the decode kernel's and split-K's, whose trade-off the
-/// i32 check holds: bf16 out adds about a microsecond to either); returns the number of shapes judged (at least 20 per sweep, so that the check
-/// cannot pass by judging nothing) and the geometric-mean loss (at most
-/// `MAX_LOSS_GEOMEAN`).
+/// i32 check holds: bf16 out adds about a microsecond to either); returns the number of
+/// shapes judged (at least 20 per sweep, so that the check cannot pass by judging nothing)
+/// and the geometric-mean loss (at most `MAX_LOSS_GEOMEAN`).
 fn bf16_picks(file: &str, info: DispatchInfo, rows: &[serde_json::Value]) -> (usize, f64) {
     let (mut judged, mut log_loss) = (0, 0.0);
     for row in rows {
-        let dim = |k: &str| row[k].as_u64().expect("M, N, K") as usize;
-        let shape = GemmShape {
-            m: dim("m"),
-            n: dim("n"),
-            k: dim("k"),
-        };
+        let shape = shape_of(row);
         if shape.m <= 16 {
             continue;
         }
-        let times: BTreeMap<String, f64> = serde_json::from_value(row["kernels_bf16_fused_us"].clone()).unwrap();
+        let times = bf16_times(row);
         let pick = choose_kernel(info, shape, OutType::BF16, GemmPath::Auto)
             .unwrap()
             .to_string();
@@ -133,7 +143,8 @@ fn bf16_picks(file: &str, info: DispatchInfo, rows: &[serde_json::Value]) -> (us
         let loss = t / best - 1.0;
         assert!(
             loss <= MAX_LOSS_PER_SHAPE,
-            "{file}: {shape:?}: bf16 out through {pick} takes {t:.1} µs, {:.0}% over the fastest timed ({best:.1} µs)",
+            "{file}: {shape:?}: bf16 out through {pick} takes {t:.1} µs, {:.0}% over the fastest timed \
+             ({best:.1} µs)",
             100.0 * loss
         );
         log_loss += (t / best).ln();
@@ -150,4 +161,53 @@ fn bf16_picks(file: &str, info: DispatchInfo, rows: &[serde_json::Value]) -> (us
         100.0 * geomean
     );
     (judged, geomean)
+}
+
+/// Where the float-epilogue rule moves a pick away from the i32 pick, the move must pay with
+/// bf16 out, measured in the same rounds: over every sweep, on the shapes where both picks
+/// were timed with bf16 out, the float pick at least 3% faster (geometric mean; 5.1% when the
+/// rule was fitted) over at least 30 shapes, and no shape more than 5% slower. A rule turned
+/// off moves nothing (too few shapes); one that moves picks where ping-pong loses (long K,
+/// many waves) loses the mean.
+#[test]
+fn the_float_epilogue_rule_pays_with_bf16_out() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
+    let mut ratios = Vec::new();
+    for (file, sms) in SWEEPS {
+        let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        let report: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let info = DispatchInfo {
+            cc: (9, 0),
+            sms,
+            aligned16: true,
+        };
+        for row in report["rows"].as_array().expect("rows") {
+            let shape = shape_of(row);
+            let pick = |out| choose_kernel(info, shape, out, GemmPath::Auto).unwrap().to_string();
+            let (float, int) = (pick(OutType::BF16), pick(OutType::I32));
+            let times = bf16_times(row);
+            if let (true, Some(tf), Some(ti)) = (float != int, times.get(&float), times.get(&int)) {
+                assert!(
+                    tf / ti <= 1.05,
+                    "{file}: {shape:?}: bf16 out through {float} takes {tf:.1} µs, through {int} {ti:.1} µs"
+                );
+                ratios.push(tf / ti);
+            }
+        }
+    }
+    let geomean = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();
+    println!(
+        "float-epilogue picks against the i32 picks with bf16 out: {} shapes, geometric mean {geomean:.3}",
+        ratios.len()
+    );
+    assert!(
+        ratios.len() >= 30,
+        "only {} shapes judge the float-epilogue rule",
+        ratios.len()
+    );
+    assert!(
+        geomean <= 0.97,
+        "the float-epilogue picks gain only {:.1}%",
+        100.0 * (1.0 - geomean)
+    );
 }

@@ -9,8 +9,8 @@
 //!   that a few tokens' GEMM streams the weights from every SM; 8×16 blocks up to M = 8
 //!   and K = 16384, 16×32 otherwise), unless N is wide enough for the split-K kernel to
 //!   fill ¾ of the SMs unsplit; larger M → the wgmma + TMA kernels of
-//!   `kernels/gemm_sm90.cu` as `Sm90` below. Both passed the whole GEMM suite bit for bit, and the sanitizers, on an H200
-//!   (2026-11-27). Otherwise, and on every other device, the `mma.sync` kernel of
+//!   `kernels/gemm_sm90.cu` as `Sm90` below. Both passed the whole GEMM suite bit for bit,
+//!   and the sanitizers, on an H200 (2026-11-27). Otherwise, and on every other device, the `mma.sync` kernel of
 //!   `kernels/gemm_sm80.cu`, tile by M: M ≤ 16 → 16×128, M ≤ 64 → 64×128, else 128×128
 //!   (the decode kernel is not timed off Hopper yet, so it stays pinned-only there).
 //! - `Sm80` forces the tiled `mma.sync` kernel;
@@ -319,11 +319,13 @@ const DECODE_8_MAX_K: usize = 16_384;
 /// tiles for K up to this and at most this many waves of 128×256 tiles: the epilogue
 /// (~3 µs per 128×256 tile, the tensor cores idle) is then a large share of a tile and few
 /// waves amortize nothing, while ping-pong runs it under the other consumer's main loop.
-/// Measured with bf16 out (2026-11-27, six interleaved H200 sweeps and one H100 sweep; the
-/// two configurations fastest in i32 out timed again with bf16 out): ping-pong 3–10% faster
-/// at {1024, 2048, 4096}×4096×4096, 512/2048/4096×6144×4096, 512×14336×4096 and
-/// 512×13824×5120 (0.7–5.8 waves), 1–6% slower at 4096×14336×4096 (13.6 waves),
-/// 2048/4096×13824×5120 (6.5 and 13 waves) and wherever K ≥ 8192.
+/// Measured with bf16 out (2026-11-27, seven interleaved H200 sweeps and one H100 sweep; the
+/// two configurations fastest in i32 out timed again with bf16 out): ping-pong 5.1% faster
+/// (geometric mean of 54 pairs, 0.90–1.015×) at {1024, 2048, 4096}×4096×4096,
+/// 512/2048/4096×6144×4096, 512×14336×4096 and 512×13824×5120 (0.7–5.8 waves), 1–6% slower
+/// at 4096×14336×4096 (13.6 waves), 2048/4096×13824×5120 (6.5 and 13 waves) and wherever
+/// K ≥ 8192. (Here there are always more 64×256 tiles than SMs: with fewer, the rule above
+/// has already taken 128×128 tiles.)
 const SM90_FLOAT_PINGPONG_MAX_K: usize = 5120;
 const SM90_FLOAT_PINGPONG_MAX_WAVES: usize = 6;
 /// ...unless the split-K kernel's 64×256 tiles alone fill this share of the SMs (in
@@ -394,7 +396,7 @@ fn sm90_kernel(shape: GemmShape, sms: usize, float_out: bool) -> GemmKernel {
             GemmKernel::Sm90PingPong { multicast: false }
         };
     }
-    if float_out && k <= SM90_FLOAT_PINGPONG_MAX_K && t256 <= SM90_FLOAT_PINGPONG_MAX_WAVES * sms && tiles_64 > sms {
+    if float_out && k <= SM90_FLOAT_PINGPONG_MAX_K && t256 <= SM90_FLOAT_PINGPONG_MAX_WAVES * sms {
         return GemmKernel::Sm90PingPong { multicast: false };
     }
     // Multicast pairs pay off with many waves of long K (H200: 4096×28672×8192 in 1305 µs
@@ -909,6 +911,10 @@ mod tests {
             let float = |sh| choose_kernel(h, sh, out, GemmPath::Auto).unwrap();
             assert_eq!(float(s(4096, 4096, 4096)), pingpong); // 3.9 waves
             assert_eq!(float(s(4096, 6144, 4096)), pingpong); // 5.8 waves
+            assert_eq!(float(s(4224, 6144, 4096)), pingpong); // 792 tiles: 6 waves exactly
+            assert_eq!(float(s(4352, 6144, 4096)), big((128, 256), false)); // 816 tiles
+            assert_eq!(float(s(4096, 6144, 5120)), pingpong);
+            assert_eq!(float(s(4096, 6144, 5136)), big((128, 256), false)); // K > 5120
             assert_eq!(float(s(512, 13824, 5120)), pingpong);
             assert_eq!(float(s(4096, 14336, 4096)), big((128, 256), false)); // 13.6 waves
             assert_eq!(float(s(2048, 13824, 5120)), big((128, 256), false)); // 6.5 waves

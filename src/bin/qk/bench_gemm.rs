@@ -68,9 +68,11 @@ struct Row {
     vs_cublaslt: f64,
     /// cuBLAS BF16 time / our time.
     vs_cublas_bf16: f64,
-    /// Our bf16-out (scales + bias) time / our i32-out time − 1.
+    /// Our bf16-out (scales + bias) time / our i32-out time − 1: what a caller pays for the
+    /// fused epilogue, each through its pick (`kernel_float_out` and `kernel`, which differ
+    /// on some shapes since the float-epilogue rule; earlier sweeps compared one kernel).
     fused_epilogue_cost: f64,
-    /// Our i8-out (requantized) time / our i32-out time − 1.
+    /// Our i8-out (requantized) time / our i32-out time − 1 (picks as above).
     requant_epilogue_cost: f64,
     /// M ≤ 16: weight bytes per second of our kernel, and that over the copy bandwidth.
     weight_gbps: Option<f64>,
@@ -399,6 +401,9 @@ pub fn gemm(
             if opts.skip_sm90 || opts.all_kernels {
                 println!("(--skip-sm90 and --all-kernels choose GPU kernels: nothing to do on the CPU)");
             }
+            if list != shapes(false) && list != shapes(true) {
+                println!("(--shape: the CPU reference times its own small shapes, not the ones given)");
+            }
             cpu_gemm(json)
         }
     }
@@ -427,6 +432,7 @@ fn gpu_gemm(
     })? / BATCH as f64;
     println!("copy {copy:.1} GB/s, empty launch {empty:.2} µs, L2 {} MiB", l2 >> 20);
 
+    check_memory(g, list)?;
     let max_bytes = list.iter().map(|&(m, n, k)| (m.max(n)) * k).max().unwrap_or(0);
     let pool = random_bytes(max_bytes, 11);
     let pool16: Vec<bf16> = pool.iter().map(|&b| bf16::from_f32((b as i8) as f32 / 64.0)).collect();
@@ -444,8 +450,12 @@ fn gpu_gemm(
         empty_launch_us: Some(empty),
         rows: Vec::new(),
         summary: None,
-        note: "ours i32 = raw i8·i8 → i32 like cuBLASLt, through the dispatcher's pick (Auto; the forced sm80 and sm90 paths' picks reported beside it); ours bf16 fused = per-token × per-channel scales + f32 \
-               bias → bf16; ours i8 requant = the same → i8 (static per-tensor Symmetric) with the row-sum launch; medians of CUDA-event timings, the candidates of a shape timed in turn (round-robin, so that clock drift under load falls on all alike), inputs rotated beyond 2× L2"
+        note: "ours i32 = raw i8·i8 → i32 like cuBLASLt, through the dispatcher's pick (Auto; the forced sm80 \
+               and sm90 paths' picks reported beside it); ours bf16 fused = per-token × per-channel scales + \
+               f32 bias → bf16, and ours i8 requant = the same → i8 (static per-tensor Symmetric) with the \
+               row-sum launch, both through the dispatcher's float-epilogue pick; medians of CUDA-event \
+               timings, the candidates of a shape timed in turn (round-robin, so that clock drift under load \
+               falls on all alike), inputs rotated beyond 2× L2"
             .into(),
     };
     for &(m, n, k) in list {
@@ -471,6 +481,35 @@ fn gpu_gemm(
         println!("wrote {}", p.display());
     }
     write(json, &report, true)
+}
+
+/// Device bytes a shape's timing holds at once: one copy of the i8 and bf16 inputs (more
+/// copies only while they fit in 2x L2), the i32, bf16 and i8 outputs and the per-row
+/// parameters; `None` when that overflows.
+fn device_bytes((m, n, k): (usize, usize, usize)) -> Option<usize> {
+    let inputs = m.checked_add(n)?.checked_mul(k)?.checked_mul(3)?;
+    let outputs = m.checked_mul(n)?.checked_mul(4 + 2 + 1)?;
+    inputs.checked_add(outputs)?.checked_add((m + n).checked_mul(16)?)
+}
+
+/// An error naming the first shape whose buffers would not fit in the device's free memory
+/// (the host's input pool is no larger), before anything is allocated.
+fn check_memory(g: &Gpu, list: &[(usize, usize, usize)]) -> Result<()> {
+    let (free, _) = g.ctx.mem_get_info()?;
+    let gib = |b: usize| b as f64 / (1u64 << 30) as f64;
+    for &(m, n, k) in list {
+        match device_bytes((m, n, k)) {
+            Some(b) if b <= free => {}
+            b => {
+                return Err(Error::Limit(format!(
+                    "{m}x{n}x{k} needs {} of device memory for its inputs and outputs; {:.1} GiB are free",
+                    b.map_or("more than 2^64 bytes".into(), |b| format!("{:.1} GiB", gib(b))),
+                    gib(free)
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -570,18 +609,20 @@ fn bench_shape(
         }
     };
 
-    // Ours: the dispatcher's pick (`Auto`, what a caller gets), i32 out (raw operands, as
+    // Ours: the dispatcher's picks (`Auto`, what a caller gets), i32 out (raw operands, as
     // cuBLASLt), bf16 out (the fused epilogue) and i8 out (requantized); and each forced
-    // path's pick in i32 out
-    // where it is another configuration; timed in turn with the baselines. A pick that the
-    // options leave out falls back to the sm80 path's.
+    // path's pick in i32 out where it is another configuration; timed in turn with the
+    // baselines. A pick that the options leave out falls back to the sm80 path's (i32 out)
+    // or to the i32 pick (float out, so that the epilogue's cost compares two kernels that
+    // both ran).
     let sm80_kernel = cuda::choose_kernel(info, shape, OutType::I32, GemmPath::Sm80)?;
-    let pick = |out| -> Result<GemmKernel> {
+    let pick = |out, fallback| -> Result<GemmKernel> {
         Ok(Some(cuda::choose_kernel(info, shape, out, GemmPath::Auto)?)
             .filter(|&k| !opts.leaves_out(k))
-            .unwrap_or(sm80_kernel))
+            .unwrap_or(fallback))
     };
-    let (ours, ours_float) = (pick(OutType::I32)?, pick(OutType::BF16)?);
+    let ours = pick(OutType::I32, sm80_kernel)?;
+    let ours_float = pick(OutType::BF16, ours)?;
     let sm90_kernel = cuda::choose_kernel(info, shape, OutType::I32, GemmPath::Sm90)
         .ok()
         .filter(|&k| !opts.leaves_out(k));
@@ -940,6 +981,13 @@ mod tests {
             kernels_bf16_fused_us: BTreeMap::new(),
             kernels_bf16_pair_i32_us: BTreeMap::new(),
         }
+    }
+
+    #[test]
+    fn device_bytes_of_shapes() {
+        assert_eq!(device_bytes((1, 2, 16)), Some(3 * 16 * 3 + 2 * 7 + 3 * 16));
+        assert_eq!(device_bytes((1, 1, usize::MAX / 2)), None);
+        assert_eq!(device_bytes((usize::MAX / 4, usize::MAX / 4, 1)), None);
     }
 
     #[test]

@@ -56,7 +56,7 @@ pub struct GemmArgs {
     #[arg(long, value_enum)]
     out_scheme: Option<SchemeArg>,
     /// i8/u8 output: the static per-tensor scale the f32 results are quantized with.
-    #[arg(long)]
+    #[arg(long, allow_hyphen_values = true)]
     out_scale: Option<f32>,
     /// i8/u8 output, affine: the zero point (default 0).
     #[arg(long, allow_hyphen_values = true)]
@@ -286,14 +286,27 @@ fn requant_of(args: &GemmArgs, dtype: DtypeArg) -> Result<(QuantSpec, QuantParam
                 .into(),
         )
     })?;
-    let scheme: Scheme = args
-        .out_scheme
-        .unwrap_or(if dtype == DtypeArg::I8 {
-            SchemeArg::Symmetric
-        } else {
-            SchemeArg::Affine
-        })
-        .into();
+    let scheme_arg = args.out_scheme.unwrap_or(if dtype == DtypeArg::I8 {
+        SchemeArg::Symmetric
+    } else {
+        SchemeArg::Affine
+    });
+    // The scheme as the flag spells it.
+    let name = match scheme_arg {
+        SchemeArg::Symmetric => "symmetric",
+        SchemeArg::Affine => "affine",
+        SchemeArg::MinOffset => "min-offset",
+    };
+    match (scheme_arg, dtype) {
+        (SchemeArg::Symmetric, DtypeArg::U8) | (SchemeArg::MinOffset, DtypeArg::I8) => {
+            let want = if dtype == DtypeArg::U8 { "i8" } else { "u8" };
+            return Err(Error::Unsupported(format!(
+                "{name} output is {want}: pass --out-dtype {want} (or another --out-scheme)"
+            )));
+        }
+        _ => {}
+    }
+    let scheme: Scheme = scheme_arg.into();
     let spec = QuantSpec::new(scheme, dtype.into(), Granularity::Tensor)?;
     let misplaced = match scheme {
         Scheme::Symmetric => args
@@ -305,7 +318,7 @@ fn requant_of(args: &GemmArgs, dtype: DtypeArg) -> Result<(QuantSpec, QuantParam
     };
     if let Some(flag) = misplaced {
         return Err(Error::InvalidArgument(format!(
-            "{flag} does not apply to {scheme:?} output"
+            "{flag} does not apply to {name} output"
         )));
     }
     let offset = match (scheme, args.out_offset) {
