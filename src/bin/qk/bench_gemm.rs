@@ -642,7 +642,16 @@ fn bench_shape(
     candidates.extend(blas);
     let mut times = time_interleaved(g, warm, iters, candidates).into_iter();
     let mut take = || times.next().unwrap_or(Ok(f64::NAN));
-    let (ours_i32, ours_bf16, ours_i8) = (take()?, take()?, take()?);
+    let ours_i32 = take()?;
+    // bf16 and i8 out: one that fails is recorded (no time), and the row goes on.
+    let (t16, t8) = (take(), take());
+    let mut or_nan = |what: &str, t: Result<f64>| {
+        t.unwrap_or_else(|e| {
+            baseline_errors.push(format!("{ours_float} {what}: {e}"));
+            f64::NAN
+        })
+    };
+    let (ours_bf16, ours_i8) = (or_nan("bf16 out", t16), or_nan("i8 out", t8));
     // The forced paths' picks, in the order `others` was timed.
     let mut time_of = |k: GemmKernel| if k == ours { Ok(ours_i32) } else { take() };
     let sm80 = time_of(sm80_kernel)?;
