@@ -116,7 +116,8 @@ fn shape_of(row: &serde_json::Value) -> GemmShape {
     }
 }
 
-/// A row's bf16-out times (the two configurations fastest in i32 out; absent: none).
+/// A row's bf16-out times (the configurations timed with bf16 out: in the committed files the
+/// two fastest in i32 out; absent: none).
 fn bf16_times(row: &serde_json::Value) -> BTreeMap<String, f64> {
     serde_json::from_value(row["kernels_bf16_fused_us"].clone()).unwrap_or_default()
 }

@@ -70,7 +70,8 @@ enum BenchCommand {
         #[arg(long)]
         skip_sm90: bool,
         /// Also time every kernel configuration that accepts each shape, i32 out, and the
-        /// two fastest with bf16 out and the fused epilogue (for tuning the dispatcher).
+        /// two fastest, the float-epilogue pick and ping-pong with bf16 out and the fused
+        /// epilogue (for tuning the dispatcher).
         #[arg(long)]
         all_kernels: bool,
         /// Leave the ping-pong configurations out of `--all-kernels` (where they hang or
