@@ -59,6 +59,9 @@ struct Row {
     /// sums included (a second launch): what a layer whose output feeds the next INT8 GEMM
     /// runs.
     ours_i8_requant_us: f64,
+    /// The INT8 linear layer from bf16 activations (`Out::Layer`): dynamic per-token
+    /// quantize, then the GEMM with bf16 out through the float-epilogue pick.
+    ours_layer_us: f64,
     cublaslt_i8_us: f64,
     cublaslt_algos_tried: usize,
     cublas_bf16_us: f64,
@@ -68,6 +71,9 @@ struct Row {
     vs_cublaslt: f64,
     /// cuBLAS BF16 time / our time.
     vs_cublas_bf16: f64,
+    /// cuBLAS BF16 time / our layer's time: the speedup an inference server sees when an
+    /// INT8 layer (activations quantized on the fly) replaces a BF16 GEMM.
+    layer_vs_cublas_bf16: f64,
     /// Our bf16-out (scales + bias) time / our i32-out time − 1: what a caller pays for the
     /// fused epilogue, each through its pick (`kernel_float_out` and `kernel`, which differ
     /// on some shapes since the float-epilogue rule; earlier sweeps compared one kernel).
@@ -125,6 +131,9 @@ struct Summary {
     prefill_vs_cublaslt: Option<f64>,
     prefill_vs_cublas_bf16: Option<f64>,
     decode_vs_cublaslt: Option<f64>,
+    /// The INT8 layer (quantize + GEMM, bf16 out) against cuBLAS BF16.
+    prefill_layer_vs_cublas_bf16: Option<f64>,
+    decode_layer_vs_cublas_bf16: Option<f64>,
     /// Median over all shapes of bf16-out (fused epilogue) / i32-out − 1.
     fused_epilogue_cost_median: Option<f64>,
     /// Median over all shapes of i8-out (requantized, row sums included) / i32-out − 1.
@@ -174,6 +183,8 @@ fn summarize(rows: &[Row]) -> Summary {
         prefill_vs_cublaslt: geomean(prefill.iter().map(|r| r.vs_cublaslt)),
         prefill_vs_cublas_bf16: geomean(prefill.iter().map(|r| r.vs_cublas_bf16)),
         decode_vs_cublaslt: geomean(decode.iter().map(|r| r.vs_cublaslt)),
+        prefill_layer_vs_cublas_bf16: geomean(prefill.iter().map(|r| r.layer_vs_cublas_bf16)),
+        decode_layer_vs_cublas_bf16: geomean(decode.iter().map(|r| r.layer_vs_cublas_bf16)),
         fused_epilogue_cost_median: median_of(|r| r.fused_epilogue_cost),
         requant_epilogue_cost_median: median_of(|r| r.requant_epilogue_cost),
         prefill_best_config_vs_cublaslt: best_vs(&prefill, |r| r.cublaslt_i8_us),
@@ -193,6 +204,11 @@ fn print_summary(s: &Summary) {
         x(s.decode_vs_cublaslt),
         pct(s.fused_epilogue_cost_median),
         pct(s.requant_epilogue_cost_median)
+    );
+    println!(
+        "INT8 layer (per-token quantize + GEMM, bf16 out) against cuBLAS BF16: prefill {}, decode {}",
+        x(s.prefill_layer_vs_cublas_bf16),
+        x(s.decode_layer_vs_cublas_bf16)
     );
     if s.prefill_best_config_vs_cublaslt.is_some() || s.decode_best_config_vs_cublaslt.is_some() {
         println!(
@@ -289,6 +305,8 @@ struct Work<'a> {
     y32: &'a RefCell<CudaSlice<i32>>,
     y16: &'a RefCell<CudaSlice<bf16>>,
     y8: &'a RefCell<DeviceQuantized>,
+    /// The activations quantized per token (`Out::Layer`).
+    xq: &'a RefCell<DeviceQuantized>,
     /// The i8 output's static per-tensor parameters.
     requant: &'a QuantParams,
     /// (A, B): zero row sums (never read: no zero points) and per-row scales.
@@ -311,7 +329,8 @@ impl<'a> Work<'a> {
     }
 
     /// One configuration, pinned: i32 out from raw operands (as cuBLASLt), or with
-    /// per-token × per-channel scales and the bias, bf16 out or requantized i8 out.
+    /// per-token × per-channel scales and the bias, bf16 out or requantized i8 out, or the
+    /// whole INT8 linear layer from bf16 activations (`Out::Layer`).
     fn kernel(self, kernel: GemmKernel, out: Out) -> Candidate<'a> {
         let Work { m, n, k, .. } = self;
         Box::new(move || {
@@ -322,11 +341,17 @@ impl<'a> Work<'a> {
                 let b = raw(x.b.as_view(), self.zeros.1, n, k)?;
                 return cuda::gemm_into_kernel(s, &a, &b, None, &mut *self.y32.borrow_mut(), kernel);
             }
-            let a = scaled(x.a.as_view(), self.scales.0, self.zeros.0, m, k)?;
             let b = scaled(x.b.as_view(), self.scales.1, self.zeros.1, n, k)?;
             let bias = DeviceBias::F32(self.bias.as_view());
+            let y16 = &mut *self.y16.borrow_mut();
+            if out == Out::Layer {
+                let xq = &mut *self.xq.borrow_mut();
+                cuda::quantize_into(s, &x.a16, m, k, None, xq)?;
+                return cuda::gemm_into_kernel(s, &xq.operand()?, &b, Some(&bias), y16, kernel);
+            }
+            let a = scaled(x.a.as_view(), self.scales.0, self.zeros.0, m, k)?;
             if out == Out::Bf16 {
-                cuda::gemm_into_kernel(s, &a, &b, Some(&bias), &mut *self.y16.borrow_mut(), kernel)
+                cuda::gemm_into_kernel(s, &a, &b, Some(&bias), y16, kernel)
             } else {
                 let y = &mut *self.y8.borrow_mut();
                 cuda::gemm_quantized_into_kernel(s, &a, &b, Some(&bias), self.requant, y, kernel)
@@ -344,6 +369,10 @@ enum Out {
     Bf16,
     /// Scales and bias, requantized to i8 (Symmetric, per tensor) with the row sums.
     I8,
+    /// An INT8 linear layer as an inference server runs it: the bf16 activations quantized
+    /// per token (dynamic Symmetric i8, `cuda::quantize_into`), then the GEMM with the
+    /// per-channel weight scales and the bias, bf16 out: what replaces one cuBLAS BF16 GEMM.
+    Layer,
 }
 
 /// Parses `--shape MxNxK` (each at least 1).
@@ -453,7 +482,8 @@ fn gpu_gemm(
         note: "ours i32 = raw i8·i8 → i32 like cuBLASLt, through the dispatcher's pick (Auto; the forced sm80 \
                and sm90 paths' picks reported beside it); ours bf16 fused = per-token × per-channel scales + \
                f32 bias → bf16, and ours i8 requant = the same → i8 (static per-tensor Symmetric) with the \
-               row-sum launch, both through the dispatcher's float-epilogue pick; medians of CUDA-event \
+               row-sum launch, both through the dispatcher's float-epilogue pick; ours layer = bf16 \
+               activations quantized per token (dynamic Symmetric i8) + the bf16-out GEMM; medians of CUDA-event \
                timings, the candidates of a shape timed in turn (round-robin, so that clock drift under load \
                falls on all alike), inputs rotated beyond 2× L2"
             .into(),
@@ -548,6 +578,12 @@ fn bench_shape(
         m,
         n,
     )?);
+    let xq = RefCell::new(DeviceQuantized::alloc(
+        s,
+        QuantSpec::symmetric(Granularity::Row)?,
+        m,
+        k,
+    )?);
     // Outputs of 0.01 · 0.02 · acc + 0.5 (|acc| up to ~10^6 at K = 8192): some saturate.
     let requant = QuantParams {
         scales: vec![0.5],
@@ -566,6 +602,7 @@ fn bench_shape(
         y32: &y32,
         y16: &y16,
         y8: &y8,
+        xq: &xq,
         requant: &requant,
         zeros: (&zeros_m, &zeros_n),
         scales: (&scale_m, &scale_n),
@@ -635,6 +672,7 @@ fn bench_shape(
         c.kernel(ours, Out::I32),
         c.kernel(ours_float, Out::Bf16),
         c.kernel(ours_float, Out::I8),
+        c.kernel(ours_float, Out::Layer),
     ];
     candidates.extend(others.iter().map(|&k| c.kernel(k, Out::I32)));
     let (has_lt, has_blas) = (lt.is_some(), blas.is_some());
@@ -643,8 +681,9 @@ fn bench_shape(
     let mut times = time_interleaved(g, warm, iters, candidates).into_iter();
     let mut take = || times.next().unwrap_or(Ok(f64::NAN));
     let ours_i32 = take()?;
-    // bf16 and i8 out: one that fails is recorded (no time), and the row goes on.
-    let (t16, t8) = (take(), take());
+    // bf16 and i8 out and the layer: one that fails is recorded (no time), and the row goes
+    // on.
+    let (t16, t8, tl) = (take(), take(), take());
     let mut or_nan = |what: &str, t: Result<f64>| {
         t.unwrap_or_else(|e| {
             baseline_errors.push(format!("{ours_float} {what}: {e}"));
@@ -652,6 +691,7 @@ fn bench_shape(
         })
     };
     let (ours_bf16, ours_i8) = (or_nan("bf16 out", t16), or_nan("i8 out", t8));
+    let ours_layer = or_nan("layer (quantize + GEMM)", tl);
     // The forced paths' picks, in the order `others` was timed.
     let mut time_of = |k: GemmKernel| if k == ours { Ok(ours_i32) } else { take() };
     let sm80 = time_of(sm80_kernel)?;
@@ -751,6 +791,7 @@ fn bench_shape(
         sm90_i32_us: sm90,
         ours_bf16_fused_us: ours_bf16,
         ours_i8_requant_us: ours_i8,
+        ours_layer_us: ours_layer,
         cublaslt_i8_us: lt_us,
         cublaslt_algos_tried: lt_tried,
         cublas_bf16_us: bf16_us,
@@ -758,6 +799,7 @@ fn bench_shape(
         percent_of_peak: 100.0 * tops / PEAK_TOPS,
         vs_cublaslt: lt_us / ours_i32,
         vs_cublas_bf16: bf16_us / ours_i32,
+        layer_vs_cublas_bf16: bf16_us / ours_layer,
         fused_epilogue_cost: ours_bf16 / ours_i32 - 1.0,
         requant_epilogue_cost: ours_i8 / ours_i32 - 1.0,
         weight_gbps,
@@ -797,7 +839,7 @@ fn print_kernels(rows: &[Row]) {
 
 fn print_table(rows: &[Row]) {
     println!(
-        "{:>6} {:>6} {:>6} {:>24} {:>9} {:>9} {:>9} {:>8} {:>6} {:>8} {:>8} {:>8} {:>8} {:>9}",
+        "{:>6} {:>6} {:>6} {:>24} {:>9} {:>9} {:>9} {:>8} {:>6} {:>8} {:>8} {:>8} {:>8} {:>10} {:>9}",
         "M",
         "N",
         "K",
@@ -811,6 +853,7 @@ fn print_table(rows: &[Row]) {
         "vs BF16",
         "bf16 epi",
         "i8 epi",
+        "layer/BF16",
         "W/copy"
     );
     for r in rows {
@@ -819,7 +862,8 @@ fn print_table(rows: &[Row]) {
             .map_or("-".into(), |f| format!("{:.0}%", f * 100.0));
         let sm90 = r.sm90_i32_us.map_or("-".into(), |t| format!("{t:.1}"));
         println!(
-            "{:>6} {:>6} {:>6} {:>24} {:>9.1} {:>9.1} {:>9} {:>8.1} {:>5.1}% {:>7.2}x {:>7.2}x {:>+7.1}% {:>+7.1}% {:>9}",
+            "{:>6} {:>6} {:>6} {:>24} {:>9.1} {:>9.1} {:>9} {:>8.1} {:>5.1}% {:>7.2}x {:>7.2}x {:>+7.1}% {:>+7.1}% \
+             {:>9.2}x {:>9}",
             r.m,
             r.n,
             r.k,
@@ -833,6 +877,7 @@ fn print_table(rows: &[Row]) {
             r.vs_cublas_bf16,
             r.fused_epilogue_cost * 100.0,
             r.requant_epilogue_cost * 100.0,
+            r.layer_vs_cublas_bf16,
             w
         );
     }
@@ -972,6 +1017,7 @@ mod tests {
             sm90_i32_us: None,
             ours_bf16_fused_us: 1.0 + m as f64,
             ours_i8_requant_us: 1.0 + m as f64,
+            ours_layer_us: 1.5 + m as f64,
             // A baseline that rejected the shape (M = 1) has no time.
             cublaslt_i8_us: if m == 1 { f64::NAN } else { 2.0 + m as f64 },
             cublaslt_algos_tried: 1,
@@ -984,6 +1030,7 @@ mod tests {
                 (2.0 + m as f64) / (1.0 + m as f64)
             },
             vs_cublas_bf16: (3.0 + m as f64) / (1.0 + m as f64),
+            layer_vs_cublas_bf16: (3.0 + m as f64) / (1.5 + m as f64),
             fused_epilogue_cost: 0.0,
             requant_epilogue_cost: 0.0,
             weight_gbps: None,
