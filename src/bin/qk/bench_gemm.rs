@@ -343,15 +343,15 @@ impl<'a> Work<'a> {
             }
             let b = scaled(x.b.as_view(), self.scales.1, self.zeros.1, n, k)?;
             let bias = DeviceBias::F32(self.bias.as_view());
-            let y16 = &mut *self.y16.borrow_mut();
             if out == Out::Layer {
                 let xq = &mut *self.xq.borrow_mut();
                 cuda::quantize_into(s, &x.a16, m, k, None, xq)?;
+                let y16 = &mut *self.y16.borrow_mut();
                 return cuda::gemm_into_kernel(s, &xq.operand()?, &b, Some(&bias), y16, kernel);
             }
             let a = scaled(x.a.as_view(), self.scales.0, self.zeros.0, m, k)?;
             if out == Out::Bf16 {
-                cuda::gemm_into_kernel(s, &a, &b, Some(&bias), y16, kernel)
+                cuda::gemm_into_kernel(s, &a, &b, Some(&bias), &mut *self.y16.borrow_mut(), kernel)
             } else {
                 let y = &mut *self.y8.borrow_mut();
                 cuda::gemm_quantized_into_kernel(s, &a, &b, Some(&bias), self.requant, y, kernel)
@@ -514,10 +514,14 @@ fn gpu_gemm(
 }
 
 /// Device bytes a shape's timing holds at once: one copy of the i8 and bf16 inputs (more
-/// copies only while they fit in 2x L2), the i32, bf16 and i8 outputs and the per-row
-/// parameters; `None` when that overflows.
+/// copies only while they fit in 2x L2) and the layer's quantized activations, the i32,
+/// bf16 and i8 outputs and the per-row parameters; `None` when that overflows.
 fn device_bytes((m, n, k): (usize, usize, usize)) -> Option<usize> {
-    let inputs = m.checked_add(n)?.checked_mul(k)?.checked_mul(3)?;
+    let inputs = m
+        .checked_add(n)?
+        .checked_mul(k)?
+        .checked_mul(3)?
+        .checked_add(m.checked_mul(k)?)?;
     let outputs = m.checked_mul(n)?.checked_mul(4 + 2 + 1)?;
     inputs.checked_add(outputs)?.checked_add((m + n).checked_mul(16)?)
 }
@@ -883,7 +887,7 @@ fn print_table(rows: &[Row]) {
     }
     for r in rows.iter().filter(|r| r.kernel_float_out != r.kernel) {
         println!(
-            "{}x{}x{}: bf16 and i8 out through {} (the float-epilogue pick)",
+            "{}x{}x{}: bf16 and i8 out and the layer through {} (the float-epilogue pick)",
             r.m, r.n, r.k, r.kernel_float_out
         );
     }
@@ -1044,7 +1048,7 @@ mod tests {
 
     #[test]
     fn device_bytes_of_shapes() {
-        assert_eq!(device_bytes((1, 2, 16)), Some(3 * 16 * 3 + 2 * 7 + 3 * 16));
+        assert_eq!(device_bytes((1, 2, 16)), Some(3 * 16 * 3 + 16 + 2 * 7 + 3 * 16));
         assert_eq!(device_bytes((1, 1, usize::MAX / 2)), None);
         assert_eq!(device_bytes((usize::MAX / 4, usize::MAX / 4, 1)), None);
     }
@@ -1103,6 +1107,11 @@ mod tests {
         assert_eq!(s.decode_vs_cublaslt, None); // M = 1's cuBLASLt has no time
         assert_eq!(s.fused_epilogue_cost_median, Some(0.02));
         assert_eq!(s.requant_epilogue_cost_median, Some(0.0));
+        // The layer: (3 + m) / (1.5 + m) at M = 512 and 2048; M = 1 alone for decode.
+        let layer = |m: f64| (3.0 + m) / (1.5 + m);
+        let want = (layer(512.0) * layer(2048.0)).sqrt();
+        assert!((s.prefill_layer_vs_cublas_bf16.unwrap() - want).abs() < 1e-12);
+        assert_eq!(s.decode_layer_vs_cublas_bf16, Some(layer(1.0)));
         assert_eq!(s.prefill_best_config_vs_cublaslt, None); // no --all-kernels sweep
         assert_eq!(s.decode_best_config_vs_cublaslt, None);
         // A configuration twice as fast as ours on every prefill shape doubles the ratios.
