@@ -17,6 +17,20 @@ pub enum FloatData {
     F16(Vec<f16>),
 }
 
+impl FloatData {
+    /// Number of values.
+    pub fn len(&self) -> usize {
+        match self {
+            FloatData::F32(v) => v.len(),
+            FloatData::F16(v) => v.len(),
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// An array read from a `.npy` file with its shape.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Array<T> {

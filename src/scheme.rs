@@ -60,14 +60,10 @@ impl QuantSpec {
     pub fn new(scheme: Scheme, int_type: IntType, granularity: Granularity) -> Result<Self> {
         match (scheme, int_type) {
             (Scheme::Symmetric, IntType::U8) => {
-                return Err(Error::Unsupported(
-                    "Symmetric quantization is int8 (use --dtype i8)".into(),
-                ));
+                return Err(Error::Unsupported("Symmetric quantization is int8: i8, not u8".into()));
             }
             (Scheme::MinOffset, IntType::I8) => {
-                return Err(Error::Unsupported(
-                    "MinOffset quantization is u8 (use --dtype u8)".into(),
-                ));
+                return Err(Error::Unsupported("MinOffset quantization is u8, not i8".into()));
             }
             _ => {}
         }

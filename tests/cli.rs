@@ -538,15 +538,15 @@ fn gemm_requantized_output_is_the_quantized_f32_output() {
         (&["--out-dtype", "bf16", "--allow-nonfinite"][..], "i8 or u8 only"),
         (
             &["--out-dtype", "i8", "--out-scale", "0.1", "--out-zero-point", "3"][..],
-            "--out-zero-point",
+            "Symmetric quantization takes a scale only",
         ),
         (
             &["--out-dtype", "u8", "--out-scale", "0.1", "--out-scheme", "symmetric"][..],
-            "--out-dtype i8",
+            "int8: i8, not u8",
         ),
         (
             &["--out-dtype", "i8", "--out-scale", "0.1", "--out-scheme", "min-offset"][..],
-            "--out-dtype u8",
+            "u8, not i8",
         ),
         (
             &[
@@ -556,15 +556,17 @@ fn gemm_requantized_output_is_the_quantized_f32_output() {
                 "0.1",
                 "--out-scheme",
                 "min-offset",
+                "--out-offset",
+                "1",
                 "--out-zero-point",
                 "3",
             ][..],
-            "to min-offset output",
+            "zero points belong to Affine",
         ),
         (&["--out-dtype", "i8", "--out-scale", "-1"][..], "positive"),
         (
             &["--out-dtype", "u8", "--out-scale", "0.1", "--out-scheme", "min-offset"][..],
-            "--out-offset",
+            "needs offsets",
         ),
         (&["--out-dtype", "i8", "--out-scale", "0"][..], "scale"),
         (&["--out-dtype", "i8", "--out-scale", "1e30"][..], "2^64"),

@@ -228,24 +228,24 @@ pub fn quantize(a: QuantizeArgs) -> Result<()> {
         FloatData::F32(x) => quantize_on(&backend, x, rows, cols, spec, params.as_ref(), a.allow_nonfinite)?,
         FloatData::F16(x) => quantize_on(&backend, x, rows, cols, spec, params.as_ref(), a.allow_nonfinite)?,
     };
-    write_quantized(&a.out, &q, dtype)?;
-    if q.nonfinite > 0 {
-        eprintln!(
-            "qk: {} non-finite input value(s) quantized to their defined values",
-            q.nonfinite
-        );
-    }
-    Ok(())
+    write_quantized(&a.out, &q, "input value(s)")
 }
 
-/// Writes `q` into `dir` as `qk quantize` does (`qk gemm` writes its i8/u8 output so too).
-pub fn write_quantized(dir: &Path, q: &HostQuantized, dtype: DtypeArg) -> Result<()> {
+/// Writes `q` into `dir` as `qk quantize` does (`qk gemm` writes its i8/u8 output so too),
+/// and says on stderr how many non-finite `values` took their defined values.
+pub fn write_quantized(dir: &Path, q: &HostQuantized, values: &str) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
     let shape = [q.rows, q.cols];
-    match dtype {
-        DtypeArg::I8 => npy::write(&dir.join("q.npy"), q.as_i8(), &shape)?,
-        DtypeArg::U8 => npy::write(&dir.join("q.npy"), &q.data, &shape)?,
-    }
+    let dtype = match q.spec.int_type() {
+        IntType::I8 => {
+            npy::write(&dir.join("q.npy"), q.as_i8(), &shape)?;
+            DtypeArg::I8
+        }
+        IntType::U8 => {
+            npy::write(&dir.join("q.npy"), &q.data, &shape)?;
+            DtypeArg::U8
+        }
+    };
     let pshape = q.spec.param_shape(q.rows, q.cols);
     npy::write(&dir.join("scale.npy"), &q.scales, &pshape)?;
     if let Some(z) = &q.zero_points {
@@ -266,7 +266,14 @@ pub fn write_quantized(dir: &Path, q: &HostQuantized, dtype: DtypeArg) -> Result
         nonfinite: q.nonfinite,
     };
     let text = serde_json::to_string_pretty(&meta).map_err(|e| Error::Io(e.to_string()))?;
-    std::fs::write(dir.join("meta.json"), text + "\n").map_err(|e| Error::Io(format!("{}: {e}", dir.display())))
+    std::fs::write(dir.join("meta.json"), text + "\n").map_err(|e| Error::Io(format!("{}: {e}", dir.display())))?;
+    if q.nonfinite > 0 {
+        eprintln!(
+            "qk: {} non-finite {values} quantized to their defined values",
+            q.nonfinite
+        );
+    }
+    Ok(())
 }
 
 /// Reads a folder written by `qk quantize` (meta.json optional when scheme and

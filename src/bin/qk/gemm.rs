@@ -12,9 +12,9 @@ use qkernels::cuda::{
 };
 use qkernels::gemm::check_requantized;
 use qkernels::npy::{self, FloatData, IntKind};
-use qkernels::{Error, Granularity, IntType, QuantParams, QuantSpec, Result, Scheme, bf16, f16};
+use qkernels::{Error, Granularity, IntType, QuantParams, QuantSpec, Result, bf16, f16};
 
-use crate::files::{DtypeArg, SchemeArg, read_quantized, write_quantized};
+use crate::files::{SchemeArg, read_quantized, write_quantized};
 use crate::{Backend, DeviceArg};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -248,14 +248,14 @@ enum Output {
     F32,
     F16,
     Bf16,
-    Quantized(DtypeArg, (QuantSpec, QuantParams)),
+    Quantized(QuantSpec, QuantParams),
 }
 
 /// The output the flags describe; the `--out-*` requantization flags with i8/u8 only.
 fn output_of(args: &GemmArgs) -> Result<Output> {
     let plain = match args.out_dtype {
-        GemmOut::I8 => return Ok(Output::Quantized(DtypeArg::I8, requant_of(args, DtypeArg::I8)?)),
-        GemmOut::U8 => return Ok(Output::Quantized(DtypeArg::U8, requant_of(args, DtypeArg::U8)?)),
+        GemmOut::I8 => return requant_of(args, IntType::I8),
+        GemmOut::U8 => return requant_of(args, IntType::U8),
         GemmOut::I32 => Output::I32,
         GemmOut::F32 => Output::F32,
         GemmOut::F16 => Output::F16,
@@ -276,9 +276,11 @@ fn output_of(args: &GemmArgs) -> Result<Output> {
     }
 }
 
-/// The requantized output the `--out-*` flags describe (`dtype` is i8 or u8): one static
-/// per-tensor set, as the GEMM's requantizing epilogue takes.
-fn requant_of(args: &GemmArgs, dtype: DtypeArg) -> Result<(QuantSpec, QuantParams)> {
+/// The requantized output of `int_type` the `--out-*` flags describe: one static
+/// per-tensor set, as the GEMM's requantizing epilogue takes. The library checks the set
+/// (`check_requantized`: the scheme against the type, a zero point or offset where the
+/// scheme takes none, a missing offset, the scale's range).
+fn requant_of(args: &GemmArgs, int_type: IntType) -> Result<Output> {
     let scale = args.out_scale.ok_or_else(|| {
         Error::InvalidArgument(
             "i8/u8 output is requantized with a static per-tensor scale: pass --out-scale (and \
@@ -286,53 +288,18 @@ fn requant_of(args: &GemmArgs, dtype: DtypeArg) -> Result<(QuantSpec, QuantParam
                 .into(),
         )
     })?;
-    let scheme_arg = args.out_scheme.unwrap_or(if dtype == DtypeArg::I8 {
+    let scheme = args.out_scheme.unwrap_or(if int_type == IntType::I8 {
         SchemeArg::Symmetric
     } else {
         SchemeArg::Affine
     });
-    // The scheme as the flag spells it.
-    let name = match scheme_arg {
-        SchemeArg::Symmetric => "symmetric",
-        SchemeArg::Affine => "affine",
-        SchemeArg::MinOffset => "min-offset",
-    };
-    match (scheme_arg, dtype) {
-        (SchemeArg::Symmetric, DtypeArg::U8) | (SchemeArg::MinOffset, DtypeArg::I8) => {
-            let want = if dtype == DtypeArg::U8 { "i8" } else { "u8" };
-            return Err(Error::Unsupported(format!(
-                "{name} output is {want}: pass --out-dtype {want} (or another --out-scheme)"
-            )));
-        }
-        _ => {}
-    }
-    let scheme: Scheme = scheme_arg.into();
-    let spec = QuantSpec::new(scheme, dtype.into(), Granularity::Tensor)?;
-    let misplaced = match scheme {
-        Scheme::Symmetric => args
-            .out_zero_point
-            .map(|_| "--out-zero-point")
-            .or(args.out_offset.map(|_| "--out-offset")),
-        Scheme::Affine => args.out_offset.map(|_| "--out-offset"),
-        Scheme::MinOffset => args.out_zero_point.map(|_| "--out-zero-point"),
-    };
-    if let Some(flag) = misplaced {
-        return Err(Error::InvalidArgument(format!(
-            "{flag} does not apply to {name} output"
-        )));
-    }
-    let offset = match (scheme, args.out_offset) {
-        (Scheme::MinOffset, None) => {
-            return Err(Error::InvalidArgument("min-offset output needs --out-offset".into()));
-        }
-        (_, o) => o.map(|o| vec![o]),
-    };
+    let spec = QuantSpec::new(scheme.into(), int_type, Granularity::Tensor)?;
     let params = QuantParams {
         scales: vec![scale],
-        zero_points: (scheme == Scheme::Affine).then(|| vec![args.out_zero_point.unwrap_or(0)]),
-        offsets: offset,
+        zero_points: args.out_zero_point.map(|z| vec![z]),
+        offsets: args.out_offset.map(|o| vec![o]),
     };
-    Ok((spec, params))
+    Ok(Output::Quantized(spec, params))
 }
 
 /// The requantized GEMM on the chosen backend: the output matrix with its parameters and
@@ -343,23 +310,22 @@ fn run_quantized(
     b: &Loaded,
     bias: Option<&FloatData>,
     pick: Pick,
-    (spec, params): (QuantSpec, QuantParams),
+    (spec, params): (QuantSpec, &QuantParams),
     allow_nonfinite: bool,
 ) -> Result<HostQuantized> {
     check_pick(backend, pick)?;
-    let (m, n) = (a.operand()?.meta.rows, b.operand()?.meta.rows);
     with_operands(
         backend,
         a,
         b,
         bias,
-        |a, b, bias| cpu::gemm_quantized(a, b, bias, spec, &params, allow_nonfinite),
+        |a, b, bias| cpu::gemm_quantized(a, b, bias, spec, params, allow_nonfinite),
         |g, a, b, bias| {
             let s = &g.stream;
-            let mut y = DeviceQuantized::alloc(s, spec, m, n)?;
+            let mut y = DeviceQuantized::alloc(s, spec, a.meta.rows, b.meta.rows)?;
             match pick {
-                Pick::Path(path) => cuda::gemm_quantized_into(s, a, b, bias, &params, &mut y, path)?,
-                Pick::Kernel(kernel) => cuda::gemm_quantized_into_kernel(s, a, b, bias, &params, &mut y, kernel)?,
+                Pick::Path(path) => cuda::gemm_quantized_into(s, a, b, bias, params, &mut y, path)?,
+                Pick::Kernel(kernel) => cuda::gemm_quantized_into_kernel(s, a, b, bias, params, &mut y, kernel)?,
             }
             y.to_host(s, allow_nonfinite)
         },
@@ -406,11 +372,8 @@ pub fn gemm(args: GemmArgs) -> Result<()> {
     b.operand()?;
     let out = output_of(&args)?;
     let (m, n) = (a.operand()?.meta.rows, b.operand()?.meta.rows);
-    if let Output::Quantized(_, (spec, params)) = &out {
-        let bias_len = bias.as_ref().map(|b| match b {
-            FloatData::F32(v) => v.len(),
-            FloatData::F16(v) => v.len(),
-        });
+    if let Output::Quantized(spec, params) = &out {
+        let bias_len = bias.as_ref().map(FloatData::len);
         check_requantized(&a.operand()?.meta, &b.operand()?.meta, bias_len, spec, params, (m, n))?;
     }
     let backend = Backend::pick(args.device)?;
@@ -438,16 +401,17 @@ pub fn gemm(args: GemmArgs) -> Result<()> {
                 .collect();
             npy::write(&args.out, &y, &shape)
         }
-        Output::Quantized(dtype, requant) => {
-            let y = run_quantized(&backend, &a, &b, bias.as_ref(), pick, requant, args.allow_nonfinite)?;
-            write_quantized(&args.out, &y, dtype)?;
-            if y.nonfinite > 0 {
-                eprintln!(
-                    "qk: {} non-finite result(s) quantized to their defined values",
-                    y.nonfinite
-                );
-            }
-            Ok(())
+        Output::Quantized(spec, params) => {
+            let y = run_quantized(
+                &backend,
+                &a,
+                &b,
+                bias.as_ref(),
+                pick,
+                (spec, &params),
+                args.allow_nonfinite,
+            )?;
+            write_quantized(&args.out, &y, "result(s)")
         }
     }
 }
