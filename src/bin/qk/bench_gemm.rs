@@ -377,13 +377,9 @@ enum Out {
 
 /// Parses `--shape MxNxK` (each at least 1).
 pub fn parse_shape(s: &str) -> std::result::Result<(usize, usize, usize), String> {
-    let v: Vec<usize> = s
-        .split('x')
-        .map(str::parse)
-        .collect::<std::result::Result<_, _>>()
-        .map_err(|_| format!("'{s}' is not MxNxK (three positive integers joined by x, e.g. 8192x8192x8192)"))?;
-    match v[..] {
-        [m, n, k] if m > 0 && n > 0 && k > 0 => Ok((m, n, k)),
+    let dims: Option<Vec<usize>> = s.split('x').map(|d| d.parse().ok().filter(|&d| d > 0)).collect();
+    match dims.as_deref() {
+        Some(&[m, n, k]) => Ok((m, n, k)),
         _ => Err(format!(
             "'{s}' is not MxNxK (three positive integers joined by x, e.g. 8192x8192x8192)"
         )),
@@ -426,12 +422,9 @@ pub fn gemm(
     match Gpu::new(0) {
         Ok(g) => gpu_gemm(&g, json, svg, list, opts),
         Err(e) => {
-            println!("no usable CUDA device ({e}): benchmarking the CPU reference only");
+            println!("no usable CUDA device ({e}): benchmarking the CPU reference only, on its own small shapes");
             if opts.skip_sm90 || opts.all_kernels {
                 println!("(--skip-sm90 and --all-kernels choose GPU kernels: nothing to do on the CPU)");
-            }
-            if list != shapes(false) && list != shapes(true) {
-                println!("(--shape: the CPU reference times its own small shapes, not the ones given)");
             }
             cpu_gemm(json)
         }
