@@ -308,13 +308,6 @@ const SM90_SPLIT_M128_SMS_PER_TILE: usize = 3;
 /// efficient per MAC on H200): the persistent kernel takes the tile whose waves cost less.
 const SM90_TILE_256_COST: usize = 18;
 const SM90_TILE_64_COST: usize = 10;
-/// Largest M the decode kernel takes under `Auto` on Hopper, and the largest M and K it
-/// runs with 8-token blocks (H200, 2026-11-27: at M = 1, 8×16 first or within 3% on 7 of
-/// 8 weight shapes, 16×32 10–17% faster at 8192×28672; at M = 16, 16×32 first on 4 and
-/// split-K on the rest, within 12%).
-const DECODE_MAX_M: usize = 16;
-const DECODE_8_MAX_M: usize = 8;
-const DECODE_8_MAX_K: usize = 16_384;
 /// With a float epilogue (every output type but i32), 64×256 ping-pong instead of 128×256
 /// tiles for K up to this and at most this many waves of 128×256 tiles: the epilogue
 /// (~3 µs per 128×256 tile, the tensor cores idle) is then a large share of a tile and few
@@ -328,6 +321,13 @@ const DECODE_8_MAX_K: usize = 16_384;
 /// has already taken 128×128 tiles.)
 const SM90_FLOAT_PINGPONG_MAX_K: usize = 5120;
 const SM90_FLOAT_PINGPONG_MAX_WAVES: usize = 6;
+/// Largest M the decode kernel takes under `Auto` on Hopper, and the largest M and K it
+/// runs with 8-token blocks (H200, 2026-11-27: at M = 1, 8×16 first or within 3% on 7 of
+/// 8 weight shapes, 16×32 10–17% faster at 8192×28672; at M = 16, 16×32 first on 4 and
+/// split-K on the rest, within 12%).
+const DECODE_MAX_M: usize = 16;
+const DECODE_8_MAX_M: usize = 8;
+const DECODE_8_MAX_K: usize = 16_384;
 /// ...unless the split-K kernel's 64×256 tiles alone fill this share of the SMs (in
 /// quarters): then it streams the weights from a full wave unsplit (16×28672×8192: split-K
 /// 9–14% faster on H200 and H100 with 112 tiles on 132 SMs; decode first or within 6% up to
