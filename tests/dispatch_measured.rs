@@ -35,26 +35,37 @@ const MAX_LOSS_PER_SHAPE: f64 = 0.12;
 /// Largest loss over the sweep (geometric mean of pick / fastest).
 const MAX_LOSS_GEOMEAN: f64 = 0.02;
 
+/// Each sweep's file name, the dispatcher's view of its card (Hopper, its SM count) and
+/// its rows.
+fn sweeps() -> Vec<(&'static str, DispatchInfo, Vec<serde_json::Value>)> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
+    SWEEPS
+        .iter()
+        .map(|&(file, sms)| {
+            let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+            let mut report: serde_json::Value = serde_json::from_str(&text).unwrap();
+            let rows = report["rows"].take().as_array().cloned().expect("rows");
+            let info = DispatchInfo {
+                cc: (9, 0),
+                sms,
+                aligned16: true,
+            };
+            (file, info, rows)
+        })
+        .collect()
+}
+
+/// The geometric mean of `ratios` (NaN when there are none).
+fn geomean(ratios: &[f64]) -> f64 {
+    (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp()
+}
+
 #[test]
 fn the_dispatcher_picks_near_the_fastest_measured_configuration() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
-    for (file, sms) in SWEEPS {
-        let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        let report: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let info = DispatchInfo {
-            cc: (9, 0),
-            sms,
-            aligned16: true,
-        };
-        let rows = report["rows"].as_array().expect("rows");
-        let (mut log_loss, mut shapes, mut worst) = (0.0, 0, (0.0, String::new()));
-        for row in rows {
-            let dim = |k: &str| row[k].as_u64().expect("M, N, K") as usize;
-            let shape = GemmShape {
-                m: dim("m"),
-                n: dim("n"),
-                k: dim("k"),
-            };
+    for (file, info, rows) in sweeps() {
+        let (mut ratios, mut worst) = (Vec::new(), (0.0, String::new()));
+        for row in &rows {
+            let shape = shape_of(row);
             let mut times: BTreeMap<String, f64> = serde_json::from_value(row["kernels_i32_us"].clone()).unwrap();
             assert!(!times.is_empty(), "{file}: {shape:?} has no --all-kernels timings");
             // The configuration that was "ours" in that run was timed twice (the main table
@@ -85,14 +96,14 @@ fn the_dispatcher_picks_near_the_fastest_measured_configuration() {
             if loss > worst.0 {
                 worst = (loss, format!("{shape:?} {pick}"));
             }
-            log_loss += (t / best).ln();
-            shapes += 1;
+            ratios.push(t / best);
         }
-        let geomean = (log_loss / shapes as f64).exp() - 1.0;
-        let (judged, bf16_geomean) = bf16_picks(file, info, rows);
+        let geomean = geomean(&ratios) - 1.0;
+        let (judged, bf16_geomean) = bf16_picks(file, info, &rows);
         println!(
-            "{file}: {shapes} shapes, pick / fastest geometric mean +{:.2}%, worst +{:.1}% ({}); \
+            "{file}: {} shapes, pick / fastest geometric mean +{:.2}%, worst +{:.1}% ({}); \
              bf16 out: {judged} shapes judged, +{:.2}%",
+            ratios.len(),
             100.0 * geomean,
             100.0 * worst.0,
             worst.1,
@@ -129,7 +140,7 @@ fn bf16_times(row: &serde_json::Value) -> BTreeMap<String, f64> {
 /// shapes judged (at least 20 per sweep, so that the check cannot pass by judging nothing)
 /// and the geometric-mean loss (at most `MAX_LOSS_GEOMEAN`).
 fn bf16_picks(file: &str, info: DispatchInfo, rows: &[serde_json::Value]) -> (usize, f64) {
-    let (mut judged, mut log_loss) = (0, 0.0);
+    let mut ratios = Vec::new();
     for row in rows {
         let shape = shape_of(row);
         if shape.m <= 16 {
@@ -148,14 +159,14 @@ fn bf16_picks(file: &str, info: DispatchInfo, rows: &[serde_json::Value]) -> (us
              ({best:.1} µs)",
             100.0 * loss
         );
-        log_loss += (t / best).ln();
-        judged += 1;
+        ratios.push(t / best);
     }
+    let judged = ratios.len();
     assert!(
         judged >= 20,
         "{file}: only {judged} shapes have bf16-out times of the bf16 pick"
     );
-    let geomean = (log_loss / judged as f64).exp() - 1.0;
+    let geomean = geomean(&ratios) - 1.0;
     assert!(
         geomean <= MAX_LOSS_GEOMEAN,
         "{file}: the bf16 picks lose {:.1}% against the fastest timed configurations (geometric mean)",
@@ -172,17 +183,9 @@ fn bf16_picks(file: &str, info: DispatchInfo, rows: &[serde_json::Value]) -> (us
 /// many waves) loses the mean.
 #[test]
 fn the_float_epilogue_rule_pays_with_bf16_out() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
     let mut ratios = Vec::new();
-    for (file, sms) in SWEEPS {
-        let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-        let report: serde_json::Value = serde_json::from_str(&text).unwrap();
-        let info = DispatchInfo {
-            cc: (9, 0),
-            sms,
-            aligned16: true,
-        };
-        for row in report["rows"].as_array().expect("rows") {
+    for (file, info, rows) in sweeps() {
+        for row in &rows {
             let shape = shape_of(row);
             let pick = |out| choose_kernel(info, shape, out, GemmPath::Auto).unwrap().to_string();
             let (float, int) = (pick(OutType::BF16), pick(OutType::I32));
@@ -196,7 +199,7 @@ fn the_float_epilogue_rule_pays_with_bf16_out() {
             }
         }
     }
-    let geomean = (ratios.iter().map(|r| r.ln()).sum::<f64>() / ratios.len() as f64).exp();
+    let geomean = geomean(&ratios);
     println!(
         "float-epilogue picks against the i32 picks with bf16 out: {} shapes, geometric mean {geomean:.3}",
         ratios.len()
