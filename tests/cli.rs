@@ -32,25 +32,32 @@ fn stderr_of(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// `qk quantize X --out OUT --scheme SCHEME --granularity G --device cpu EXTRA...`, which
+/// must succeed.
+fn quantize_cpu(x: &Path, out: &Path, scheme: &str, granularity: &str, extra: &[&str]) {
+    let base = [
+        "quantize",
+        s(x),
+        "--out",
+        s(out),
+        "--scheme",
+        scheme,
+        "--granularity",
+        granularity,
+        "--device",
+        "cpu",
+    ];
+    let o = qk(&[&base[..], extra].concat());
+    assert!(o.status.success(), "quantize {}: {}", x.display(), stderr_of(&o));
+}
+
 #[test]
 fn quantize_and_dequantize_the_worked_example() {
     let d = tmp("example");
     let x = d.join("x.npy");
     npy::write(&x, &X, &[3, 3]).unwrap();
     let out = d.join("q");
-    let o = qk(&[
-        "quantize",
-        s(&x),
-        "--out",
-        s(&out),
-        "--scheme",
-        "symmetric",
-        "--granularity",
-        "tensor",
-        "--device",
-        "cpu",
-    ]);
-    assert!(o.status.success(), "{}", stderr_of(&o));
+    quantize_cpu(&x, &out, "symmetric", "tensor", &[]);
     let (q, _) = npy::read_int(&out.join("q.npy")).unwrap();
     assert_eq!(q.data, vec![73, -79, 13, 50, 127, -92, 48, -33, 51]);
     assert_eq!(q.shape, vec![3, 3]);
@@ -224,19 +231,7 @@ fn gpu_writes_the_same_files() {
     }
     // qk gemm on both devices (per-group is not a GEMM operand: quantize per row).
     let a = d.join("a");
-    let o = qk(&[
-        "quantize",
-        s(&x),
-        "--out",
-        s(&a),
-        "--scheme",
-        "affine",
-        "--granularity",
-        "row",
-        "--device",
-        "cpu",
-    ]);
-    assert!(o.status.success(), "{}", stderr_of(&o));
+    quantize_cpu(&x, &a, "affine", "row", &[]);
     // The dispatcher's kernel, and one pinned by name (the decode kernel: K = 64).
     for (dev, name, kernel) in [
         ("cpu", "cpu", None),
@@ -290,32 +285,8 @@ fn gemm_from_quantized_and_raw_folders() {
     npy::write(&xa, &qkernels::bench::random_f32(m * k, 1, 2.0), &[m, k]).unwrap();
     npy::write(&xb, &qkernels::bench::random_f32(n * k, 2, 2.0), &[n, k]).unwrap();
     let (qa, qb) = (d.join("qa"), d.join("qb"));
-    let args_a = [
-        "quantize",
-        s(&xa),
-        "--out",
-        s(&qa),
-        "--scheme",
-        "affine",
-        "--granularity",
-        "row",
-        "--device",
-        "cpu",
-    ];
-    assert!(qk(&args_a).status.success());
-    let args_b = [
-        "quantize",
-        s(&xb),
-        "--out",
-        s(&qb),
-        "--scheme",
-        "symmetric",
-        "--granularity",
-        "row",
-        "--device",
-        "cpu",
-    ];
-    assert!(qk(&args_b).status.success());
+    quantize_cpu(&xa, &qa, "affine", "row", &[]);
+    quantize_cpu(&xb, &qb, "symmetric", "row", &[]);
     let bias = d.join("bias.npy");
     let bias_v: Vec<f16> = (0..n).map(|i| f16::from_f32(i as f32 * 0.5)).collect();
     npy::write(&bias, &bias_v, &[n]).unwrap();
@@ -403,21 +374,8 @@ fn gemm_requantized_output_is_the_quantized_f32_output() {
     npy::write(&xa, &qkernels::bench::random_f32(m * k, 3, 2.0), &[m, k]).unwrap();
     npy::write(&xb, &qkernels::bench::random_f32(n * k, 4, 2.0), &[n, k]).unwrap();
     let (qa, qb) = (d.join("qa"), d.join("qb"));
-    for (x, q, scheme) in [(&xa, &qa, "affine"), (&xb, &qb, "symmetric")] {
-        let o = qk(&[
-            "quantize",
-            s(x),
-            "--out",
-            s(q),
-            "--scheme",
-            scheme,
-            "--granularity",
-            "row",
-            "--device",
-            "cpu",
-        ]);
-        assert!(o.status.success(), "{}", stderr_of(&o));
-    }
+    quantize_cpu(&xa, &qa, "affine", "row", &[]);
+    quantize_cpu(&xb, &qb, "symmetric", "row", &[]);
     let bias = d.join("bias.npy");
     npy::write(&bias, &(0..n).map(|i| i as f32 * 0.25 - 3.0).collect::<Vec<_>>(), &[n]).unwrap();
     let gemm = |extra: &[&str]| {
@@ -433,12 +391,15 @@ fn gemm_requantized_output_is_the_quantized_f32_output() {
         devices.push("cuda");
     }
     // (gemm's flags, quantize's flags for the same output); a coarse scale saturates some.
-    let cases: [(&[&str], &[&str]); 4] = [
-        (&["i8", "--out-scale", "0.05"], &["symmetric", "--scale", "0.05"]),
-        (&["i8", "--out-scale", "0.5"], &["symmetric", "--scale", "0.5"]),
+    // (gemm's flags; quantize's scheme and flags for the same output); a coarse scale
+    // saturates some.
+    let cases: [(&[&str], &str, &[&str]); 4] = [
+        (&["i8", "--out-scale", "0.05"], "symmetric", &["--scale", "0.05"]),
+        (&["i8", "--out-scale", "0.5"], "symmetric", &["--scale", "0.5"]),
         (
             &["u8", "--out-scale", "0.04", "--out-zero-point", "120"],
-            &["affine", "--dtype", "u8", "--scale", "0.04", "--zero-point", "120"],
+            "affine",
+            &["--dtype", "u8", "--scale", "0.04", "--zero-point", "120"],
         ),
         (
             &[
@@ -450,47 +411,21 @@ fn gemm_requantized_output_is_the_quantized_f32_output() {
                 "--out-offset",
                 "-6.5",
             ],
-            &["min-offset", "--scale", "0.05", "--offset", "-6.5"],
+            "min-offset",
+            &["--scale", "0.05", "--offset", "-6.5"],
         ),
     ];
-    for (i, (g, q)) in cases.iter().enumerate() {
+    for (i, (g, scheme, q)) in cases.iter().enumerate() {
         let want = d.join(format!("want-{i}"));
-        let args = [
-            &[
-                "quantize",
-                s(&y),
-                "--out",
-                s(&want),
-                "--granularity",
-                "tensor",
-                "--device",
-                "cpu",
-                "--scheme",
-            ][..],
-            q,
-        ]
-        .concat();
-        let o = qk(&args);
-        assert!(o.status.success(), "case {i}: {}", stderr_of(&o));
+        quantize_cpu(&y, &want, scheme, "tensor", q);
         for dev in &devices {
             let got = d.join(format!("got-{i}-{dev}"));
             let o = gemm(&[&["--out", s(&got), "--device", dev, "--out-dtype"][..], g].concat());
             assert!(o.status.success(), "case {i} {dev}: {}", stderr_of(&o));
-            for f in ["q.npy", "scale.npy", "meta.json"] {
-                assert_eq!(
-                    std::fs::read(want.join(f)).unwrap(),
-                    std::fs::read(got.join(f)).unwrap(),
-                    "case {i} {dev}: {f}"
-                );
-            }
-            for f in ["zero_point.npy", "offset.npy"] {
-                assert_eq!(want.join(f).is_file(), got.join(f).is_file(), "case {i} {dev}: {f}");
-                if want.join(f).is_file() {
-                    assert_eq!(
-                        std::fs::read(want.join(f)).unwrap(),
-                        std::fs::read(got.join(f)).unwrap()
-                    );
-                }
+            // The same files (absent from both, or the same bytes).
+            for f in ["q.npy", "scale.npy", "zero_point.npy", "offset.npy", "meta.json"] {
+                let read = |dir: &Path| std::fs::read(dir.join(f)).ok();
+                assert_eq!(read(&want), read(&got), "case {i} {dev}: {f}");
             }
         }
     }
@@ -498,19 +433,7 @@ fn gemm_requantized_output_is_the_quantized_f32_output() {
     let xc = d.join("c.npy");
     npy::write(&xc, &qkernels::bench::random_f32(3 * n, 5, 1.0), &[3, n]).unwrap();
     let qc = d.join("qc");
-    let o = qk(&[
-        "quantize",
-        s(&xc),
-        "--out",
-        s(&qc),
-        "--scheme",
-        "symmetric",
-        "--granularity",
-        "row",
-        "--device",
-        "cpu",
-    ]);
-    assert!(o.status.success(), "{}", stderr_of(&o));
+    quantize_cpu(&xc, &qc, "symmetric", "row", &[]);
     let y2 = d.join("y2.npy");
     let got0 = d.join("got-0-cpu");
     let o = qk(&[
