@@ -88,12 +88,19 @@ PY
   [[ $size -le $((64 * 1024 * 1024)) ]] || { echo "device-check: bundle exceeds 64 MiB" >&2; exit 1; }
 }
 
+# Unpacks BUNDLE/bundle.tgz into a new temporary folder and prints its path.
+unpack() {
+  local dir
+  dir=$(mktemp -d)
+  tar -C "$dir" -xzf "$1/bundle.tgz" || { echo "device-check: no $1/bundle.tgz; run build first" >&2; return 1; }
+  echo "$dir"
+}
+
 run() {
   local carried=${1:-device-bundle} out=${2:-${OUT:-device-report}}
   mkdir -p "$out"
   local bundle
-  bundle=$(mktemp -d)
-  tar -C "$bundle" -xzf "$carried/bundle.tgz" || { echo "device-check: no $carried/bundle.tgz; run build first" >&2; return 1; }
+  bundle=$(unpack "$carried") || return 1
   local report="$out/report.txt" failed=0 t0
   t0=$(date +%s)
   # Seconds since the start, for the report (the lease is counted in device time).
@@ -216,8 +223,7 @@ profile() {
   local carried=${1:-device-bundle} out=${2:-${OUT:-device-report}}
   mkdir -p "$out"
   local bundle
-  bundle=$(mktemp -d)
-  tar -C "$bundle" -xzf "$carried/bundle.tgz" || { echo "device-check: no $carried/bundle.tgz; run build first" >&2; return 1; }
+  bundle=$(unpack "$carried") || return 1
   QK_GIT_REV=$(head -1 "$bundle/REV") || return 1
   export QK_GIT_REV
   local failed=0
