@@ -85,25 +85,13 @@ fn static_parameters_and_folders_without_meta() {
     let zp = d.join("zp.npy");
     npy::write(&zp, &[10i32, 20, 30], &[3]).unwrap();
     let out = d.join("q");
-    let o = qk(&[
-        "quantize",
-        s(&x),
-        "--out",
-        s(&out),
-        "--scheme",
+    quantize_cpu(
+        &x,
+        &out,
         "affine",
-        "--dtype",
-        "u8",
-        "--granularity",
         "row",
-        "--scale",
-        "0.05",
-        "--zero-point",
-        s(&zp),
-        "--device",
-        "cpu",
-    ]);
-    assert!(o.status.success(), "{}", stderr_of(&o));
+        &["--dtype", "u8", "--scale", "0.05", "--zero-point", s(&zp)],
+    );
     let (q, _) = npy::read_int(&out.join("q.npy")).unwrap();
     // 1.21/0.05 → 24, −1.31/0.05 → −26 (saturates at 0), 0.22/0.05 → 4; plus zp 10.
     assert_eq!(&q.data[..3], &[34, 0, 14]);
@@ -276,17 +264,23 @@ fn info_runs_anywhere() {
     );
 }
 
+/// GEMM operands in `d`: random A [M, K] and B [N, K] (seeds `seed` and `seed + 1`) as
+/// a.npy and b.npy, quantized by `qk quantize` into qa/ (affine u8 per row) and qb/
+/// (symmetric per row); their paths in that order.
+fn gemm_operands(d: &Path, (m, n, k): (usize, usize, usize), seed: u64) -> [PathBuf; 4] {
+    let [xa, xb, qa, qb] = ["a.npy", "b.npy", "qa", "qb"].map(|f| d.join(f));
+    npy::write(&xa, &qkernels::bench::random_f32(m * k, seed, 2.0), &[m, k]).unwrap();
+    npy::write(&xb, &qkernels::bench::random_f32(n * k, seed + 1, 2.0), &[n, k]).unwrap();
+    quantize_cpu(&xa, &qa, "affine", "row", &[]);
+    quantize_cpu(&xb, &qb, "symmetric", "row", &[]);
+    [xa, xb, qa, qb]
+}
+
 #[test]
 fn gemm_from_quantized_and_raw_folders() {
     let d = tmp("gemm");
     let (m, n, k) = (5, 6, 40);
-    let xa = d.join("a.npy");
-    let xb = d.join("b.npy");
-    npy::write(&xa, &qkernels::bench::random_f32(m * k, 1, 2.0), &[m, k]).unwrap();
-    npy::write(&xb, &qkernels::bench::random_f32(n * k, 2, 2.0), &[n, k]).unwrap();
-    let (qa, qb) = (d.join("qa"), d.join("qb"));
-    quantize_cpu(&xa, &qa, "affine", "row", &[]);
-    quantize_cpu(&xb, &qb, "symmetric", "row", &[]);
+    let [xa, xb, qa, qb] = gemm_operands(&d, (m, n, k), 1);
     let bias = d.join("bias.npy");
     let bias_v: Vec<f16> = (0..n).map(|i| f16::from_f32(i as f32 * 0.5)).collect();
     npy::write(&bias, &bias_v, &[n]).unwrap();
@@ -369,13 +363,7 @@ fn sym_row() -> qkernels::QuantSpec {
 fn gemm_requantized_output_is_the_quantized_f32_output() {
     let d = tmp("requant");
     let (m, n, k) = (7, 32, 48);
-    let xa = d.join("a.npy");
-    let xb = d.join("b.npy");
-    npy::write(&xa, &qkernels::bench::random_f32(m * k, 3, 2.0), &[m, k]).unwrap();
-    npy::write(&xb, &qkernels::bench::random_f32(n * k, 4, 2.0), &[n, k]).unwrap();
-    let (qa, qb) = (d.join("qa"), d.join("qb"));
-    quantize_cpu(&xa, &qa, "affine", "row", &[]);
-    quantize_cpu(&xb, &qb, "symmetric", "row", &[]);
+    let [_, xb, qa, qb] = gemm_operands(&d, (m, n, k), 3);
     let bias = d.join("bias.npy");
     npy::write(&bias, &(0..n).map(|i| i as f32 * 0.25 - 3.0).collect::<Vec<_>>(), &[n]).unwrap();
     let gemm = |extra: &[&str]| {
