@@ -70,7 +70,8 @@ constexpr int PRODUCER_REGS = 40, CONSUMER_REGS = 232;
 static_assert(PRODUCER_REGS * 128 + CONSUMER_REGS * 256 <= 168 * THREADS, "register budgets exceed the CTA's");
 
 // Shared memory of the persistent kernel: STAGES x (A tile + B tile), the full and empty
-// barriers, the ping-pong turn barriers, and each consumer's staged column parameters.
+// barriers, the ping-pong turn barriers, each consumer's staged column parameters, and each
+// consumer warp's 1 KiB output buffer (the staged 2-byte stores: StagedRows).
 template <int BN, bool PP> struct Cfg {
   static constexpr int BM = PP ? 64 : 128;    // tile rows: one consumer's (ping-pong) or both's
   static constexpr int STAGES = PP ? 5 : 4;   // 5 x (8 + 32) KiB or 4 x (16 + 32) KiB of 227 KiB
@@ -81,7 +82,8 @@ template <int BN, bool PP> struct Cfg {
   static constexpr int TURN_OFF = EMPTY_OFF + STAGES * 8;  // two barriers (ping-pong only)
   static constexpr int PARAMS_OFF = (TURN_OFF + 2 * 8 + 15) / 16 * 16;
   static constexpr int PARAM_BYTES = 2 * (int)sizeof(TileCols<BN>);
-  static constexpr int SMEM = PARAMS_OFF + PARAM_BYTES + 1024;  // + alignment of the base
+  static constexpr int OUT_OFF = PARAMS_OFF + PARAM_BYTES;  // 8 consumer warps x 1 KiB
+  static constexpr int SMEM = OUT_OFF + 8 * 1024 + 1024;     // + alignment of the base
   static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0, "128-byte-swizzled tiles must start 1024-byte aligned");
   static_assert(SMEM <= 227 * 1024, "more shared memory than a Hopper CTA may have");
 };
@@ -152,6 +154,57 @@ __device__ __forceinline__ uint32_t map_rank(uint32_t addr, uint32_t rank) {
 template <int THREADS_ = 128> __device__ __forceinline__ void named_bar_sync(int id) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "n"(THREADS_) : "memory");
 }
+
+// Stores four 8x8 matrices of 16-bit values held in the mma fragment layout (lane l: row
+// l / 4, columns 2 (l % 4) and + 1 of each, r0..r3 one register per matrix) into shared
+// memory; lane l gives the address of row l % 8 of matrix l / 8.
+__device__ __forceinline__ void stmatrix_x4(uint32_t addr, uint32_t r0, uint32_t r1, uint32_t r2, uint32_t r3) {
+  asm volatile("stmatrix.sync.aligned.m8n8.x4.shared.b16 [%0], {%1, %2, %3, %4};\n" ::"r"(addr), "r"(r0), "r"(r1),
+               "r"(r2), "r"(r3)
+               : "memory");
+}
+
+// A warp's 16 x 32 piece of 2-byte outputs staged in its 1 KiB shared-memory buffer, so that
+// it reaches global memory as 16-byte stores of whole 64-byte row pieces instead of one
+// 4-byte store per fragment pair (8 rows x 16 bytes per warp store: half-used sectors and
+// four times the store instructions, which stalled on the LSU queue: ncu, H200).
+// Layout: row r (0..15) at 64 r; its 16-byte chunk c (0..3) at chunk c ^ ((r / 2) % 4), a
+// swizzle under which stmatrix (8 rows, one chunk) and the 16-byte reads (2 rows, all
+// chunks, per quarter warp) touch every bank once.
+struct StagedRows {
+  uint32_t st[2];  // this lane's stmatrix row address for chunk pair 0 (chunks 0, 1) and 1
+  uint32_t ld[2];  // this lane's two 16-byte reads: rows lane / 4 and + 8, chunk lane % 4
+  int64_t gofs[2];  // their element offsets in the output from the warp's first row and column
+  __device__ __forceinline__ static uint32_t at(uint32_t buf, int r, int c) {
+    return buf + 64 * r + ((c ^ ((r >> 1) & 3)) << 4);
+  }
+  __device__ __forceinline__ StagedRows(uint32_t buf, int lane, int64_t ld_y) {
+    const int mi = lane >> 3, r = (lane & 7) + 8 * (mi & 1);  // matrix mi, its row
+#pragma unroll
+    for (int k = 0; k < 2; ++k) st[k] = at(buf, r, 2 * k + (mi >> 1));
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      ld[i] = at(buf, 8 * i + (lane >> 2), lane & 3);
+      gofs[i] = (int64_t)(8 * i + (lane >> 2)) * ld_y + 8 * (lane & 3);
+    }
+  }
+  // Stores the piece whose packed pairs p[q][h] (q: the piece's n8 block, h: row gid or
+  // gid + 8) this lane holds to the outputs from y (the warp's first row, the piece's first
+  // column; row pitch ld_y).
+  template <typename TOut> __device__ __forceinline__ void store(const uint32_t (&p)[4][2], TOut *y) const {
+#pragma unroll
+    for (int k = 0; k < 2; ++k) stmatrix_x4(st[k], p[2 * k][0], p[2 * k][1], p[2 * k + 1][0], p[2 * k + 1][1]);
+    __syncwarp();
+#pragma unroll
+    for (int i = 0; i < 2; ++i) {
+      uint4 v;
+      asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(ld[i]));
+      *reinterpret_cast<uint4 *>(y + gofs[i]) = v;
+    }
+    // NOTE: the next piece's stmatrix overwrites the buffer: every lane's reads come first.
+    __syncwarp();
+  }
+};
 
 // Arrives on the mbarrier at shared::cluster address `bar` (this CTA's or a peer's).
 // NOTE: default semantics (release at CTA scope). What the arrival publishes is that this
@@ -455,17 +508,40 @@ __global__ void __launch_bounds__(THREADS, 1)
     if (ok0) {
       // NOTE: the whole-tile paths (no bounds checks) cover the warpgroup's part of a tile
       // wholly inside the output: every tile but the last row and column. There ok1 holds.
-      const EpiPath path = epilogue_path(ctx, tn * BN + BN <= N && row0 + 64 <= M, true);
+      const bool inside = tn * BN + BN <= N && row0 + 64 <= M;
       with_out_type(args.y_type, [&]<typename TOut>() {
         uint32_t nf = 0;
+        // 2-byte outputs on the whole-tile paths go through StagedRows, which needs 16-byte
+        // aligned rows; otherwise those tiles take the General path.
+        constexpr bool STAGED = sizeof(TOut) == 2;
+        const EpiPath path = epilogue_path(ctx, inside && (!STAGED || ctx.rows16_aligned), true);
         with_epilogue_path<TOut>(path, [&]<EpiPath P>() {
-          TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + tn * BN + tig * 2, *const y1 = y0 + 8 * N;
+          if constexpr (STAGED && P != EpiPath::General) {
+            const uint32_t buf = base + C::OUT_OFF + (uint32_t)(c * 4 + warp) * 1024u;
+            const StagedRows staged(buf, lane, N);
+            TOut *const yw = static_cast<TOut *>(args.y) + (row0 + warp * 16) * N + tn * BN;
 #pragma unroll
-          for (int q = 0; q < BN / 8; ++q) {
-            const int col = q * 8 + tig * 2;
-            epilogue_quad<TOut, P>(args, ctx, *cols, col, tn * BN + col, mr0, ok0, r0, mr1,
-                                   P == EpiPath::General ? ok1 : true, r1, y0 + q * 8, y1 + q * 8, acc[q * 4],
-                                   acc[q * 4 + 1], acc[q * 4 + 2], acc[q * 4 + 3], nf);
+            for (int piece = 0; piece < BN / 32; ++piece) {
+              uint32_t p[4][2];
+#pragma unroll
+              for (int qq = 0; qq < 4; ++qq) {
+                const int q = piece * 4 + qq;
+                const QuadResults r = quad_whole_values<TOut, P == EpiPath::WholeZp>(
+                    ctx, *cols, q * 8 + tig * 2, r0, r1, acc[q * 4], acc[q * 4 + 1], acc[q * 4 + 2], acc[q * 4 + 3]);
+                p[qq][0] = pack2<TOut>(r.v[0], r.v[1]);
+                p[qq][1] = pack2<TOut>(r.v[2], r.v[3]);
+              }
+              staged.store<TOut>(p, yw + piece * 32);
+            }
+          } else {
+            TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + tn * BN + tig * 2, *const y1 = y0 + 8 * N;
+#pragma unroll
+            for (int q = 0; q < BN / 8; ++q) {
+              const int col = q * 8 + tig * 2;
+              epilogue_quad<TOut, P>(args, ctx, *cols, col, tn * BN + col, mr0, ok0, r0, mr1,
+                                     P == EpiPath::General ? ok1 : true, r1, y0 + q * 8, y1 + q * 8, acc[q * 4],
+                                     acc[q * 4 + 1], acc[q * 4 + 2], acc[q * 4 + 3], nf);
+            }
           }
         });
         flush_nonfinite<TOut>(nf, args.yq);

@@ -101,6 +101,9 @@ __device__ __forceinline__ int32_t param_i(const int32_t *p, qk_param_layout l, 
 struct EpilogueCtx {
   int32_t k;
   bool float_out, min_offset, has_bias, pairs_aligned;
+  // Whether every output row starts 16-byte aligned (y and the row pitch N · sizeof(TOut)):
+  // the sm_90a kernels' staged 2-byte stores write 16-byte row pieces.
+  bool rows16_aligned;
   // Whether the row sums enter the result: ΣA only through zb·ΣA, ΣB only through za·ΣB
   // and the MinOffset term. Without zero points (raw i8·i8, Symmetric) neither is loaded;
   // the skipped products are zero, so the bits do not change.
@@ -119,6 +122,7 @@ __device__ __forceinline__ EpilogueCtx make_epilogue_ctx(const qk_gemm_args &arg
                         : args.y_type == QK_OUT_S8 || args.y_type == QK_OUT_U8 ? 1
                                                                                 : 2;
   c.pairs_aligned = (args.b.rows % 2 == 0) && ((uintptr_t)args.y % (2 * out_bytes) == 0);
+  c.rows16_aligned = (args.b.rows * out_bytes) % 16 == 0 && (uintptr_t)args.y % 16 == 0;
   return c;
 }
 
@@ -146,6 +150,19 @@ __device__ __forceinline__ void store_out(void *y, int64_t i, int32_t acc, float
   else *p = (TOut)requantize(v, yq, nf);
 }
 
+// Two adjacent 2-byte outputs (f16 or bf16) of one row, each rounded once, as the 32-bit
+// word that holds them in memory (v0 in the low half: the lower address).
+template <typename TOut> __device__ __forceinline__ uint32_t pack2(float v0, float v1) {
+  static_assert(sizeof(TOut) == 2, "f16 and bf16 pairs");
+  if constexpr (std::is_same<TOut, __half>::value) {
+    const __half2 h = __floats2half2_rn(v0, v1);
+    return *reinterpret_cast<const uint32_t *>(&h);
+  } else {
+    const __nv_bfloat162 h = __floats2bfloat162_rn(v0, v1);
+    return *reinterpret_cast<const uint32_t *>(&h);
+  }
+}
+
 // Two adjacent outputs of one row as one store; y is 2·sizeof(TOut)-aligned (the callers
 // check ctx.pairs_aligned). Values as store_out.
 template <typename TOut>
@@ -153,9 +170,7 @@ __device__ __forceinline__ void store_pair(TOut *y, int32_t acc0, int32_t acc1, 
                                            const OutQuantizer &yq, uint32_t &nf) {
   if constexpr (std::is_same<TOut, int32_t>::value) *reinterpret_cast<int2 *>(y) = make_int2(acc0, acc1);
   else if constexpr (std::is_same<TOut, float>::value) *reinterpret_cast<float2 *>(y) = make_float2(v0, v1);
-  else if constexpr (std::is_same<TOut, __half>::value) *reinterpret_cast<__half2 *>(y) = __floats2half2_rn(v0, v1);
-  else if constexpr (std::is_same<TOut, __nv_bfloat16>::value)
-    *reinterpret_cast<__nv_bfloat162 *>(y) = __floats2bfloat162_rn(v0, v1);
+  else if constexpr (sizeof(TOut) == 2) *reinterpret_cast<uint32_t *>(y) = pack2<TOut>(v0, v1);
   else {  // int8_t, uint8_t
     using V2 = std::conditional_t<std::is_same<TOut, int8_t>::value, char2, uchar2>;
     V2 v;
@@ -208,17 +223,20 @@ __device__ __forceinline__ bool plain_epilogue(const EpilogueCtx &ctx) {
   return !ctx.need_sum_a && !ctx.need_sum_b && !ctx.min_offset;
 }
 
-// The epilogue of one fragment quad of a tile wholly inside the output, with paired stores
-// aligned (ctx.pairs_aligned): staged columns col, col + 1 (output columns n, n + 1) of rows
-// m0 (valid) and m0 + 8 (valid when ok1); y0 and y1 point at (m0, n) and (m0 + 8, n). No
-// bounds checks, each row one paired store, each column pair's parameters one 8-byte
-// shared-memory load. ZP = false for plain_epilogue tiles (the integer corrections and the
-// MinOffset product skipped); ZP = true: the contract's full corrected_acc and float_part.
+// The results of one fragment quad of a tile wholly inside the output: acc[2h + e] and
+// v[2h + e] of row h (m0, m0 + 8) and staged column col + e (output column n + e). No bounds
+// checks; each column pair's parameters are one 8-byte shared-memory load. ZP = false for
+// plain_epilogue tiles (the integer corrections and the MinOffset product skipped); ZP =
+// true: the contract's full corrected_acc and float_part.
+struct QuadResults {
+  int32_t acc[4];
+  float v[4];
+};
+
 template <typename TOut, bool ZP, int N_>
-__device__ __forceinline__ void store_quad_whole(const EpilogueCtx &ctx, const OutQuantizer &yq, uint32_t &nf,
-                                                 const TileCols<N_> &cols, int col, TOut *y0, TOut *y1, bool ok1,
-                                                 const RowParams &r0, const RowParams &r1, int32_t a00, int32_t a01,
-                                                 int32_t a10, int32_t a11) {
+__device__ __forceinline__ QuadResults quad_whole_values(const EpilogueCtx &ctx, const TileCols<N_> &cols, int col,
+                                                         const RowParams &r0, const RowParams &r1, int32_t a00,
+                                                         int32_t a01, int32_t a10, int32_t a11) {
   const float2 sb = cols.sb2(col);
   const float2 bias = ctx.has_bias ? cols.bias2(col) : float2{};
   int2 zb{}, sum_b{}, col_sum{};
@@ -238,8 +256,20 @@ __device__ __forceinline__ void store_quad_whole(const EpilogueCtx &ctx, const O
       return float_part(acc(a, r, e), r.sa, e ? sb.y : sb.x, ZP && ctx.min_offset, r.off_a, e ? col_sum.y : col_sum.x,
                         ctx.has_bias, e ? bias.y : bias.x);
   };
-  store_pair<TOut>(y0, acc(a00, r0, 0), acc(a01, r0, 1), value(a00, r0, 0), value(a01, r0, 1), yq, nf);
-  if (ok1) store_pair<TOut>(y1, acc(a10, r1, 0), acc(a11, r1, 1), value(a10, r1, 0), value(a11, r1, 1), yq, nf);
+  return {{acc(a00, r0, 0), acc(a01, r0, 1), acc(a10, r1, 0), acc(a11, r1, 1)},
+          {value(a00, r0, 0), value(a01, r0, 1), value(a10, r1, 0), value(a11, r1, 1)}};
+}
+
+// The quad's epilogue with paired stores, aligned (ctx.pairs_aligned): y0 and y1 point at
+// (m0, n) and (m0 + 8, n); row m0 + 8 is stored when ok1.
+template <typename TOut, bool ZP, int N_>
+__device__ __forceinline__ void store_quad_whole(const EpilogueCtx &ctx, const OutQuantizer &yq, uint32_t &nf,
+                                                 const TileCols<N_> &cols, int col, TOut *y0, TOut *y1, bool ok1,
+                                                 const RowParams &r0, const RowParams &r1, int32_t a00, int32_t a01,
+                                                 int32_t a10, int32_t a11) {
+  const QuadResults q = quad_whole_values<TOut, ZP>(ctx, cols, col, r0, r1, a00, a01, a10, a11);
+  store_pair<TOut>(y0, q.acc[0], q.acc[1], q.v[0], q.v[1], yq, nf);
+  if (ok1) store_pair<TOut>(y1, q.acc[2], q.acc[3], q.v[2], q.v[3], yq, nf);
 }
 
 // The 2 x 2 outputs a thread holds in an m16n8 (or wgmma) fragment: rows m0 and m1 (each
