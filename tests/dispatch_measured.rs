@@ -18,7 +18,7 @@ use qkernels::gemm::{GemmShape, OutType};
 /// every candidate of a shape timed in turn, with every configuration there is, decode and
 /// ping-pong included. The older sweeps in `benches/results/` (H200 2d24884, H100 6aa0354)
 /// predate those configurations.
-const SWEEPS: [(&str, usize); 8] = [
+const SWEEPS: [(&str, usize); 9] = [
     ("2026-11-27-h200-5f3baa1-gemm.json", 132),
     ("2026-11-27-h200-5f3baa1-gemm-2.json", 132),
     ("2026-11-27-h200-dd28e4c-gemm.json", 132),
@@ -27,6 +27,7 @@ const SWEEPS: [(&str, usize); 8] = [
     ("2026-11-27-h200-6536f9a-gemm-2.json", 132),
     ("2026-11-27-h200-44ad703-gemm.json", 132),
     ("2026-11-27-h100-44ad703-gemm.json", 132),
+    ("2026-11-27-h200-b5cfcb9-gemm.json", 132),
 ];
 
 /// Largest loss of the pick against the fastest configuration on any one shape. Timings of
