@@ -22,7 +22,10 @@
 #                                                 limits the dynamic per-row quantize at
 #                                                 K = 4096; writes ncu-*.txt, the source
 #                                                 pages as CSV and their summaries
-#                                                 (scripts/ncu-stalls.py) into OUT.
+#                                                 (scripts/ncu-stalls.py), packed into
+#                                                 OUT/profile.tgz, and profile.txt into OUT
+#                                                 (the device tool returns at most 8 files,
+#                                                 so run and profile share one OUT).
 #
 # With the device tool: build here, then run with carry=["device-bundle"] and the command
 # `scripts/device-check.sh run`, a timeout that leaves room for one rerun, then give_back.
@@ -220,8 +223,12 @@ run() {
 }
 
 profile() {
-  local carried=${1:-device-bundle} out=${2:-${OUT:-device-report}}
-  mkdir -p "$out"
+  local carried=${1:-device-bundle} dest=${2:-${OUT:-device-report}}
+  mkdir -p "$dest"
+  dest=$(cd "$dest" && pwd)
+  # Everything is written to a scratch folder, then the readable files packed into one.
+  local out
+  out=$(mktemp -d)
   local bundle
   bundle=$(unpack "$carried") || return 1
   QK_GIT_REV=$(head -1 "$bundle/REV") || return 1
@@ -258,7 +265,9 @@ profile() {
     echo "overall: $([[ $failed -eq 0 ]] && echo PASS || echo FAIL)"
   } >"$out/profile.txt" 2>&1
   cat "$out/profile.txt"
-  rm -rf "$bundle"
+  cp "$out/profile.txt" "$dest/"
+  (cd "$out" && tar -czf "$dest/profile.tgz" --exclude='*.ncu-rep' .) || failed=1
+  rm -rf "$bundle" "$out"
   return $failed
 }
 
