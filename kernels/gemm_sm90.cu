@@ -525,11 +525,13 @@ __global__ void __launch_bounds__(THREADS, 1)
               uint32_t p[4][2];
 #pragma unroll
               for (int qq = 0; qq < 4; ++qq) {
+                constexpr bool ZP = P == EpiPath::WholeZp;
                 const int q = piece * 4 + qq;
-                const QuadResults r = quad_whole_values<TOut, P == EpiPath::WholeZp>(
-                    ctx, *cols, q * 8 + tig * 2, r0, r1, acc[q * 4], acc[q * 4 + 1], acc[q * 4 + 2], acc[q * 4 + 3]);
-                p[qq][0] = pack2<TOut>(r.v[0], r.v[1]);
-                p[qq][1] = pack2<TOut>(r.v[2], r.v[3]);
+                const PairCols pc = pair_cols<ZP>(ctx, *cols, q * 8 + tig * 2);
+                const PairResults h0 = pair_results<TOut, ZP>(ctx, pc, r0, acc[q * 4], acc[q * 4 + 1]);
+                const PairResults h1 = pair_results<TOut, ZP>(ctx, pc, r1, acc[q * 4 + 2], acc[q * 4 + 3]);
+                p[qq][0] = pack2<TOut>(h0.v[0], h0.v[1]);
+                p[qq][1] = pack2<TOut>(h1.v[0], h1.v[1]);
               }
               staged.store<TOut>(p, yw + piece * 32);
             }

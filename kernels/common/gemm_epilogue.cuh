@@ -150,17 +150,17 @@ __device__ __forceinline__ void store_out(void *y, int64_t i, int32_t acc, float
   else *p = (TOut)requantize(v, yq, nf);
 }
 
-// Two adjacent 2-byte outputs (f16 or bf16) of one row, each rounded once, as the 32-bit
-// word that holds them in memory (v0 in the low half: the lower address).
+// Two adjacent 2-byte outputs (f16 or bf16) of one row, each rounded once to nearest even,
+// as the 32-bit word that holds them in memory (v0 in the low half: the lower address).
+// NOTE: cvt.rn.{f16,bf16}x2.f32 is what __floats2half2_rn / __floats2bfloat162_rn compile
+// to; reading their result through a pointer instead put the sm80 128x128 kernel, at its
+// register cap, into local memory.
 template <typename TOut> __device__ __forceinline__ uint32_t pack2(float v0, float v1) {
   static_assert(sizeof(TOut) == 2, "f16 and bf16 pairs");
-  if constexpr (std::is_same<TOut, __half>::value) {
-    const __half2 h = __floats2half2_rn(v0, v1);
-    return *reinterpret_cast<const uint32_t *>(&h);
-  } else {
-    const __nv_bfloat162 h = __floats2bfloat162_rn(v0, v1);
-    return *reinterpret_cast<const uint32_t *>(&h);
-  }
+  uint32_t r;
+  if constexpr (std::is_same<TOut, __half>::value) asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(v1), "f"(v0));
+  else asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(v1), "f"(v0));
+  return r;
 }
 
 // Two adjacent outputs of one row as one store; y is 2·sizeof(TOut)-aligned (the callers
@@ -223,53 +223,66 @@ __device__ __forceinline__ bool plain_epilogue(const EpilogueCtx &ctx) {
   return !ctx.need_sum_a && !ctx.need_sum_b && !ctx.min_offset;
 }
 
-// The results of one fragment quad of a tile wholly inside the output: acc[2h + e] and
-// v[2h + e] of row h (m0, m0 + 8) and staged column col + e (output column n + e). No bounds
-// checks; each column pair's parameters are one 8-byte shared-memory load. ZP = false for
-// plain_epilogue tiles (the integer corrections and the MinOffset product skipped); ZP =
-// true: the contract's full corrected_acc and float_part.
-struct QuadResults {
-  int32_t acc[4];
-  float v[4];
+// The parameters of staged columns col, col + 1 for a tile wholly inside the output, each
+// column pair's parameter one 8-byte shared-memory load. ZP = false for plain_epilogue tiles
+// (the integer corrections and the MinOffset product skipped: zb, sum_b and col_sum stay 0);
+// ZP = true: the contract's full corrected_acc and float_part.
+struct PairCols {
+  float2 sb, bias;
+  int2 zb, sum_b, col_sum;
 };
 
-template <typename TOut, bool ZP, int N_>
-__device__ __forceinline__ QuadResults quad_whole_values(const EpilogueCtx &ctx, const TileCols<N_> &cols, int col,
-                                                         const RowParams &r0, const RowParams &r1, int32_t a00,
-                                                         int32_t a01, int32_t a10, int32_t a11) {
-  const float2 sb = cols.sb2(col);
-  const float2 bias = ctx.has_bias ? cols.bias2(col) : float2{};
-  int2 zb{}, sum_b{}, col_sum{};
+template <bool ZP, int N_>
+__device__ __forceinline__ PairCols pair_cols(const EpilogueCtx &ctx, const TileCols<N_> &cols, int col) {
+  PairCols c{cols.sb2(col), ctx.has_bias ? cols.bias2(col) : float2{}, {}, {}, {}};
   if constexpr (ZP) {
-    zb = *reinterpret_cast<const int2 *>(cols.zb + col);
-    sum_b = *reinterpret_cast<const int2 *>(cols.sum_b + col);
-    if (ctx.min_offset) col_sum = *reinterpret_cast<const int2 *>(cols.col_sum + col);
+    c.zb = *reinterpret_cast<const int2 *>(cols.zb + col);
+    c.sum_b = *reinterpret_cast<const int2 *>(cols.sum_b + col);
+    if (ctx.min_offset) c.col_sum = *reinterpret_cast<const int2 *>(cols.col_sum + col);
   }
-  // Output e (0: column n, 1: n + 1) of row parameters r from the raw sum a.
-  auto acc = [&](int32_t a, const RowParams &r, int e) -> int32_t {
-    if constexpr (ZP) return corrected_acc(a, ctx.k, r.za, e ? zb.y : zb.x, r.sum_a, e ? sum_b.y : sum_b.x);
-    else return a;
-  };
-  auto value = [&](int32_t a, const RowParams &r, int e) {
-    if constexpr (std::is_same<TOut, int32_t>::value) return 0.0f;
-    else
-      return float_part(acc(a, r, e), r.sa, e ? sb.y : sb.x, ZP && ctx.min_offset, r.off_a, e ? col_sum.y : col_sum.x,
-                        ctx.has_bias, e ? bias.y : bias.x);
-  };
-  return {{acc(a00, r0, 0), acc(a01, r0, 1), acc(a10, r1, 0), acc(a11, r1, 1)},
-          {value(a00, r0, 0), value(a01, r0, 1), value(a10, r1, 0), value(a11, r1, 1)}};
+  return c;
 }
 
-// The quad's epilogue with paired stores, aligned (ctx.pairs_aligned): y0 and y1 point at
-// (m0, n) and (m0 + 8, n); row m0 + 8 is stored when ok1.
+// The two results of one row (parameters r, raw sums a0, a1) in those columns: acc[e] and
+// v[e] of column col + e, with no bounds checks.
+struct PairResults {
+  int32_t acc[2];
+  float v[2];
+};
+
+template <typename TOut, bool ZP>
+__device__ __forceinline__ PairResults pair_results(const EpilogueCtx &ctx, const PairCols &c, const RowParams &r,
+                                                    int32_t a0, int32_t a1) {
+  auto acc = [&](int32_t a, int e) -> int32_t {
+    if constexpr (ZP) return corrected_acc(a, ctx.k, r.za, e ? c.zb.y : c.zb.x, r.sum_a, e ? c.sum_b.y : c.sum_b.x);
+    else return a;
+  };
+  auto value = [&](int32_t a, int e) {
+    if constexpr (std::is_same<TOut, int32_t>::value) return 0.0f;
+    else
+      return float_part(acc(a, e), r.sa, e ? c.sb.y : c.sb.x, ZP && ctx.min_offset, r.off_a,
+                        e ? c.col_sum.y : c.col_sum.x, ctx.has_bias, e ? c.bias.y : c.bias.x);
+  };
+  return {{acc(a0, 0), acc(a1, 1)}, {value(a0, 0), value(a1, 1)}};
+}
+
+// The epilogue of one fragment quad of a tile wholly inside the output, with paired stores
+// aligned (ctx.pairs_aligned): staged columns col, col + 1 (output columns n, n + 1) of rows
+// m0 (valid) and m0 + 8 (valid when ok1); y0 and y1 point at (m0, n) and (m0 + 8, n).
+// NOTE: row m0's pair is stored before row m0 + 8's is computed: computing all four first
+// spilled the sm80 128x128 kernel, which sits at its register cap.
 template <typename TOut, bool ZP, int N_>
 __device__ __forceinline__ void store_quad_whole(const EpilogueCtx &ctx, const OutQuantizer &yq, uint32_t &nf,
                                                  const TileCols<N_> &cols, int col, TOut *y0, TOut *y1, bool ok1,
                                                  const RowParams &r0, const RowParams &r1, int32_t a00, int32_t a01,
                                                  int32_t a10, int32_t a11) {
-  const QuadResults q = quad_whole_values<TOut, ZP>(ctx, cols, col, r0, r1, a00, a01, a10, a11);
-  store_pair<TOut>(y0, q.acc[0], q.acc[1], q.v[0], q.v[1], yq, nf);
-  if (ok1) store_pair<TOut>(y1, q.acc[2], q.acc[3], q.v[2], q.v[3], yq, nf);
+  const PairCols c = pair_cols<ZP>(ctx, cols, col);
+  const PairResults p0 = pair_results<TOut, ZP>(ctx, c, r0, a00, a01);
+  store_pair<TOut>(y0, p0.acc[0], p0.acc[1], p0.v[0], p0.v[1], yq, nf);
+  if (ok1) {
+    const PairResults p1 = pair_results<TOut, ZP>(ctx, c, r1, a10, a11);
+    store_pair<TOut>(y1, p1.acc[0], p1.acc[1], p1.v[0], p1.v[1], yq, nf);
+  }
 }
 
 // The 2 x 2 outputs a thread holds in an m16n8 (or wgmma) fragment: rows m0 and m1 (each
