@@ -164,36 +164,61 @@ __device__ __forceinline__ void stmatrix_x4(uint32_t addr, uint32_t r0, uint32_t
                : "memory");
 }
 
-// A warp's 16 x 32 piece of 2-byte outputs staged in its 1 KiB shared-memory buffer, so that
-// it reaches global memory as 16-byte stores of whole 64-byte row pieces instead of one
-// 4-byte store per fragment pair (8 rows x 16 bytes per warp store: half-used sectors and
-// four times the store instructions, which stalled on the LSU queue: ncu, H200).
+// A warp's 16-row piece of 2-byte outputs (32 columns) or 1-byte outputs (64 columns)
+// staged in its 1 KiB shared-memory buffer, so that it reaches global memory as 16-byte
+// stores of whole 64-byte row pieces instead of one store per fragment pair (4 or 2 bytes:
+// 8 rows x 16 or 8 bytes per warp store, partly used sectors and four or eight times the
+// store instructions, which stalled on the LSU queue: ncu, H200).
 // Layout: row r (0..15) at 64 r; its 16-byte chunk c (0..3) at chunk c ^ ((r / 2) % 4), a
-// swizzle under which stmatrix (8 rows, one chunk) and the 16-byte reads (2 rows, all
-// chunks, per quarter warp) touch every bank once.
-struct StagedRows {
-  uint32_t st[2];  // this lane's stmatrix row address for chunk pair 0 (chunks 0, 1) and 1
+// swizzle under which stmatrix (8 rows, one chunk), the byte pairs' 2-byte stores (8 rows,
+// one chunk) and the 16-byte reads (2 rows, all chunks, per quarter warp) touch every bank
+// once.
+template <int ELEM_BYTES> struct StagedRows {
+  static_assert(ELEM_BYTES == 1 || ELEM_BYTES == 2, "1- and 2-byte outputs");
+  static constexpr int COLS = 64 / ELEM_BYTES;  // a piece's columns
+  uint32_t st[2];  // 2-byte: this lane's stmatrix row address for chunks 0-1 and 2-3;
+                   // 1-byte: row gid's and gid + 8's first byte pair (chunk 0 unswizzled)
   uint32_t ld[2];  // this lane's two 16-byte reads: rows lane / 4 and + 8, chunk lane % 4
   int64_t gofs[2];  // their element offsets in the output from the warp's first row and column
+  int swz[2];       // 1-byte: rows gid's and gid + 8's swizzle
   __device__ __forceinline__ static uint32_t at(uint32_t buf, int r, int c) {
     return buf + 64 * r + ((c ^ ((r >> 1) & 3)) << 4);
   }
   __device__ __forceinline__ StagedRows(uint32_t buf, int lane, int64_t ld_y) {
-    const int mi = lane >> 3, r = (lane & 7) + 8 * (mi & 1);  // matrix mi, its row
+    if constexpr (ELEM_BYTES == 2) {
+      const int mi = lane >> 3, r = (lane & 7) + 8 * (mi & 1);  // matrix mi, its row
 #pragma unroll
-    for (int k = 0; k < 2; ++k) st[k] = at(buf, r, 2 * k + (mi >> 1));
+      for (int k = 0; k < 2; ++k) st[k] = at(buf, r, 2 * k + (mi >> 1));
+    } else {
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = (lane >> 2) + 8 * h;
+        st[h] = buf + 64 * r + 2 * (lane & 3), swz[h] = (r >> 1) & 3;
+      }
+    }
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
       ld[i] = at(buf, 8 * i + (lane >> 2), lane & 3);
-      gofs[i] = (int64_t)(8 * i + (lane >> 2)) * ld_y + 8 * (lane & 3);
+      gofs[i] = (int64_t)(8 * i + (lane >> 2)) * ld_y + (16 / ELEM_BYTES) * (lane & 3);
     }
   }
-  // Stores the piece whose packed pairs p[q][h] (q: the piece's n8 block, h: row gid or
-  // gid + 8) this lane holds to the outputs from y (the warp's first row, the piece's first
-  // column; row pitch ld_y).
-  template <typename TOut> __device__ __forceinline__ void store(const uint32_t (&p)[4][2], TOut *y) const {
+  // Stores the piece to the outputs from y (the warp's first row, the piece's first column;
+  // row pitch ld_y). p[q][h]: what this lane holds of the piece's n8 block q in row gid
+  // (h = 0) or gid + 8 (h = 1): a packed 2-byte pair (32 bits) or byte pair (low 16 bits).
+  template <typename TOut> __device__ __forceinline__ void store(const uint32_t (&p)[COLS / 8][2], TOut *y) const {
+    static_assert(sizeof(TOut) == ELEM_BYTES, "the piece's element size");
+    if constexpr (ELEM_BYTES == 2) {
 #pragma unroll
-    for (int k = 0; k < 2; ++k) stmatrix_x4(st[k], p[2 * k][0], p[2 * k][1], p[2 * k + 1][0], p[2 * k + 1][1]);
+      for (int k = 0; k < 2; ++k) stmatrix_x4(st[k], p[2 * k][0], p[2 * k][1], p[2 * k + 1][0], p[2 * k + 1][1]);
+    } else {
+#pragma unroll
+      for (int q = 0; q < 8; ++q)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint32_t a = st[h] + (((q >> 1) ^ swz[h]) << 4) + 8 * (q & 1);
+          asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(a), "h"((unsigned short)p[q][h]) : "memory");
+        }
+    }
     __syncwarp();
 #pragma unroll
     for (int i = 0; i < 2; ++i) {
@@ -201,7 +226,7 @@ struct StagedRows {
       asm volatile("ld.shared.v4.u32 {%0, %1, %2, %3}, [%4];\n" : "=r"(v.x), "=r"(v.y), "=r"(v.z), "=r"(v.w) : "r"(ld[i]));
       *reinterpret_cast<uint4 *>(y + gofs[i]) = v;
     }
-    // NOTE: the next piece's stmatrix overwrites the buffer: every lane's reads come first.
+    // NOTE: the next piece's writes overwrite the buffer: every lane's reads come first.
     __syncwarp();
   }
 };
@@ -511,29 +536,37 @@ __global__ void __launch_bounds__(THREADS, 1)
       const bool inside = tn * BN + BN <= N && row0 + 64 <= M;
       with_out_type(args.y_type, [&]<typename TOut>() {
         uint32_t nf = 0;
-        // 2-byte outputs on the whole-tile paths go through StagedRows, which needs 16-byte
-        // aligned rows; otherwise those tiles take the General path.
-        constexpr bool STAGED = sizeof(TOut) == 2;
+        // 1- and 2-byte outputs on the whole-tile paths go through StagedRows, which needs
+        // 16-byte aligned rows; otherwise those tiles take the General path.
+        constexpr bool STAGED = sizeof(TOut) <= 2;
         const EpiPath path = epilogue_path(ctx, inside && (!STAGED || ctx.rows16_aligned), true);
         with_epilogue_path<TOut>(path, [&]<EpiPath P>() {
           if constexpr (STAGED && P != EpiPath::General) {
+            // NOTE: named for every TOut (the branch is discarded only per P), hence the clamp.
+            using Staged = StagedRows<sizeof(TOut) == 1 ? 1 : 2>;
+            constexpr int QS = Staged::COLS / 8;  // n8 blocks per piece
+            constexpr bool ZP = P == EpiPath::WholeZp;
             const uint32_t buf = base + C::OUT_OFF + (uint32_t)(c * 4 + warp) * 1024u;
-            const StagedRows staged(buf, lane, N);
+            const Staged staged(buf, lane, N);
             TOut *const yw = static_cast<TOut *>(args.y) + (row0 + warp * 16) * N + tn * BN;
 #pragma unroll
-            for (int piece = 0; piece < BN / 32; ++piece) {
-              uint32_t p[4][2];
+            for (int piece = 0; piece < BN / Staged::COLS; ++piece) {
+              uint32_t p[QS][2];
 #pragma unroll
-              for (int qq = 0; qq < 4; ++qq) {
-                constexpr bool ZP = P == EpiPath::WholeZp;
-                const int q = piece * 4 + qq;
+              for (int qq = 0; qq < QS; ++qq) {
+                const int q = piece * QS + qq;
                 const PairCols pc = pair_cols<ZP>(ctx, *cols, q * 8 + tig * 2);
                 const PairResults h0 = pair_results<TOut, ZP>(ctx, pc, r0, acc[q * 4], acc[q * 4 + 1]);
                 const PairResults h1 = pair_results<TOut, ZP>(ctx, pc, r1, acc[q * 4 + 2], acc[q * 4 + 3]);
-                p[qq][0] = pack2<TOut>(h0.v[0], h0.v[1]);
-                p[qq][1] = pack2<TOut>(h1.v[0], h1.v[1]);
+                if constexpr (sizeof(TOut) == 2) {
+                  p[qq][0] = pack2<TOut>(h0.v[0], h0.v[1]);
+                  p[qq][1] = pack2<TOut>(h1.v[0], h1.v[1]);
+                } else {
+                  p[qq][0] = pack_bytes<TOut>(h0.v[0], h0.v[1], args.yq, nf);
+                  p[qq][1] = pack_bytes<TOut>(h1.v[0], h1.v[1], args.yq, nf);
+                }
               }
-              staged.store<TOut>(p, yw + piece * 32);
+              staged.template store<TOut>(p, yw + piece * Staged::COLS);
             }
           } else {
             TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + tn * BN + tig * 2, *const y1 = y0 + 8 * N;

@@ -163,6 +163,15 @@ template <typename TOut> __device__ __forceinline__ uint32_t pack2(float v0, flo
   return r;
 }
 
+// Two adjacent requantized 8-bit outputs of one row as the 16 bits that hold them in memory
+// (v0 in the low byte), their non-finite values counted in nf.
+template <typename TOut>
+__device__ __forceinline__ uint32_t pack_bytes(float v0, float v1, const OutQuantizer &yq, uint32_t &nf) {
+  static_assert(sizeof(TOut) == 1, "8-bit pairs");
+  const uint32_t b0 = (uint8_t)(TOut)requantize(v0, yq, nf), b1 = (uint8_t)(TOut)requantize(v1, yq, nf);
+  return b0 | (b1 << 8);
+}
+
 // Two adjacent outputs of one row as one store; y is 2·sizeof(TOut)-aligned (the callers
 // check ctx.pairs_aligned). Values as store_out.
 template <typename TOut>
@@ -171,13 +180,7 @@ __device__ __forceinline__ void store_pair(TOut *y, int32_t acc0, int32_t acc1, 
   if constexpr (std::is_same<TOut, int32_t>::value) *reinterpret_cast<int2 *>(y) = make_int2(acc0, acc1);
   else if constexpr (std::is_same<TOut, float>::value) *reinterpret_cast<float2 *>(y) = make_float2(v0, v1);
   else if constexpr (sizeof(TOut) == 2) *reinterpret_cast<uint32_t *>(y) = pack2<TOut>(v0, v1);
-  else {  // int8_t, uint8_t
-    using V2 = std::conditional_t<std::is_same<TOut, int8_t>::value, char2, uchar2>;
-    V2 v;
-    v.x = (TOut)requantize(v0, yq, nf);
-    v.y = (TOut)requantize(v1, yq, nf);
-    *reinterpret_cast<V2 *>(y) = v;
-  }
+  else *reinterpret_cast<uint16_t *>(y) = (uint16_t)pack_bytes<TOut>(v0, v1, yq, nf);  // int8_t, uint8_t
 }
 
 // Parameters of one column of B (one output channel), loaded once per column.
