@@ -309,18 +309,14 @@ const SM90_SPLIT_M128_SMS_PER_TILE: usize = 3;
 const SM90_TILE_256_COST: usize = 18;
 const SM90_TILE_64_COST: usize = 10;
 /// With a float epilogue (every output type but i32), 64×256 ping-pong instead of 128×256
-/// tiles for K up to this and at most this many waves of 128×256 tiles: the epilogue
-/// (~3 µs per 128×256 tile, the tensor cores idle) is then a large share of a tile and few
-/// waves amortize nothing, while ping-pong runs it under the other consumer's main loop.
-/// Measured with bf16 out (2026-11-27, seven interleaved H200 sweeps and one H100 sweep; the
-/// two configurations fastest in i32 out timed again with bf16 out): ping-pong 5.1% faster
-/// (geometric mean of 54 pairs, 0.90–1.015×) at {1024, 2048, 4096}×4096×4096,
-/// 512/2048/4096×6144×4096, 512×14336×4096 and 512×13824×5120 (0.7–5.8 waves), 1–6% slower
-/// at 4096×14336×4096 (13.6 waves), 2048/4096×13824×5120 (6.5 and 13 waves) and wherever
-/// K ≥ 8192. (Here there are always more 64×256 tiles than SMs: with fewer, the rule above
-/// has already taken 128×128 tiles.)
-const SM90_FLOAT_PINGPONG_MAX_K: usize = 5120;
-const SM90_FLOAT_PINGPONG_MAX_WAVES: usize = 6;
+/// tiles for K up to this: ping-pong runs each tile's epilogue under the other consumer's
+/// main loop, and since the 2- and 1-byte outputs are staged through shared memory (epilogue
+/// v6, `benches/NOTES.md`) its bf16 out is faster than the cooperative 128×256 kernel's on
+/// every shape with K ≤ 8192 of the H200 sweep at 6c637a7 (the bf16 rounds: 6–14%, 17
+/// shapes, M 512–16384, 1–60 waves), within ±2.5% at K = 13824–28672. (Before v6 it paid
+/// only at K ≤ 5120 and ≤ 6 waves: 5.1% over 54 pairs.) Here there are always more 64×256
+/// tiles than SMs: with fewer, the rule above has already taken 128×128 tiles.
+const SM90_FLOAT_PINGPONG_MAX_K: usize = 8192;
 /// Largest M the decode kernel takes under `Auto` on Hopper, and the largest M and K it
 /// runs with 8-token blocks (H200, 2026-11-27: at M = 1, 8×16 first or within 3% on 7 of
 /// 8 weight shapes, 16×32 10–17% faster at 8192×28672; at M = 16, 16×32 first on 4 and
@@ -333,11 +329,23 @@ const DECODE_8_MAX_K: usize = 16_384;
 /// 9–14% faster on H200 and H100 with 112 tiles on 132 SMs; decode first or within 6% up to
 /// 56 tiles).
 const DECODE_MAX_SM_QUARTERS_OF_TILES: usize = 3;
+/// ...and unless there are more than 8 tokens (16-token blocks), K is at least
+/// `DECODE_16_SPLIT_MIN_K` and the 16×32 blocks are at most this many per 4 SMs: about one
+/// wave of blocks, each streaming a long K, where split-K spreads the weights over more SMs
+/// (H200, 2026-11-27, nine sweeps: split 4 3–13% faster at 16×4096×14336 and
+/// 16×5120×13824, 128 and 160 blocks on 132 SMs; decode 2–12% faster at K = 4096 with as
+/// few blocks, and at 16×8192×28672 with 256; one H100 sweep has decode 3% ahead at the
+/// first two).
+const DECODE_16_MAX_BLOCKS_PER_4_SMS: usize = 5;
+const DECODE_16_SPLIT_MIN_K: usize = 12_288;
 
 /// The decode kernel with its tile, where `Auto` on Hopper takes it (the constants above).
 fn decode_kernel(shape: GemmShape, sms: usize) -> Option<GemmKernel> {
     let wide = shape.n.div_ceil(256) * 4 >= DECODE_MAX_SM_QUARTERS_OF_TILES * sms;
-    if shape.m > DECODE_MAX_M || wide {
+    let long_one_wave = shape.m > DECODE_8_MAX_M
+        && shape.k >= DECODE_16_SPLIT_MIN_K
+        && shape.n.div_ceil(32) * 4 <= DECODE_16_MAX_BLOCKS_PER_4_SMS * sms;
+    if shape.m > DECODE_MAX_M || wide || long_one_wave {
         return None;
     }
     let eight = shape.m <= DECODE_8_MAX_M && shape.k <= DECODE_8_MAX_K;
@@ -352,7 +360,7 @@ fn decode_kernel(shape: GemmShape, sms: usize) -> Option<GemmKernel> {
 /// (`choose_kernel`), they pick within 12% of the fastest configuration in i32 out on every
 /// shape and 0.6–0.9% over a sweep (geometric mean), trading a few tenths of that for bf16
 /// out (the 128×128 rule below); with a float epilogue (`float_out`: every output type but
-/// i32) ping-pong replaces 128×256 tiles for short K and few waves.
+/// i32) ping-pong replaces 128×256 tiles up to K = 8192.
 fn sm90_kernel(shape: GemmShape, sms: usize, float_out: bool) -> GemmKernel {
     let (m, n, k) = (shape.m, shape.n, shape.k);
     let ktiles = k.div_ceil(128);
@@ -396,7 +404,7 @@ fn sm90_kernel(shape: GemmShape, sms: usize, float_out: bool) -> GemmKernel {
             GemmKernel::Sm90PingPong { multicast: false }
         };
     }
-    if float_out && k <= SM90_FLOAT_PINGPONG_MAX_K && t256 <= SM90_FLOAT_PINGPONG_MAX_WAVES * sms {
+    if float_out && k <= SM90_FLOAT_PINGPONG_MAX_K {
         return GemmKernel::Sm90PingPong { multicast: false };
     }
     // Multicast pairs pay off with many waves of long K (H200: 4096×28672×8192 in 1305 µs
