@@ -12,22 +12,25 @@ use std::collections::BTreeMap;
 use qkernels::cuda::{DispatchInfo, GemmPath, choose_kernel};
 use qkernels::gemm::{GemmShape, OutType};
 
-/// The newest full sweeps, with the card's SM count (from the run's report): seven of one
-/// H200 and one of an H100 80GB (2026-11-27; `qk bench gemm --all-kernels`, each its own
-/// process),
-/// every candidate of a shape timed in turn, with every configuration there is, decode and
+/// The newest full sweeps, with the card's SM count (from the run's report) and whether
+/// their bf16-out times are of the current float epilogue (the 1- and 2-byte outputs staged
+/// through shared memory, from 6c637a7 on; it made ping-pong's bf16 out 6-14% faster than the
+/// cooperative kernel's, so older bf16 times judge a different trade-off): H200 and one
+/// H100 80GB (2026-11-27; `qk bench gemm --all-kernels`, each its own process), every
+/// candidate of a shape timed in turn, with every configuration there is, decode and
 /// ping-pong included. The older sweeps in `benches/results/` (H200 2d24884, H100 6aa0354)
 /// predate those configurations.
-const SWEEPS: [(&str, usize); 9] = [
-    ("2026-11-27-h200-5f3baa1-gemm.json", 132),
-    ("2026-11-27-h200-5f3baa1-gemm-2.json", 132),
-    ("2026-11-27-h200-dd28e4c-gemm.json", 132),
-    ("2026-11-27-h200-dd28e4c-gemm-2.json", 132),
-    ("2026-11-27-h200-6536f9a-gemm.json", 132),
-    ("2026-11-27-h200-6536f9a-gemm-2.json", 132),
-    ("2026-11-27-h200-44ad703-gemm.json", 132),
-    ("2026-11-27-h100-44ad703-gemm.json", 132),
-    ("2026-11-27-h200-b5cfcb9-gemm.json", 132),
+const SWEEPS: [(&str, usize, bool); 10] = [
+    ("2026-11-27-h200-5f3baa1-gemm.json", 132, false),
+    ("2026-11-27-h200-5f3baa1-gemm-2.json", 132, false),
+    ("2026-11-27-h200-dd28e4c-gemm.json", 132, false),
+    ("2026-11-27-h200-dd28e4c-gemm-2.json", 132, false),
+    ("2026-11-27-h200-6536f9a-gemm.json", 132, false),
+    ("2026-11-27-h200-6536f9a-gemm-2.json", 132, false),
+    ("2026-11-27-h200-44ad703-gemm.json", 132, false),
+    ("2026-11-27-h100-44ad703-gemm.json", 132, false),
+    ("2026-11-27-h200-b5cfcb9-gemm.json", 132, false),
+    ("2026-11-27-h200-6c637a7-gemm.json", 132, true),
 ];
 
 /// Largest loss of the pick against the fastest configuration on any one shape. Timings of
@@ -36,13 +39,20 @@ const MAX_LOSS_PER_SHAPE: f64 = 0.12;
 /// Largest loss over the sweep (geometric mean of pick / fastest).
 const MAX_LOSS_GEOMEAN: f64 = 0.02;
 
-/// Each sweep's file name, the dispatcher's view of its card (Hopper, its SM count) and
-/// its rows.
-fn sweeps() -> Vec<(&'static str, DispatchInfo, Vec<serde_json::Value>)> {
+/// A committed sweep: its file name, the dispatcher's view of its card (Hopper, its SM
+/// count), its rows, and whether its bf16-out times are of the current float epilogue.
+struct Sweep {
+    file: &'static str,
+    info: DispatchInfo,
+    rows: Vec<serde_json::Value>,
+    current_float_epilogue: bool,
+}
+
+fn sweeps() -> Vec<Sweep> {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("benches/results");
     SWEEPS
         .iter()
-        .map(|&(file, sms)| {
+        .map(|&(file, sms, current_float_epilogue)| {
             let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
             let mut report: serde_json::Value = serde_json::from_str(&text).unwrap();
             let rows = report["rows"].take().as_array().cloned().expect("rows");
@@ -51,7 +61,12 @@ fn sweeps() -> Vec<(&'static str, DispatchInfo, Vec<serde_json::Value>)> {
                 sms,
                 aligned16: true,
             };
-            (file, info, rows)
+            Sweep {
+                file,
+                info,
+                rows,
+                current_float_epilogue,
+            }
         })
         .collect()
 }
@@ -63,7 +78,13 @@ fn geomean(ratios: &[f64]) -> f64 {
 
 #[test]
 fn the_dispatcher_picks_near_the_fastest_measured_configuration() {
-    for (file, info, rows) in sweeps() {
+    for Sweep {
+        file,
+        info,
+        rows,
+        current_float_epilogue,
+    } in sweeps()
+    {
         let (mut ratios, mut worst) = (Vec::new(), (0.0, String::new()));
         for row in &rows {
             let shape = shape_of(row);
@@ -100,15 +121,18 @@ fn the_dispatcher_picks_near_the_fastest_measured_configuration() {
             ratios.push(t / best);
         }
         let geomean = geomean(&ratios) - 1.0;
-        let (judged, bf16_geomean) = bf16_picks(file, info, &rows);
+        let bf16 = if current_float_epilogue {
+            let (judged, bf16_geomean) = bf16_picks(file, info, &rows);
+            format!("{judged} shapes judged, +{:.2}%", 100.0 * bf16_geomean)
+        } else {
+            "not judged (an older float epilogue)".to_string()
+        };
         println!(
-            "{file}: {} shapes, pick / fastest geometric mean +{:.2}%, worst +{:.1}% ({}); \
-             bf16 out: {judged} shapes judged, +{:.2}%",
+            "{file}: {} shapes, pick / fastest geometric mean +{:.2}%, worst +{:.1}% ({}); bf16 out: {bf16}",
             ratios.len(),
             100.0 * geomean,
             100.0 * worst.0,
             worst.1,
-            100.0 * bf16_geomean
         );
         assert!(
             geomean <= MAX_LOSS_GEOMEAN,
@@ -177,15 +201,17 @@ fn bf16_picks(file: &str, info: DispatchInfo, rows: &[serde_json::Value]) -> (us
 }
 
 /// Where the float-epilogue rule moves a pick away from the i32 pick, the move must pay with
-/// bf16 out, measured in the same rounds: over every sweep, on the shapes where both picks
-/// were timed with bf16 out, the float pick at least 3% faster (geometric mean; 5.1% when the
-/// rule was fitted) over at least 30 shapes, and no shape more than 5% slower. A rule turned
-/// off moves nothing (too few shapes); one that moves picks where ping-pong loses (long K,
-/// many waves) loses the mean.
+/// bf16 out, measured in the same rounds: over the sweeps of the current float epilogue, on
+/// the shapes where both picks were timed with bf16 out, the float pick at least 3% faster
+/// (geometric mean; 8.9% when the rule was fitted) over at least 15 shapes per sweep, and no
+/// shape more than 5% slower. A rule turned off moves nothing (too few shapes); one that
+/// moves picks where ping-pong loses (K >= 13824) loses the mean or a shape.
 #[test]
 fn the_float_epilogue_rule_pays_with_bf16_out() {
-    let mut ratios = Vec::new();
-    for (file, info, rows) in sweeps() {
+    let (mut ratios, mut judged_sweeps) = (Vec::new(), 0);
+    for sweep in sweeps().into_iter().filter(|s| s.current_float_epilogue) {
+        judged_sweeps += 1;
+        let Sweep { file, info, rows, .. } = sweep;
         for row in &rows {
             let shape = shape_of(row);
             let pick = |out| choose_kernel(info, shape, out, GemmPath::Auto).unwrap().to_string();
@@ -202,12 +228,12 @@ fn the_float_epilogue_rule_pays_with_bf16_out() {
     }
     let geomean = geomean(&ratios);
     println!(
-        "float-epilogue picks against the i32 picks with bf16 out: {} shapes, geometric mean {geomean:.3}",
+        "float-epilogue picks against the i32 picks with bf16 out: {} shapes in {judged_sweeps} sweeps, geometric mean {geomean:.3}",
         ratios.len()
     );
     assert!(
-        ratios.len() >= 30,
-        "only {} shapes judge the float-epilogue rule",
+        judged_sweeps >= 1 && ratios.len() >= 15 * judged_sweeps,
+        "only {} shapes in {judged_sweeps} sweeps judge the float-epilogue rule",
         ratios.len()
     );
     assert!(
