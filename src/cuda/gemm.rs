@@ -881,6 +881,19 @@ mod tests {
             GemmKernel::Sm90SplitK { split: 1 }
         );
         assert_eq!(auto(info((9, 0)), s(16, 4096, 4096)), decode((16, 32)));
+        // M > 8, K ≥ 12288 and at most 5 blocks of 16x32 per 4 SMs (165 on 132): split-K.
+        assert_eq!(
+            auto(info((9, 0)), s(16, 4096, 14336)), // 128 blocks
+            GemmKernel::Sm90SplitK { split: 4 }
+        );
+        assert_eq!(
+            auto(info((9, 0)), s(16, 5280, 12288)), // 165 blocks
+            GemmKernel::Sm90SplitK { split: 4 }
+        );
+        assert_eq!(auto(info((9, 0)), s(16, 5312, 12288)), decode((16, 32))); // 166 blocks
+        assert_eq!(auto(info((9, 0)), s(16, 4096, 12272)), decode((16, 32))); // K < 12288
+        assert_eq!(auto(info((9, 0)), s(8, 4096, 14336)), decode((8, 16))); // 8 tokens
+        assert_eq!(auto(info((9, 0)), s(16, 8192, 28672)), decode((16, 32))); // 256 blocks
         assert_eq!(
             auto(info((9, 0)), s(17, 4096, 4096)),
             GemmKernel::Sm90SplitK { split: 4 }
@@ -908,8 +921,8 @@ mod tests {
         assert_eq!(sm90(h, s(65, 4096, 4096)).unwrap(), big((128, 128), false));
         assert_eq!(sm90(h, s(4096, 14336, 4096)).unwrap(), big((128, 256), false)); // K = 4096
         assert_eq!(sm90(h, s(1024, 6144, 4096)).unwrap(), pingpong); // 3 waves of 64 rows vs 2 of 128
-        // A float epilogue: ping-pong for K ≤ 5120 with at most 6 waves of 128×256 tiles
-        // (and more 64-row tiles than SMs); the i32 picks elsewhere.
+        // A float epilogue: ping-pong instead of 128×256 tiles for K ≤ 8192, at any wave
+        // count (and more 64-row tiles than SMs); the i32 picks elsewhere.
         for out in [
             OutType::BF16,
             OutType::F16,
@@ -918,16 +931,14 @@ mod tests {
         ] {
             let float = |sh| choose_kernel(h, sh, out, GemmPath::Auto).unwrap();
             assert_eq!(float(s(4096, 4096, 4096)), pingpong); // 3.9 waves
-            assert_eq!(float(s(4096, 6144, 4096)), pingpong); // 5.8 waves
-            assert_eq!(float(s(4224, 6144, 4096)), pingpong); // 792 tiles: 6 waves exactly
-            assert_eq!(float(s(4352, 6144, 4096)), big((128, 256), false)); // 816 tiles
+            assert_eq!(float(s(4096, 14336, 4096)), pingpong); // 13.6 waves
             assert_eq!(float(s(4096, 6144, 5120)), pingpong);
-            assert_eq!(float(s(4096, 6144, 5136)), big((128, 256), false)); // K > 5120
             assert_eq!(float(s(512, 13824, 5120)), pingpong);
-            assert_eq!(float(s(4096, 14336, 4096)), big((128, 256), false)); // 13.6 waves
-            assert_eq!(float(s(2048, 13824, 5120)), big((128, 256), false)); // 6.5 waves
+            assert_eq!(float(s(8192, 8192, 8192)), pingpong); // 15.5 waves, where i32 takes multicast
+            assert_eq!(float(s(4096, 28672, 8192)), pingpong);
+            assert_eq!(float(s(4096, 6144, 8208)), big((128, 256), true)); // K > 8192
             assert_eq!(float(s(1024, 4096, 14336)), big((128, 256), false)); // long K
-            assert_eq!(float(s(8192, 8192, 8192)), big((128, 256), true));
+            assert_eq!(float(s(16384, 16384, 16384)), big((128, 256), true));
             assert_eq!(float(s(512, 4096, 4096)), big((128, 128), false)); // 128 tiles ≤ 132 SMs
             assert_eq!(float(s(1, 4096, 4096)), decode((8, 16)));
         }
