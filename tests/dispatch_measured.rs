@@ -20,7 +20,7 @@ use qkernels::gemm::{GemmShape, OutType};
 /// candidate of a shape timed in turn, with every configuration there is, decode and
 /// ping-pong included. The older sweeps in `benches/results/` (H200 2d24884, H100 6aa0354)
 /// predate those configurations.
-const SWEEPS: [(&str, usize, bool); 10] = [
+const SWEEPS: [(&str, usize, bool); 12] = [
     ("2026-11-27-h200-5f3baa1-gemm.json", 132, false),
     ("2026-11-27-h200-5f3baa1-gemm-2.json", 132, false),
     ("2026-11-27-h200-dd28e4c-gemm.json", 132, false),
@@ -31,6 +31,8 @@ const SWEEPS: [(&str, usize, bool); 10] = [
     ("2026-11-27-h100-44ad703-gemm.json", 132, false),
     ("2026-11-27-h200-b5cfcb9-gemm.json", 132, false),
     ("2026-11-27-h200-6c637a7-gemm.json", 132, true),
+    ("2026-11-27-h200-e13fd22-gemm.json", 132, true),
+    ("2026-11-27-h200-e13fd22-gemm-2.json", 132, true),
 ];
 
 /// Largest loss of the pick against the fastest configuration on any one shape. Timings of

@@ -304,6 +304,11 @@ const SM90_SPLIT_M128_MIN_K: usize = 12_288;
 /// first at 128×4096×14336 and 128×5120×13824, 32 and 40 tiles on 132 SMs; ping-pong 7–13%
 /// faster at 128×8192×28672, 64 tiles).
 const SM90_SPLIT_M128_SMS_PER_TILE: usize = 3;
+/// ...and at any K with at least this many SMs per 64-row tile (H200, 2026-11-27:
+/// 128×4096×4096, 32 tiles on 132 SMs: split 2 3–8% faster than 128×128 tiles in i32 out in
+/// 9 of 11 sweeps and 10–12% in bf16 out in the three of the staged epilogue; 2% slower on
+/// the H100; 128×6144×4096, 48 tiles, within ±5% either way).
+const SM90_SPLIT_M128_ANY_K_SMS_PER_TILE: usize = 4;
 /// Cost of a 128×256 tile in units of a 64×256 ping-pong tile's (twice the work, ~10% more
 /// efficient per MAC on H200): the persistent kernel takes the tile whose waves cost less.
 const SM90_TILE_256_COST: usize = 18;
@@ -379,11 +384,9 @@ fn sm90_kernel(shape: GemmShape, sms: usize, float_out: bool) -> GemmKernel {
         };
     }
     let tiles_64 = m.div_ceil(64) * n.div_ceil(256);
-    if m <= 128
-        && k >= SM90_SPLIT_M128_MIN_K
-        && tiles_64 * SM90_SPLIT_M128_SMS_PER_TILE <= sms
-        && ktiles >= 2 * SM90_MIN_KTILES_PER_CTA
-    {
+    let few_tiles = (k >= SM90_SPLIT_M128_MIN_K && tiles_64 * SM90_SPLIT_M128_SMS_PER_TILE <= sms)
+        || tiles_64 * SM90_SPLIT_M128_ANY_K_SMS_PER_TILE <= sms;
+    if m <= 128 && few_tiles && ktiles >= 2 * SM90_MIN_KTILES_PER_CTA {
         return GemmKernel::Sm90SplitK { split: 2 };
     }
     // Persistent: the tile whose waves cost less (wave quantization decides between them).
@@ -392,10 +395,13 @@ fn sm90_kernel(shape: GemmShape, sms: usize, float_out: bool) -> GemmKernel {
     // one warpgroup would carry a whole tile's epilogue, so 128×128 cooperative tiles (as
     // many) split it over two. H200, 2026-11-27, bf16 out: 128×128 3–8% faster at
     // 128×{6144, 13824, 14336}×K and 512×4096×4096 (≤ 132 tiles), ping-pong 5% faster at
-    // 1024×5120×13824 (320 tiles); in i32 out this costs +0.3% over the sweep.
+    // 1024×5120×13824 (320 tiles); in i32 out this costs +0.3% over the sweep. With K ≥
+    // 12288 the epilogue is a small share and the m64n256 main loop wins: ping-pong 6–11%
+    // faster in i32 out and 2–9% in bf16 out at 128×8192×28672 (64 tiles) in all thirteen
+    // sweeps that time both (H200, and 3% on the H100).
     let t256 = m.div_ceil(128) * n.div_ceil(256);
     if tiles_64.div_ceil(sms) * SM90_TILE_64_COST < t256.div_ceil(sms) * SM90_TILE_256_COST {
-        return if tiles_64 <= sms {
+        return if tiles_64 <= sms && k < SM90_SPLIT_M128_MIN_K {
             GemmKernel::Sm90 {
                 tile: (128, 128),
                 multicast: false,
@@ -918,7 +924,8 @@ mod tests {
         assert_eq!(sm90(h, s(8192, 8192, 8192)).unwrap(), big((128, 256), true));
         assert_eq!(sm90(h, s(128, 65536, 4096)).unwrap(), big((128, 256), false)); // one tile row
         assert_eq!(sm90(h, s(512, 4096, 4096)).unwrap(), big((128, 128), false)); // 128 tiles
-        assert_eq!(sm90(h, s(65, 4096, 4096)).unwrap(), big((128, 128), false));
+        assert_eq!(sm90(h, s(65, 6144, 4096)).unwrap(), big((128, 128), false)); // 48 tiles
+        assert_eq!(sm90(h, s(128, 8192, 12272)).unwrap(), big((128, 128), false)); // K < 12288
         assert_eq!(sm90(h, s(4096, 14336, 4096)).unwrap(), big((128, 256), false)); // K = 4096
         assert_eq!(sm90(h, s(1024, 6144, 4096)).unwrap(), pingpong); // 3 waves of 64 rows vs 2 of 128
         // A float epilogue: ping-pong instead of 128×256 tiles for K ≤ 8192, at any wave
@@ -946,8 +953,9 @@ mod tests {
         // M ≤ 64: 64×256 tiles, split (≤ 4) while the SMs are short of work and K allows.
         let small = |split| GemmKernel::Sm90SplitK { split };
         assert_eq!(sm90(h, s(128, 4096, 14336)).unwrap(), small(2)); // M ≤ 128, long K, 32 tiles
-        assert_eq!(sm90(h, s(128, 8192, 28672)).unwrap(), big((128, 128), false)); // 64 > 132 / 3
-        assert_eq!(sm90(h, s(128, 4096, 4096)).unwrap(), big((128, 128), false));
+        assert_eq!(sm90(h, s(128, 8192, 28672)).unwrap(), pingpong); // 64 > 132 / 3: no split; K ≥ 12288
+        assert_eq!(sm90(h, s(128, 4096, 4096)).unwrap(), small(2)); // 32 tiles ≤ 132 / 4
+        assert_eq!(sm90(h, s(128, 4352, 4096)).unwrap(), big((128, 128), false)); // 34 tiles
         assert_eq!(sm90(h, s(1, 4096, 4096)).unwrap(), small(4)); // 16 tiles, 32 K tiles
         assert_eq!(sm90(h, s(64, 14336, 4096)).unwrap(), small(2)); // 56 tiles
         assert_eq!(sm90(h, s(16, 28672, 8192)).unwrap(), small(1)); // 112 tiles
