@@ -40,10 +40,18 @@
 //                             ~6 us per 128x256 tile and idles the tensor cores in the
 //                             cooperative schedule, runs under the other consumer's main
 //                             loop; for short K (4096), where it is ~20% of a tile's time.
-//                             Measured (H200): faster than 128x256 only where those tiles
-//                             fill waves badly (there 1-7% ahead of 128x128, the same tile
-//                             count), 2-7% slower at M >= 2048 with K = 4096: one warpgroup's
-//                             m64n256 stream keeps the tensor cores less busy than two.
+//                             Measured (H200): in i32 out faster than 128x256 only where
+//                             those tiles fill waves badly (there 1-7% ahead of 128x128, the
+//                             same tile count), 2-7% slower at M >= 2048 with K = 4096: one
+//                             warpgroup's m64n256 stream keeps the tensor cores less busy
+//                             than two. In bf16 out, with the staged stores below, 6-14%
+//                             faster than 128x256 at every K <= 8192 (the dispatcher's float
+//                             pick there).
+// The epilogue of whole tiles with 1- or 2-byte outputs (bf16, f16, requantized i8/u8) is
+// staged per warp through 1 KiB of shared memory (StagedRows) and stored as 16-byte pieces
+// of 64-byte rows: with one 2- or 4-byte store per fragment pair the bf16 epilogue cost
+// +4-5% over i32 out at the median and up to +12%, and stalls on those stores were most of
+// it (ncu, H200).
 //   gemm_s90_splitk<TA, TB>   64x256x128 tiles, not persistent, each tile's K split across a
 //                             cluster of 1-8 CTAs that reduce through distributed shared
 //                             memory: small M (decode), where there are too few tiles to
