@@ -66,21 +66,26 @@ def number(v):
 
 
 def tables(path):
-    """Yields (header, rows) per launch: a new table starts at each header row."""
-    header, rows = None, []
+    """Yields (kernel, header, rows) per table: a new table starts at each header row, and
+    the "Kernel Name" row before it names the kernel."""
+    kernel, header, rows = "", None, []
     with open(path, newline="", errors="replace") as f:
         for row in csv.reader(f):
             if not row:
                 continue
             first = row[0].strip().strip('"').lower()
-            if "address" in first and any("source" in c.lower() for c in row):
+            if first == "kernel name":
                 if header and rows:
-                    yield header, rows
+                    yield kernel, header, rows
+                kernel, header, rows = (row[1] if len(row) > 1 else ""), None, []
+            elif "address" in first and any("source" in c.lower() for c in row):
+                if header and rows:
+                    yield kernel, header, rows
                 header, rows = row, []
             elif header and len(row) == len(header):
                 rows.append(row)
     if header and rows:
-        yield header, rows
+        yield kernel, header, rows
 
 
 def summarize(header, rows, top):
@@ -125,10 +130,15 @@ def main():
     ap.add_argument("csv", help="ncu -i REPORT --page source --csv --print-source sass output")
     ap.add_argument("--top", type=int, default=25, help="instructions listed per launch")
     args = ap.parse_args()
-    n = 0
-    for header, rows in tables(args.csv):
+    n, previous = 0, None
+    for kernel, header, rows in tables(args.csv):
+        # NOTE: ncu 2025.3 writes each launch's table twice, row for row: a repeat is skipped
+        # (two launches with every counter equal do not happen).
+        if rows == previous:
+            continue
+        previous = rows
         n += 1
-        print(f"== launch {n}")
+        print(f"== launch {n}: {kernel}")
         summarize(header, rows, args.top)
     if n == 0:
         print(f"no source table found in {args.csv}")
