@@ -608,6 +608,58 @@ fn operands_at_offsets_inside_larger_allocations() {
     }
 }
 
+/// 2-byte outputs at offsets inside a larger allocation, through every configuration that
+/// takes the shape and the dispatcher: 16-byte aligned rows (the sm_90a kernels' staged
+/// stores), rows only 4-byte aligned (paired stores on the General path) and 2-byte aligned
+/// (single stores); the elements around the output stay as they were.
+#[test]
+fn outputs_at_offsets_inside_larger_allocations() {
+    let Some(g) = common::gpu() else { return };
+    let info = cuda::DispatchInfo::for_device(&g.ctx, true).unwrap();
+    let (m, n, k) = (256, 512, 256);
+    let shape = qkernels::gemm::GemmShape { m, n, k };
+    let kernels: Vec<_> = cuda::GemmKernel::all()
+        .into_iter()
+        .filter(|&kr| cuda::check_kernel(info, shape, kr).is_ok())
+        .collect();
+    let a = make(Kind::Aff(IntType::U8, Granularity::Row), m, k, 41);
+    let b = make(Kind::Sym(Granularity::Row), n, k, 42);
+    let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
+    let (ha, hb, dao, dbo) = (a.operand(), b.operand(), da.operand(), db.operand());
+    let sym = make(Kind::Sym(Granularity::Row), m, k, 43);
+    let dsym = DevOp::upload(&g, &sym);
+    let (hs, ds) = (sym.operand(), dsym.operand());
+    let poison = bf16::from_bits(0xA5A5);
+    for (what, ha, da) in [("affine A", &ha, &dao), ("symmetric A", &hs, &ds)] {
+        let want = cpu::gemm::<bf16>(ha, &hb, None).unwrap();
+        for offset in [8, 2, 1] {
+            let choices = kernels.iter().map(|&kr| Some(kr)).chain([None]);
+            for kernel in choices {
+                let mut big = g.stream.clone_htod(&vec![poison; offset + m * n + 8]).unwrap();
+                let mut out = big.slice_mut(offset..offset + m * n);
+                match kernel {
+                    Some(kr) => cuda::gemm_into_kernel(&g.stream, da, &dbo, None, &mut out, kr),
+                    None => cuda::gemm_into(&g.stream, da, &dbo, None, &mut out, GemmPath::Auto),
+                }
+                .unwrap_or_else(|e| panic!("{what} offset {offset} {kernel:?}: {e}"));
+                let got = g.stream.clone_dtoh(&big).unwrap();
+                let bits = |v: &[bf16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                assert!(
+                    bits(&got[offset..offset + m * n]) == bits(&want),
+                    "{what} offset {offset} {kernel:?}: GPU and CPU differ"
+                );
+                assert!(
+                    got[..offset]
+                        .iter()
+                        .chain(&got[offset + m * n..])
+                        .all(|v| v.to_bits() == 0xA5A5),
+                    "{what} offset {offset} {kernel:?}: an element outside the output changed"
+                );
+            }
+        }
+    }
+}
+
 #[test]
 fn int32_extremes_at_the_largest_k() {
     let Some(g) = common::gpu() else { return };
