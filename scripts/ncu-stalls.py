@@ -132,8 +132,8 @@ def main():
     args = ap.parse_args()
     n, previous = 0, None
     for kernel, header, rows in tables(args.csv):
-        # NOTE: ncu 2025.3 writes each launch's table twice, row for row: a repeat is skipped
-        # (two launches with every counter equal do not happen).
+        # NOTE: the source CSVs of ncu 2025.3 seen here hold each launch's table twice, row
+        # for row: a repeat is skipped (two launches with every counter equal do not happen).
         if rows == previous:
             continue
         previous = rows
