@@ -102,7 +102,7 @@ struct EpilogueCtx {
   int32_t k;
   bool float_out, min_offset, has_bias, pairs_aligned;
   // Whether every output row starts 16-byte aligned (y and the row pitch N · sizeof(TOut)):
-  // the sm_90a kernels' staged 2-byte stores write 16-byte row pieces.
+  // the sm_90a kernels' staged 1- and 2-byte stores write 16-byte row pieces.
   bool rows16_aligned;
   // Whether the row sums enter the result: ΣA only through zb·ΣA, ΣB only through za·ΣB
   // and the MinOffset term. Without zero points (raw i8·i8, Symmetric) neither is loaded;
@@ -152,9 +152,8 @@ __device__ __forceinline__ void store_out(void *y, int64_t i, int32_t acc, float
 
 // Two adjacent 2-byte outputs (f16 or bf16) of one row, each rounded once to nearest even,
 // as the 32-bit word that holds them in memory (v0 in the low half: the lower address).
-// NOTE: cvt.rn.{f16,bf16}x2.f32 is what __floats2half2_rn / __floats2bfloat162_rn compile
-// to; reading their result through a pointer instead put the sm80 128x128 kernel, at its
-// register cap, into local memory.
+// NOTE: one cvt.rn.{f16,bf16}x2.f32, what __floats2half2_rn / __floats2bfloat162_rn compile
+// to, without taking the address of a local to reinterpret their result.
 template <typename TOut> __device__ __forceinline__ uint32_t pack2(float v0, float v1) {
   static_assert(sizeof(TOut) == 2, "f16 and bf16 pairs");
   uint32_t r;
