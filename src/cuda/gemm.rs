@@ -8,7 +8,8 @@
 //!   A and B): M ≤ 16 → the decode kernel of `kernels/gemm_sm80.cu` (all of K per block, so
 //!   that a few tokens' GEMM streams the weights from every SM; 8×16 blocks up to M = 8
 //!   and K = 16384, 16×32 otherwise), unless N is wide enough for the split-K kernel to
-//!   fill ¾ of the SMs unsplit; larger M → the wgmma + TMA kernels of
+//!   fill ¾ of the SMs unsplit, or M > 8 with K ≥ 12288 and about one wave of 16×32 blocks
+//!   (split-K then); larger M → the wgmma + TMA kernels of
 //!   `kernels/gemm_sm90.cu` as `Sm90` below. Both passed the whole GEMM suite bit for bit,
 //!   and the sanitizers, on an H200 (2026-11-27). Otherwise, and on every other device, the `mma.sync` kernel of
 //!   `kernels/gemm_sm80.cu`, tile by M: M ≤ 16 → 16×128, M ≤ 64 → 64×128, else 128×128
@@ -16,13 +17,14 @@
 //! - `Sm80` forces the tiled `mma.sync` kernel;
 //! - `Sm90` forces the wgmma kernels (Hopper only; `Error::Unsupported` for what TMA cannot
 //!   describe): M ≤ 64 → 64×256 tiles with K split across a cluster of up to 4 CTAs;
-//!   M ≤ 128 with K ≥ 12288 and few tiles → the same with split 2; above → the persistent
-//!   kernel, with smaller tiles where 128×256 tiles would leave a wave badly filled
-//!   (64×256 in ping-pong when there are more of them than SMs, else 128×128 cooperative),
-//!   else 128×256 tiles (in multicast pairs when there are ≥ 4 waves of K ≥ 8192); with a
-//!   float epilogue (any output but i32), 64×256 ping-pong instead of 128×256 tiles for
-//!   K ≤ 5120 and at most 6 waves, where its epilogue runs under the other consumer's main
-//!   loop. The rules are fitted to H200 and H100 sweeps (see `sm90_kernel`);
+//!   M ≤ 128 with few tiles (at any K with at most a quarter of the SMs' worth, or K ≥ 12288
+//!   with a third) → the same with split 2; above → the persistent kernel, with smaller
+//!   tiles where 128×256 tiles would leave a wave badly filled (64×256 in ping-pong when
+//!   there are more of them than SMs or K ≥ 12288, else 128×128 cooperative), else 128×256
+//!   tiles (in multicast pairs when there are ≥ 4 waves of K ≥ 8192); with a float epilogue
+//!   (any output but i32), 64×256 ping-pong instead of 128×256 tiles for K ≤ 8192, where
+//!   its epilogue runs under the other consumer's main loop. The rules are fitted to H200
+//!   and H100 sweeps (see `sm90_kernel`);
 //!   `tests/dispatch_measured.rs` holds them against the committed sweeps.
 
 use std::sync::Arc;
