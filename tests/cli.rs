@@ -22,6 +22,14 @@ fn tmp(name: &str) -> PathBuf {
     d
 }
 
+/// A fresh folder holding the worked example as `x.npy`; returns the folder and the file.
+fn worked_example(name: &str) -> (PathBuf, PathBuf) {
+    let d = tmp(name);
+    let x = d.join("x.npy");
+    npy::write(&x, &X, &[3, 3]).unwrap();
+    (d, x)
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -53,9 +61,7 @@ fn quantize_cpu(x: &Path, out: &Path, scheme: &str, granularity: &str, extra: &[
 
 #[test]
 fn quantize_and_dequantize_the_worked_example() {
-    let d = tmp("example");
-    let x = d.join("x.npy");
-    npy::write(&x, &X, &[3, 3]).unwrap();
+    let (d, x) = worked_example("example");
     let out = d.join("q");
     quantize_cpu(&x, &out, "symmetric", "tensor", &[]);
     let (q, _) = npy::read_int(&out.join("q.npy")).unwrap();
@@ -79,9 +85,7 @@ fn quantize_and_dequantize_the_worked_example() {
 
 #[test]
 fn static_parameters_and_folders_without_meta() {
-    let d = tmp("static");
-    let x = d.join("x.npy");
-    npy::write(&x, &X, &[3, 3]).unwrap();
+    let (d, x) = worked_example("static");
     let zp = d.join("zp.npy");
     npy::write(&zp, &[10i32, 20, 30], &[3]).unwrap();
     let out = d.join("q");
