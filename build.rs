@@ -9,8 +9,11 @@
 //! - The `-Xptxas -v` report of every kernel is kept in `OUT_DIR/ptxas-report.txt` and in
 //!   the build output; a kernel that spills or has a stack frame fails the build.
 //! - On a compiler failure the whole nvcc command is printed.
-//! - Objects are cached in `target/nvcc-cache/`, keyed by the kernel sources, flags and
-//!   compiler, so debug, release and clippy builds compile the kernels once.
+//! - Objects are cached in `target/nvcc-cache/`, one per translation unit, keyed by its
+//!   source, the headers, flags and compiler, so debug, release and clippy builds compile
+//!   the kernels once, and editing one `.cu` file recompiles only that file.
+//! - The translation units compile in parallel (one thread each); the Hopper GEMM is split
+//!   in two by A's type so that its halves share the cores.
 
 use std::collections::hash_map::DefaultHasher;
 use std::env;
@@ -27,7 +30,8 @@ const GENCODE: &[&str] = &[
     "-gencode=arch=compute_90a,code=sm_90a",
     "-gencode=arch=compute_80,code=compute_80",
 ];
-/// Files named `*_sm90.cu` use wgmma, setmaxnreg and TMA: sm_90a machine code only.
+/// Files whose name contains `_sm90` (`gemm_sm90.cu`, `gemm_sm90_a_s8.cu`, …) use wgmma,
+/// setmaxnreg and TMA: sm_90a machine code only.
 const GENCODE_SM90A: &[&str] = &["-gencode=arch=compute_90a,code=sm_90a"];
 const ARCHS: &str = "sm_80,sm_89,sm_90a (+compute_80 PTX); wgmma GEMM: sm_90a";
 
@@ -161,37 +165,43 @@ fn compile_kernels(manifest: &Path, nvcc: &Path) {
 
     let mut sources = Vec::new();
     kernel_sources(&kernels, &mut sources);
+    let (units, headers): (Vec<&PathBuf>, Vec<&PathBuf>) =
+        sources.iter().partition(|p| p.extension().is_some_and(|e| e == "cu"));
+    // A unit's object is keyed by the compiler, the flags, every header (any unit may
+    // include any of them) and the unit itself: editing one .cu file recompiles that file
+    // only.
     let mut hasher = DefaultHasher::new();
     base_cmd.get_program().hash(&mut hasher);
     base_cmd.get_args().for_each(|a| a.hash(&mut hasher));
-    let gencode = gencode();
-    gencode.hash(&mut hasher);
-    GENCODE_SM90A.hash(&mut hasher);
-    for s in &sources {
-        s.strip_prefix(manifest).unwrap_or(s).hash(&mut hasher);
-        fs::read(s).unwrap_or_default().hash(&mut hasher);
+    let hash_file = |h: &mut DefaultHasher, s: &Path| {
+        s.strip_prefix(manifest).unwrap_or(s).hash(h);
+        fs::read(s).unwrap_or_default().hash(h);
+    };
+    for s in &headers {
+        hash_file(&mut hasher, s);
     }
-    let key = hasher.finish();
+    let gencode = gencode();
     let cache = out_dir.ancestors().nth(4).unwrap_or(&out_dir).join("nvcc-cache");
     fs::create_dir_all(&cache).expect("create target/nvcc-cache");
 
-    let units: Vec<&PathBuf> = sources
-        .iter()
-        .filter(|p| p.extension().is_some_and(|e| e == "cu"))
-        .collect();
     let results: Vec<(PathBuf, String)> = std::thread::scope(|scope| {
         let handles: Vec<_> = units
             .iter()
             .map(|src| {
                 let stem = src.file_stem().and_then(|s| s.to_str()).unwrap_or("kernel").to_string();
-                let obj = cache.join(format!("{stem}-{key:016x}.o"));
-                let report = cache.join(format!("{stem}-{key:016x}.ptxas.txt"));
-                let mut cmd = build.get_compiler().to_command();
-                cmd.args(if stem.ends_with("_sm90") {
+                let arch = if stem.contains("_sm90") {
                     GENCODE_SM90A
                 } else {
                     &gencode[..]
-                });
+                };
+                let mut h = hasher.clone();
+                arch.hash(&mut h);
+                hash_file(&mut h, src);
+                let key = h.finish();
+                let obj = cache.join(format!("{stem}-{key:016x}.o"));
+                let report = cache.join(format!("{stem}-{key:016x}.ptxas.txt"));
+                let mut cmd = build.get_compiler().to_command();
+                cmd.args(arch);
                 cmd.arg("-c").arg(src.as_path()).arg("-o").arg(&obj);
                 scope.spawn(move || compile_one(cmd, &obj, &report))
             })

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""A model of the barrier protocol of the persistent sm_90a GEMM (kernels/gemm_sm90.cu).
+"""A model of the barrier protocol of the persistent sm_90a GEMM (kernels/gemm_sm90.cuh).
 
 The mbarrier pipelines hang or read stale tiles, rather than fail, when the protocol is
 wrong, and a GPU is not always at hand. This runs the kernel's protocol, as written there,
@@ -53,7 +53,7 @@ class MBar:
 
 
 class Ring:
-    """Ring<S> of gemm_sm90.cu."""
+    """Ring<S> of gemm_sm90.cuh."""
 
     def __init__(self, stages):
         self.S, self.stage, self.phase, self.wrapped = stages, 0, 0, False

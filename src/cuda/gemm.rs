@@ -10,7 +10,7 @@
 //!   and K = 16384, 16×32 otherwise), unless N is wide enough for the split-K kernel to
 //!   fill ¾ of the SMs unsplit, or M > 8 with K ≥ 12288 and about one wave of 16×32 blocks
 //!   (split-K then); larger M → the wgmma + TMA kernels of
-//!   `kernels/gemm_sm90.cu` as `Sm90` below. Both passed the whole GEMM suite bit for bit,
+//!   `kernels/gemm_sm90.cuh` as `Sm90` below. Both passed the whole GEMM suite bit for bit,
 //!   and the sanitizers, on an H200 (2026-11-27). Otherwise, and on every other device, the `mma.sync` kernel of
 //!   `kernels/gemm_sm80.cu`, tile by M: M ≤ 16 → 16×128, M ≤ 64 → 64×128, else 128×128
 //!   (the decode kernel is not timed off Hopper yet, so it stays pinned-only there).
@@ -174,14 +174,14 @@ pub enum GemmKernel {
     /// weights again). Needs K > 0, K % 16 == 0 and 16-byte aligned A and B. `Auto` picks it
     /// on Hopper for M ≤ 16, where it was timed; elsewhere it is pinned only.
     Sm80Decode { tile: (usize, usize) },
-    /// The persistent kernel of `gemm_sm90.cu` (one CTA per SM) with 128×256 or 128×128
+    /// The persistent kernel of `gemm_sm90.cuh` (one CTA per SM) with 128×256 or 128×128
     /// tiles. With `multicast` (128×256 only), clusters of two CTAs on vertically adjacent
     /// tiles load each B tile from L2 once, by TMA multicast.
     Sm90 { tile: (usize, usize), multicast: bool },
-    /// The small-M kernel of `gemm_sm90.cu`: 64×256 tiles, each tile's K split across a
+    /// The small-M kernel of `gemm_sm90.cuh`: 64×256 tiles, each tile's K split across a
     /// cluster of `split` CTAs (1, 2, 4 or 8) that reduce through distributed shared memory.
     Sm90SplitK { split: usize },
-    /// The persistent kernel of `gemm_sm90.cu` in ping-pong: 64×256 tiles, one per consumer
+    /// The persistent kernel of `gemm_sm90.cuh` in ping-pong: 64×256 tiles, one per consumer
     /// warpgroup, whose main loops take turns so that one's epilogue runs under the other's
     /// main loop. With `multicast`, in pairs that share each B tile by TMA multicast (as
     /// `Sm90 { multicast: true }`). The dispatcher picks the single-CTA form for the
@@ -215,7 +215,7 @@ impl GemmKernel {
         v
     }
 
-    /// Whether this is a kernel of `gemm_sm90.cu` (wgmma, Hopper only); the others are
+    /// Whether this is a kernel of `gemm_sm90.cuh` (wgmma, Hopper only); the others are
     /// `gemm_sm80.cu`'s (`mma.sync`, any sm_80+ device).
     pub fn wgmma(self) -> bool {
         !matches!(self, GemmKernel::Sm80 { .. } | GemmKernel::Sm80Decode { .. })

@@ -1,0 +1,13 @@
+// gemm_sm90_a_u8.cu — the Hopper GEMM's kernels and launchers for A of type u8 (B s8 or
+// u8): one of the two halves of gemm_sm90.cuh, compiled on their own so that they build in
+// parallel.
+#include "gemm_sm90.cuh"
+
+namespace qk {
+namespace sm90 {
+
+template cudaError_t launch_tile<uint8_t, int8_t>(const GemmArgs &, cudaStream_t);
+template cudaError_t launch_tile<uint8_t, uint8_t>(const GemmArgs &, cudaStream_t);
+
+}  // namespace sm90
+}  // namespace qk
