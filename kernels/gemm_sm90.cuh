@@ -52,6 +52,12 @@
 // of 64-byte rows: with one 2- or 4-byte store per fragment pair the bf16 epilogue cost
 // +4-5% over i32 out at the median and up to +12%, and stalls on those stores were most of
 // it (ncu, H200).
+//   QK_TILE_64x256_PINGPONG_STAGED_I32  the ping-pong kernel with i32 outputs staged the
+//                             same way (one 8-byte shared store per fragment pair): i32 out
+//                             through ping-pong ran 8-10% slower than bf16 out (geometric
+//                             mean, K <= 8192, H200 sweeps), and the paired 8-byte stores
+//                             are the suspect. Opt-in and not yet run on a GPU
+//                             (benches/NOTES.md).
 //   gemm_s90_splitk<TA, TB>   64x256x128 tiles, not persistent, each tile's K split across a
 //                             cluster of 1-8 CTAs that reduce through distributed shared
 //                             memory: small M (decode), where there are too few tiles to
@@ -85,7 +91,7 @@ static_assert(PRODUCER_REGS * 128 + CONSUMER_REGS * 256 <= 168 * THREADS, "regis
 
 // Shared memory of the persistent kernel: STAGES x (A tile + B tile), the full and empty
 // barriers, the ping-pong turn barriers, each consumer's staged column parameters, and each
-// consumer warp's 1 KiB output buffer (the staged 2-byte stores: StagedRows).
+// consumer warp's 1 KiB output buffer (the staged stores: StagedRows).
 template <int BN, bool PP> struct Cfg {
   static constexpr int BM = PP ? 64 : 128;    // tile rows: one consumer's (ping-pong) or both's
   static constexpr int STAGES = PP ? 5 : 4;   // 5 x (8 + 32) KiB or 4 x (16 + 32) KiB of 227 KiB
@@ -178,25 +184,32 @@ __device__ __forceinline__ void stmatrix_x4(uint32_t addr, uint32_t r0, uint32_t
                : "memory");
 }
 
-// A warp's 16-row piece of 2-byte outputs (32 columns) or 1-byte outputs (64 columns)
-// staged in its 1 KiB shared-memory buffer, so that it reaches global memory as 16-byte
-// stores of whole 64-byte row pieces instead of one store per fragment pair (4 or 2 bytes:
-// 8 rows x 16 or 8 bytes per warp store, partly used sectors and four or eight times the
-// store instructions, which stalled on the LSU queue: ncu, H200).
-// Layout: row r (0..15) at 64 r; its 16-byte chunk c (0..3) at chunk c ^ ((r / 2) % 4), a
-// swizzle under which stmatrix (8 rows, one chunk), the byte pairs' 2-byte stores (8 rows,
-// one chunk) and the 16-byte reads (2 rows, all chunks, per quarter warp) touch every bank
-// once.
+// A warp's 16-row piece of 4-byte outputs (16 columns), 2-byte outputs (32 columns) or
+// 1-byte outputs (64 columns) staged in its 1 KiB shared-memory buffer, so that it reaches
+// global memory as 16-byte stores of whole 64-byte row pieces instead of one store per
+// fragment pair (8, 4 or 2 bytes: 8 rows x 32, 16 or 8 bytes per warp store, and for 1 and
+// 2 bytes partly used sectors and four or eight times the store instructions, which stalled
+// on the LSU queue: ncu, H200).
+// Layout: row r (0..15) at 64 r; its 16-byte chunk c (0..3) at chunk c ^ swz(r). For 1 and
+// 2 bytes swz(r) = (r / 2) % 4, under which stmatrix (8 rows, one chunk) and the byte
+// pairs' 2-byte stores (8 rows, one chunk) touch every bank once; for 4 bytes swz(r) =
+// 2 ((r / 2) % 2), under which a half warp's 8-byte stores (4 rows, 32 bytes each) do. The
+// 16-byte reads (2 whole rows per quarter warp) are conflict-free under any chunk swizzle.
 template <int ELEM_BYTES> struct StagedRows {
-  static_assert(ELEM_BYTES == 1 || ELEM_BYTES == 2, "1- and 2-byte outputs");
-  static constexpr int COLS = 64 / ELEM_BYTES;  // a piece's columns
-  uint32_t st[2];  // 2-byte: this lane's stmatrix row address for chunks 0-1 and 2-3;
+  static_assert(ELEM_BYTES == 1 || ELEM_BYTES == 2 || ELEM_BYTES == 4, "1-, 2- and 4-byte outputs");
+  static constexpr int COLS = 64 / ELEM_BYTES;      // a piece's columns
+  static constexpr int WORDS = ELEM_BYTES == 4 ? 2 : 1;  // 32-bit words per fragment pair
+  uint32_t st[2];  // 4-byte: rows gid's and gid + 8's first 8-byte pair (block 0 unswizzled);
+                   // 2-byte: this lane's stmatrix row address for chunks 0-1 and 2-3;
                    // 1-byte: row gid's and gid + 8's first byte pair (chunk 0 unswizzled)
   uint32_t ld[2];  // this lane's two 16-byte reads: rows lane / 4 and + 8, chunk lane % 4
   int64_t gofs[2];  // their element offsets in the output from the warp's first row and column
-  int swz[2];       // 1-byte: rows gid's and gid + 8's swizzle
+  int swz[2];       // 1- and 4-byte: rows gid's and gid + 8's swizzle
+  __device__ __forceinline__ static int swizzle(int r) {
+    return ELEM_BYTES == 4 ? ((r >> 1) & 1) << 1 : (r >> 1) & 3;
+  }
   __device__ __forceinline__ static uint32_t at(uint32_t buf, int r, int c) {
-    return buf + 64 * r + ((c ^ ((r >> 1) & 3)) << 4);
+    return buf + 64 * r + ((c ^ swizzle(r)) << 4);
   }
   __device__ __forceinline__ StagedRows(uint32_t buf, int lane, int64_t ld_y) {
     if constexpr (ELEM_BYTES == 2) {
@@ -207,7 +220,7 @@ template <int ELEM_BYTES> struct StagedRows {
 #pragma unroll
       for (int h = 0; h < 2; ++h) {
         const int r = (lane >> 2) + 8 * h;
-        st[h] = buf + 64 * r + 2 * (lane & 3), swz[h] = (r >> 1) & 3;
+        st[h] = buf + 64 * r + 2 * ELEM_BYTES * (lane & 3), swz[h] = swizzle(r);
       }
     }
 #pragma unroll
@@ -218,19 +231,32 @@ template <int ELEM_BYTES> struct StagedRows {
   }
   // Stores the piece to the outputs from y (the warp's first row, the piece's first column;
   // row pitch ld_y). p[q][h]: what this lane holds of the piece's n8 block q in row gid
-  // (h = 0) or gid + 8 (h = 1): a packed 2-byte pair (32 bits) or byte pair (low 16 bits).
-  template <typename TOut> __device__ __forceinline__ void store(const uint32_t (&p)[COLS / 8][2], TOut *y) const {
+  // (h = 0) or gid + 8 (h = 1): two 4-byte values (two words), a packed 2-byte pair (one
+  // word) or a byte pair (the low 16 bits of one word).
+  template <typename TOut>
+  __device__ __forceinline__ void store(const uint32_t (&p)[COLS / 8][2][WORDS], TOut *y) const {
     static_assert(sizeof(TOut) == ELEM_BYTES, "the piece's element size");
-    if constexpr (ELEM_BYTES == 2) {
+    if constexpr (ELEM_BYTES == 4) {
+      // Block q's pair of row h: chunk 2q + tig / 2 at byte 8 (tig % 2), that is byte
+      // 32 q + 8 tig of the unswizzled row; the swizzle swaps the row's two 32-byte halves.
 #pragma unroll
-      for (int k = 0; k < 2; ++k) stmatrix_x4(st[k], p[2 * k][0], p[2 * k][1], p[2 * k + 1][0], p[2 * k + 1][1]);
+      for (int q = 0; q < 2; ++q)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const uint32_t a = st[h] + 32 * (q ^ (swz[h] >> 1));
+          asm volatile("st.shared.v2.u32 [%0], {%1, %2};\n" ::"r"(a), "r"(p[q][h][0]), "r"(p[q][h][1]) : "memory");
+        }
+    } else if constexpr (ELEM_BYTES == 2) {
+#pragma unroll
+      for (int k = 0; k < 2; ++k)
+        stmatrix_x4(st[k], p[2 * k][0][0], p[2 * k][1][0], p[2 * k + 1][0][0], p[2 * k + 1][1][0]);
     } else {
 #pragma unroll
       for (int q = 0; q < 8; ++q)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
           const uint32_t a = st[h] + (((q >> 1) ^ swz[h]) << 4) + 8 * (q & 1);
-          asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(a), "h"((unsigned short)p[q][h]) : "memory");
+          asm volatile("st.shared.u16 [%0], %1;\n" ::"r"(a), "h"((unsigned short)p[q][h][0]) : "memory");
         }
     }
     __syncwarp();
@@ -551,38 +577,57 @@ __global__ void __launch_bounds__(THREADS, 1)
       with_out_type(args.y_type, [&]<typename TOut>() {
         uint32_t nf = 0;
         // 1- and 2-byte outputs on the whole-tile paths go through StagedRows, which needs
-        // 16-byte aligned rows; otherwise those tiles take the General path.
-        constexpr bool STAGED = sizeof(TOut) <= 2;
-        const EpiPath path = epilogue_path(ctx, inside && (!STAGED || ctx.rows16_aligned), true);
+        // 16-byte aligned rows; otherwise those tiles take the General path. i32 outputs do
+        // too in the ping-pong configuration QK_TILE_64x256_PINGPONG_STAGED_I32 (opt-in while
+        // it is measured: benches/NOTES.md), where rows that are not 16-byte aligned keep the
+        // paired stores.
+        constexpr bool NARROW = sizeof(TOut) <= 2;
+        constexpr bool WIDE_STAGE = PP && std::is_same<TOut, int32_t>::value;
+        const bool stage_wide = WIDE_STAGE && args.tile == QK_TILE_64x256_PINGPONG_STAGED_I32 && ctx.rows16_aligned;
+        const EpiPath path = epilogue_path(ctx, inside && (!NARROW || ctx.rows16_aligned), true);
         with_epilogue_path<TOut>(path, [&]<EpiPath P>() {
-          if constexpr (STAGED && P != EpiPath::General) {
-            // NOTE: named for every TOut (the branch is discarded only per P), hence the clamp.
-            using Staged = StagedRows<sizeof(TOut) == 1 ? 1 : 2>;
+          // The warp's rows of the tile through StagedRows (the Whole paths only).
+          auto stage_tile = [&] {
+            using Staged = StagedRows<sizeof(TOut)>;
             constexpr int QS = Staged::COLS / 8;  // n8 blocks per piece
             constexpr bool ZP = P == EpiPath::WholeZp;
             const uint32_t buf = base + C::OUT_OFF + (uint32_t)(c * 4 + warp) * 1024u;
-            const Staged staged(buf, lane, N);
+            const Staged stage(buf, lane, N);
             TOut *const yw = static_cast<TOut *>(args.y) + (row0 + warp * 16) * N + tn * BN;
 #pragma unroll
             for (int piece = 0; piece < BN / Staged::COLS; ++piece) {
-              uint32_t p[QS][2];
+              uint32_t p[QS][2][Staged::WORDS];
 #pragma unroll
               for (int qq = 0; qq < QS; ++qq) {
                 const int q = piece * QS + qq;
                 const PairCols pc = pair_cols<ZP>(ctx, *cols, q * 8 + tig * 2);
                 const PairResults h0 = pair_results<TOut, ZP>(ctx, pc, r0, acc[q * 4], acc[q * 4 + 1]);
                 const PairResults h1 = pair_results<TOut, ZP>(ctx, pc, r1, acc[q * 4 + 2], acc[q * 4 + 3]);
-                if constexpr (sizeof(TOut) == 2) {
-                  p[qq][0] = pack2<TOut>(h0.v[0], h0.v[1]);
-                  p[qq][1] = pack2<TOut>(h1.v[0], h1.v[1]);
+                if constexpr (sizeof(TOut) == 4) {
+                  // i32: the corrected sums; f32: the values (a 4-byte output's bits).
+                  auto word = [](const PairResults &h, int e) -> uint32_t {
+                    if constexpr (std::is_same<TOut, int32_t>::value) return (uint32_t)h.acc[e];
+                    else return __float_as_uint(h.v[e]);
+                  };
+                  p[qq][0][0] = word(h0, 0), p[qq][0][1] = word(h0, 1);
+                  p[qq][1][0] = word(h1, 0), p[qq][1][1] = word(h1, 1);
+                } else if constexpr (sizeof(TOut) == 2) {
+                  p[qq][0][0] = pack2<TOut>(h0.v[0], h0.v[1]);
+                  p[qq][1][0] = pack2<TOut>(h1.v[0], h1.v[1]);
                 } else {
-                  p[qq][0] = pack_bytes<TOut>(h0.v[0], h0.v[1], args.yq, nf);
-                  p[qq][1] = pack_bytes<TOut>(h1.v[0], h1.v[1], args.yq, nf);
+                  p[qq][0][0] = pack_bytes<TOut>(h0.v[0], h0.v[1], args.yq, nf);
+                  p[qq][1][0] = pack_bytes<TOut>(h1.v[0], h1.v[1], args.yq, nf);
                 }
               }
-              staged.template store<TOut>(p, yw + piece * Staged::COLS);
+              stage.template store<TOut>(p, yw + piece * Staged::COLS);
             }
+          };
+          if constexpr (NARROW && P != EpiPath::General) {
+            stage_tile();
           } else {
+            if constexpr (WIDE_STAGE && P != EpiPath::General) {
+              if (stage_wide) return stage_tile();
+            }
             TOut *const y0 = static_cast<TOut *>(args.y) + mr0 * N + tn * BN + tig * 2, *const y1 = y0 + 8 * N;
 #pragma unroll
             for (int q = 0; q < BN / 8; ++q) {
@@ -908,6 +953,7 @@ cudaError_t launch_tile(const GemmArgs &a, cudaStream_t s) {
     case QK_TILE_128x128: return a.cluster == 1 ? launch<TA, TB, 128, 1, false>(a, s) : cudaErrorInvalidValue;
     case QK_TILE_64x256: return launch_splitk<TA, TB>(a, s);
     case QK_TILE_64x256_PINGPONG:
+    case QK_TILE_64x256_PINGPONG_STAGED_I32:  // the kernel reads the tile to choose its i32 stores
       if (a.cluster == 2) return launch<TA, TB, 256, 2, true>(a, s);
       return a.cluster == 1 ? launch<TA, TB, 256, 1, true>(a, s) : cudaErrorInvalidValue;
     default: return cudaErrorInvalidValue;  // an sm_80 tile: not a configuration of this kernel

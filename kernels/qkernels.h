@@ -117,7 +117,9 @@ typedef enum { QK_PARAM_NONE = 0, QK_PARAM_TENSOR = 1, QK_PARAM_ROW = 2 } qk_par
  *  needs K > 0, K % 16 == 0 and 16-byte aligned operands); sm_90a: 128x256 and 128x128
  *  (persistent, both consumer warpgroups on one tile), 64x256 (split along K across a
  *  cluster), 64x256 ping-pong (persistent, one tile per consumer warpgroup, one's epilogue
- *  under the other's main loop). */
+ *  under the other's main loop), and the same ping-pong kernel storing i32 outputs through
+ *  shared memory as 16-byte row pieces (QK_TILE_64x256_PINGPONG_STAGED_I32: the 1- and 2-byte
+ *  outputs' staged stores, applied to i32; opt-in while it is measured; the same results). */
 typedef enum {
   QK_TILE_128x128 = 0,
   QK_TILE_64x128 = 1,
@@ -126,7 +128,8 @@ typedef enum {
   QK_TILE_64x256 = 4,
   QK_TILE_64x256_PINGPONG = 5,
   QK_TILE_DECODE_8x16 = 6,
-  QK_TILE_DECODE_16x32 = 7
+  QK_TILE_DECODE_16x32 = 7,
+  QK_TILE_64x256_PINGPONG_STAGED_I32 = 8
 } qk_gemm_tile;
 
 /** One GEMM operand: a row-major [rows, k] 8-bit matrix with its parameters. */

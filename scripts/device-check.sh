@@ -18,8 +18,10 @@
 #                                                 open performance questions (about 2-3
 #                                                 minutes): where the sm_90a GEMM's warps
 #                                                 wait at 8192^3 with i32, bf16 and i8 out
-#                                                 (the fused epilogue's cost), and what
-#                                                 limits the dynamic per-row quantize at
+#                                                 (the fused epilogue's cost), the ping-
+#                                                 pong kernel with i32 and bf16 out at
+#                                                 4096x14336x4096, and what limits the
+#                                                 dynamic per-row quantize at
 #                                                 K = 4096; writes ncu-*.txt, the source
 #                                                 pages as CSV and their summaries
 #                                                 (scripts/ncu-stalls.py), packed into
@@ -260,6 +262,9 @@ profile() {
     # 8192^3 through the dispatcher's kernel: the first three gemm_s90 launches are ours
     # with i32, bf16 and i8 out (bench_shape's candidate order).
     ncu_case gemm gemm_s90 3 240 bench gemm --shape 8192x8192x8192
+    # The same ping-pong kernel with i32 and bf16 out (the first two launches of a pinned
+    # run), where i32 out trails bf16 out by ~8% (benches/NOTES.md).
+    ncu_case pingpong gemm_s90 2 180 bench gemm --shape 4096x14336x4096 --kernel "sm90 64x256 pingpong"
     # The first quantize_rows launch of `qk bench quant`: dynamic per-row bf16 -> i8, K = 4096.
     ncu_case quant quantize_rows 1 150 bench quant
     echo "overall: $([[ $failed -eq 0 ]] && echo PASS || echo FAIL)"

@@ -192,6 +192,20 @@ fn errors_exit_nonzero_with_one_line() {
 }
 
 #[test]
+fn bench_gemm_kernel_names_are_checked_before_any_work() {
+    let o = qk(&["bench", "gemm", "--kernel", "sm90 64x512"]);
+    assert!(!o.status.success());
+    assert!(stderr_of(&o).contains("sm90 64x512"), "{}", stderr_of(&o));
+    // A pinned configuration replaces the dispatcher's picks; the sweep of every
+    // configuration and the sm80-only run contradict it.
+    for other in ["--all-kernels", "--skip-sm90"] {
+        let o = qk(&["bench", "gemm", "--kernel", "sm90 64x256 pingpong", other]);
+        assert!(!o.status.success(), "--kernel with {other}");
+        assert!(stderr_of(&o).contains("cannot be used with"), "{}", stderr_of(&o));
+    }
+}
+
+#[test]
 fn gpu_writes_the_same_files() {
     let Some(_g) = common::gpu() else { return };
     let d = tmp("gpu");

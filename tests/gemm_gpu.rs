@@ -530,7 +530,10 @@ fn pingpong_turns() {
         );
         return;
     }
-    let kernels = [true, false].map(|multicast| cuda::GemmKernel::Sm90PingPong { multicast });
+    let kernels: Vec<_> = cuda::GemmKernel::all()
+        .into_iter()
+        .filter(|k| matches!(k, cuda::GemmKernel::Sm90PingPong { .. }))
+        .collect();
     let sms = info.sms;
     let shapes = [
         (128 * sms + 64, 256, 16),
@@ -542,7 +545,7 @@ fn pingpong_turns() {
     ];
     for (m, n, k) in shapes {
         let shape = qkernels::gemm::GemmShape { m, n, k };
-        for kernel in kernels {
+        for &kernel in &kernels {
             cuda::check_kernel(info, shape, kernel).unwrap_or_else(|e| panic!("{m}x{n}x{k} {kernel}: {e}"));
         }
         let b = make(Kind::Sym(Granularity::Row), n, k, 31);
@@ -608,13 +611,21 @@ fn operands_at_offsets_inside_larger_allocations() {
     }
 }
 
-/// 2-byte outputs at offsets inside a larger allocation, through every configuration that
-/// takes the shape and the dispatcher: 16-byte aligned rows (the sm_90a kernels' staged
-/// stores), rows only 4-byte aligned (paired stores on the General path) and 2-byte aligned
-/// (single stores); the elements around the output stay as they were.
+/// bf16 and i32 outputs at offsets inside a larger allocation, through every configuration
+/// that takes the shape and the dispatcher: 16-byte aligned rows (the sm_90a kernels' staged
+/// stores), rows only pair-aligned (paired stores on the General path for bf16, the unstaged
+/// paired stores for i32) and element-aligned (single stores); the elements around the
+/// output stay as they were.
 #[test]
 fn outputs_at_offsets_inside_larger_allocations() {
     let Some(g) = common::gpu() else { return };
+    outputs_at_offsets(&g, bf16::from_bits(0xA5A5), &[8, 2, 1]);
+    outputs_at_offsets(&g, 0xA5A5_A5A5u32 as i32, &[4, 2, 1]);
+}
+
+/// `outputs_at_offsets_inside_larger_allocations` for one output type: the output at each
+/// of `offsets` elements into an allocation filled with `poison`, compared bit for bit.
+fn outputs_at_offsets<O: DeviceGemmOutput + bytemuck::Pod>(g: &Gpu, poison: O, offsets: &[usize]) {
     let info = cuda::DispatchInfo::for_device(&g.ctx, true).unwrap();
     let (m, n, k) = (256, 512, 256);
     let shape = qkernels::gemm::GemmShape { m, n, k };
@@ -624,15 +635,16 @@ fn outputs_at_offsets_inside_larger_allocations() {
         .collect();
     let a = make(Kind::Aff(IntType::U8, Granularity::Row), m, k, 41);
     let b = make(Kind::Sym(Granularity::Row), n, k, 42);
-    let (da, db) = (DevOp::upload(&g, &a), DevOp::upload(&g, &b));
+    let (da, db) = (DevOp::upload(g, &a), DevOp::upload(g, &b));
     let (ha, hb, dao, dbo) = (a.operand(), b.operand(), da.operand(), db.operand());
     let sym = make(Kind::Sym(Granularity::Row), m, k, 43);
-    let dsym = DevOp::upload(&g, &sym);
+    let dsym = DevOp::upload(g, &sym);
     let (hs, ds) = (sym.operand(), dsym.operand());
-    let poison = bf16::from_bits(0xA5A5);
+    let bytes = |v: &[O]| bytemuck::cast_slice::<O, u8>(v).to_vec();
     for (what, ha, da) in [("affine A", &ha, &dao), ("symmetric A", &hs, &ds)] {
-        let want = cpu::gemm::<bf16>(ha, &hb, None).unwrap();
-        for offset in [8, 2, 1] {
+        let want = cpu::gemm::<O>(ha, &hb, None).unwrap();
+        let what = format!("{:?} out, {what}", O::TYPE);
+        for &offset in offsets {
             let choices = kernels.iter().map(|&kr| Some(kr)).chain([None]);
             for kernel in choices {
                 let mut big = g.stream.clone_htod(&vec![poison; offset + m * n + 8]).unwrap();
@@ -643,16 +655,13 @@ fn outputs_at_offsets_inside_larger_allocations() {
                 }
                 .unwrap_or_else(|e| panic!("{what} offset {offset} {kernel:?}: {e}"));
                 let got = g.stream.clone_dtoh(&big).unwrap();
-                let bits = |v: &[bf16]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                 assert!(
-                    bits(&got[offset..offset + m * n]) == bits(&want),
+                    bytes(&got[offset..offset + m * n]) == bytes(&want),
                     "{what} offset {offset} {kernel:?}: GPU and CPU differ"
                 );
+                let outside: Vec<O> = got[..offset].iter().chain(&got[offset + m * n..]).copied().collect();
                 assert!(
-                    got[..offset]
-                        .iter()
-                        .chain(&got[offset + m * n..])
-                        .all(|v| v.to_bits() == 0xA5A5),
+                    bytes(&outside).chunks(size_of::<O>()).all(|e| e == bytes(&[poison])),
                     "{what} offset {offset} {kernel:?}: an element outside the output changed"
                 );
             }

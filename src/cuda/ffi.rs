@@ -114,7 +114,8 @@ pub const qk_gemm_tile_QK_TILE_64x256: qk_gemm_tile = 4;
 pub const qk_gemm_tile_QK_TILE_64x256_PINGPONG: qk_gemm_tile = 5;
 pub const qk_gemm_tile_QK_TILE_DECODE_8x16: qk_gemm_tile = 6;
 pub const qk_gemm_tile_QK_TILE_DECODE_16x32: qk_gemm_tile = 7;
-#[doc = " Tile configurations (rows of A x rows of B per block). sm_80: 128x128, 64x128, 16x128,\n  and the decode kernel's 8x16 and 16x32 (all of K per block, weights on the mma's M side;\n  needs K > 0, K % 16 == 0 and 16-byte aligned operands); sm_90a: 128x256 and 128x128\n  (persistent, both consumer warpgroups on one tile), 64x256 (split along K across a\n  cluster), 64x256 ping-pong (persistent, one tile per consumer warpgroup, one's epilogue\n  under the other's main loop)."]
+pub const qk_gemm_tile_QK_TILE_64x256_PINGPONG_STAGED_I32: qk_gemm_tile = 8;
+#[doc = " Tile configurations (rows of A x rows of B per block). sm_80: 128x128, 64x128, 16x128,\n  and the decode kernel's 8x16 and 16x32 (all of K per block, weights on the mma's M side;\n  needs K > 0, K % 16 == 0 and 16-byte aligned operands); sm_90a: 128x256 and 128x128\n  (persistent, both consumer warpgroups on one tile), 64x256 (split along K across a\n  cluster), 64x256 ping-pong (persistent, one tile per consumer warpgroup, one's epilogue\n  under the other's main loop), and the same ping-pong kernel storing i32 outputs through\n  shared memory as 16-byte row pieces (QK_TILE_64x256_PINGPONG_STAGED_I32: the 1- and 2-byte\n  outputs' staged stores, applied to i32; opt-in while it is measured; the same results)."]
 pub type qk_gemm_tile = ::std::os::raw::c_uint;
 #[doc = " One GEMM operand: a row-major [rows, k] 8-bit matrix with its parameters."]
 #[repr(C)]

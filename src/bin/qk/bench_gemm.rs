@@ -398,6 +398,9 @@ pub struct GemmBenchOpts {
     pub skip_pingpong: bool,
     /// Leave the decode kernel's configurations out of `all_kernels`.
     pub skip_decode: bool,
+    /// Time this configuration, pinned, for every output instead of the dispatcher's picks
+    /// (the forced paths' picks and the baselines still run beside it).
+    pub kernel: Option<GemmKernel>,
 }
 
 impl GemmBenchOpts {
@@ -423,8 +426,8 @@ pub fn gemm(
         Ok(g) => gpu_gemm(&g, json, svg, list, opts),
         Err(e) => {
             println!("no usable CUDA device ({e}): benchmarking the CPU reference only, on its own small shapes");
-            if opts.skip_sm90 || opts.all_kernels {
-                println!("(--skip-sm90 and --all-kernels choose GPU kernels: nothing to do on the CPU)");
+            if opts.skip_sm90 || opts.all_kernels || opts.kernel.is_some() {
+                println!("(--skip-sm90, --all-kernels and --kernel choose GPU kernels: nothing to do on the CPU)");
             }
             cpu_gemm(json)
         }
@@ -460,6 +463,19 @@ fn gpu_gemm(
     let pool16: Vec<bf16> = pool.iter().map(|&b| bf16::from_f32((b as i8) as f32 / 64.0)).collect();
     let bar = ProgressBar::new(list.len() as u64);
     bar.set_style(ProgressStyle::with_template("{bar:40} {pos}/{len} {msg}").map_err(|e| Error::Io(e.to_string()))?);
+    let mut note = "ours i32 = raw i8·i8 → i32 like cuBLASLt, through the dispatcher's pick (Auto; the forced sm80 \
+                    and sm90 paths' picks reported beside it); ours bf16 fused = per-token × per-channel scales + \
+                    f32 bias → bf16, and ours i8 requant = the same → i8 (static per-tensor Symmetric) with the \
+                    row-sum launch, both through the dispatcher's float-epilogue pick; ours layer = bf16 \
+                    activations quantized per token (dynamic Symmetric i8) + the bf16-out GEMM; medians of CUDA-event \
+                    timings, the candidates of a shape timed in turn (round-robin, so that clock drift under load \
+                    falls on all alike), inputs rotated beyond 2× L2"
+        .to_string();
+    if let Some(k) = opts.kernel {
+        note.push_str(&format!(
+            "; PINNED: every \"ours\" column is the configuration {k} (--kernel), not the dispatcher's pick"
+        ));
+    }
     let mut report = Report {
         tool: "qk bench gemm",
         backend: "cuda".into(),
@@ -472,14 +488,7 @@ fn gpu_gemm(
         empty_launch_us: Some(empty),
         rows: Vec::new(),
         summary: None,
-        note: "ours i32 = raw i8·i8 → i32 like cuBLASLt, through the dispatcher's pick (Auto; the forced sm80 \
-               and sm90 paths' picks reported beside it); ours bf16 fused = per-token × per-channel scales + \
-               f32 bias → bf16, and ours i8 requant = the same → i8 (static per-tensor Symmetric) with the \
-               row-sum launch, both through the dispatcher's float-epilogue pick; ours layer = bf16 \
-               activations quantized per token (dynamic Symmetric i8) + the bf16-out GEMM; medians of CUDA-event \
-               timings, the candidates of a shape timed in turn (round-robin, so that clock drift under load \
-               falls on all alike), inputs rotated beyond 2× L2"
-            .into(),
+        note,
     };
     for &(m, n, k) in list {
         bar.set_message(format!("{m}x{n}x{k}"));
@@ -655,8 +664,17 @@ fn bench_shape(
             .filter(|&k| !opts.leaves_out(k))
             .unwrap_or(fallback))
     };
-    let ours = pick(OutType::I32, sm80_kernel)?;
-    let ours_float = pick(OutType::BF16, ours)?;
+    let (ours, ours_float) = match opts.kernel {
+        Some(pinned) => {
+            cuda::check_kernel(info, shape, pinned)
+                .map_err(|e| Error::Unsupported(format!("--kernel {pinned} at {m}x{n}x{k}: {e}")))?;
+            (pinned, pinned)
+        }
+        None => {
+            let ours = pick(OutType::I32, sm80_kernel)?;
+            (ours, pick(OutType::BF16, ours)?)
+        }
+    };
     let sm90_kernel = cuda::choose_kernel(info, shape, OutType::I32, GemmPath::Sm90)
         .ok()
         .filter(|&k| !opts.leaves_out(k));
@@ -745,11 +763,17 @@ fn bench_shape(
     // pick and single-CTA ping-pong (whose epilogue runs under the other consumer's main
     // loop), each with its i32 out again in the same rounds (kept apart from the sweep's):
     // whether the i32 ranking holds with the epilogue that inference runs, what the
-    // epilogue costs, and the data for the float-epilogue rule.
+    // epilogue costs, and the data for the float-epilogue rule. Ping-pong staged-i32 too:
+    // its i32 out against ping-pong's bf16 and i32 out in the same rounds (its bf16 out is
+    // ping-pong's, a control).
     let mut fastest: Vec<_> = kernels.values().copied().collect();
     fastest.sort_by(|a, b| a.1.total_cmp(&b.1));
     fastest.truncate(2);
-    for extra in [ours_float, GemmKernel::Sm90PingPong { multicast: false }] {
+    let pingpong = |staged_i32| GemmKernel::Sm90PingPong {
+        multicast: false,
+        staged_i32,
+    };
+    for extra in [ours_float, pingpong(false), pingpong(true)] {
         if let Some(&timed) = kernels.get(&extra.to_string())
             && !fastest.iter().any(|&(k, _)| k == extra)
         {

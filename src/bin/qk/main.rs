@@ -13,6 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use qkernels::cuda::GemmKernel;
 use qkernels::{Error, Result, cuda};
 
 #[derive(Parser)]
@@ -82,6 +83,11 @@ enum BenchCommand {
         /// on a device).
         #[arg(long)]
         skip_decode: bool,
+        /// Time this configuration (e.g. "sm90 64x256 pingpong"; `GemmKernel` names) pinned,
+        /// for i32, bf16 and i8 out, in place of the dispatcher's picks; a shape it cannot
+        /// run is an error.
+        #[arg(long, value_parser = parse_kernel, conflicts_with_all = ["skip_sm90", "all_kernels"])]
+        kernel: Option<GemmKernel>,
     },
 }
 
@@ -114,6 +120,11 @@ impl Backend {
             },
         }
     }
+}
+
+/// A kernel configuration by name, as `GemmKernel`'s `Display` writes it.
+fn parse_kernel(s: &str) -> std::result::Result<GemmKernel, String> {
+    s.parse().map_err(|e: Error| e.to_string())
 }
 
 fn info() -> Result<()> {
@@ -164,6 +175,7 @@ fn run(cli: Cli) -> Result<()> {
                     all_kernels,
                     skip_pingpong,
                     skip_decode,
+                    kernel,
                 },
         } => bench_gemm::gemm(
             json.as_deref(),
@@ -178,6 +190,7 @@ fn run(cli: Cli) -> Result<()> {
                 all_kernels,
                 skip_pingpong,
                 skip_decode,
+                kernel,
             },
         ),
     }
