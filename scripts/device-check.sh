@@ -15,7 +15,7 @@
 #                                                 bench-gemm.json and bench-gemm.svg into OUT
 #                                                 (default $OUT).
 #   scripts/device-check.sh profile [BUNDLE] [OUT] on the GPU machine: Nsight Compute on the
-#                                                 open performance questions (about 2-3
+#                                                 open performance questions (about 3-4
 #                                                 minutes): where the sm_90a GEMM's warps
 #                                                 wait at 8192^3 with i32, bf16 and i8 out
 #                                                 (the fused epilogue's cost), the ping-
@@ -252,7 +252,8 @@ profile() {
     ncu -i "$out/ncu-$name.ncu-rep" --page source --csv --print-source sass >"$out/ncu-$name-source.csv" 2>&1 || failed=1
     python3 scripts/ncu-stalls.py "$out/ncu-$name-source.csv" --top 30 >"$out/ncu-$name-stalls.txt" 2>&1 || failed=1
     gzip -f "$out/ncu-$name-source.csv"
-    grep -E "gemm_s90|quantize_rows|Duration|Warp Cycles Per Issued|Issue Slots Busy|Stall" "$out/ncu-$name.txt" | head -40
+    grep -E "gemm_s90|quantize_rows|Duration|Warp Cycles Per Issued|Issue Slots Busy|Stall|L2 Hit Rate|DRAM Throughput" \
+      "$out/ncu-$name.txt" | head -48
     head -40 "$out/ncu-$name-stalls.txt"
   }
   {
