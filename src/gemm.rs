@@ -24,7 +24,7 @@ pub enum OutType {
     Quantized(IntType),
 }
 
-/// A GEMM output element: i32, f32, [`f16`] or [`bf16`].
+/// A GEMM output element: i32, f32, [`struct@f16`] or [`bf16`].
 pub trait GemmOutput: Copy + Default + Send + Sync + std::fmt::Debug + 'static {
     const TYPE: OutType;
     /// The output value from the corrected accumulator (i32) or the float epilogue (others,
