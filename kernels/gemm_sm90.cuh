@@ -960,11 +960,13 @@ cudaError_t launch_tile(const GemmArgs &a, cudaStream_t s) {
   }
 }
 
-// The instantiations live in gemm_sm90_a_s8.cu and gemm_sm90_a_u8.cu, one A type each.
-extern template cudaError_t launch_tile<int8_t, int8_t>(const GemmArgs &, cudaStream_t);
-extern template cudaError_t launch_tile<int8_t, uint8_t>(const GemmArgs &, cudaStream_t);
-extern template cudaError_t launch_tile<uint8_t, int8_t>(const GemmArgs &, cudaStream_t);
-extern template cudaError_t launch_tile<uint8_t, uint8_t>(const GemmArgs &, cudaStream_t);
+// The launchers of A type TA (B s8 and u8), as explicit instantiations: declared `extern`
+// here (PREFIX extern), defined in gemm_sm90_a_s8.cu and gemm_sm90_a_u8.cu (PREFIX empty).
+#define QK_SM90_LAUNCHERS(PREFIX, TA)                                                   \
+  PREFIX template cudaError_t launch_tile<TA, int8_t>(const GemmArgs &, cudaStream_t); \
+  PREFIX template cudaError_t launch_tile<TA, uint8_t>(const GemmArgs &, cudaStream_t);
+QK_SM90_LAUNCHERS(extern, int8_t)
+QK_SM90_LAUNCHERS(extern, uint8_t)
 
 }  // namespace sm90
 }  // namespace qk

@@ -3,11 +3,6 @@
 // parallel.
 #include "gemm_sm90.cuh"
 
-namespace qk {
-namespace sm90 {
-
-template cudaError_t launch_tile<uint8_t, int8_t>(const GemmArgs &, cudaStream_t);
-template cudaError_t launch_tile<uint8_t, uint8_t>(const GemmArgs &, cudaStream_t);
-
-}  // namespace sm90
-}  // namespace qk
+namespace qk::sm90 {
+QK_SM90_LAUNCHERS(, uint8_t)
+}  // namespace qk::sm90

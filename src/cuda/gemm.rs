@@ -377,6 +377,12 @@ fn decode_kernel(shape: GemmShape, sms: usize) -> Option<GemmKernel> {
 /// shape and 0.6–0.9% over a sweep (geometric mean), trading a few tenths of that for bf16
 /// out (the 128×128 rule below); with a float epilogue (`float_out`: every output type but
 /// i32) ping-pong replaces 128×256 tiles up to K = 8192.
+/// The ping-pong configuration the dispatcher picks: single CTAs, paired i32 stores.
+const PINGPONG: GemmKernel = GemmKernel::Sm90PingPong {
+    multicast: false,
+    staged_i32: false,
+};
+
 fn sm90_kernel(shape: GemmShape, sms: usize, float_out: bool) -> GemmKernel {
     let (m, n, k) = (shape.m, shape.n, shape.k);
     let ktiles = k.div_ceil(128);
@@ -418,17 +424,11 @@ fn sm90_kernel(shape: GemmShape, sms: usize, float_out: bool) -> GemmKernel {
                 multicast: false,
             }
         } else {
-            GemmKernel::Sm90PingPong {
-                multicast: false,
-                staged_i32: false,
-            }
+            PINGPONG
         };
     }
     if float_out && k <= SM90_FLOAT_PINGPONG_MAX_K {
-        return GemmKernel::Sm90PingPong {
-            multicast: false,
-            staged_i32: false,
-        };
+        return PINGPONG;
     }
     // Multicast pairs pay off with many waves of long K (H200: 4096×28672×8192 in 1305 µs
     // against 1495), and cost 1–3% at K = 4096.
@@ -942,17 +942,13 @@ mod tests {
         let sm90 = |i, sh| choose_kernel(i, sh, OutType::I32, GemmPath::Sm90);
         let h = info((9, 0));
         let big = |tile, multicast| GemmKernel::Sm90 { tile, multicast };
-        let pingpong = GemmKernel::Sm90PingPong {
-            multicast: false,
-            staged_i32: false,
-        };
         assert_eq!(sm90(h, s(8192, 8192, 8192)).unwrap(), big((128, 256), true));
         assert_eq!(sm90(h, s(128, 65536, 4096)).unwrap(), big((128, 256), false)); // one tile row
         assert_eq!(sm90(h, s(512, 4096, 4096)).unwrap(), big((128, 128), false)); // 128 tiles
         assert_eq!(sm90(h, s(65, 6144, 4096)).unwrap(), big((128, 128), false)); // 48 tiles
         assert_eq!(sm90(h, s(128, 8192, 12272)).unwrap(), big((128, 128), false)); // K < 12288
         assert_eq!(sm90(h, s(4096, 14336, 4096)).unwrap(), big((128, 256), false)); // K = 4096
-        assert_eq!(sm90(h, s(1024, 6144, 4096)).unwrap(), pingpong); // 3 waves of 64 rows vs 2 of 128
+        assert_eq!(sm90(h, s(1024, 6144, 4096)).unwrap(), PINGPONG); // 3 waves of 64 rows vs 2 of 128
         // A float epilogue: ping-pong instead of 128×256 tiles for K ≤ 8192, at any wave
         // count (and more 64-row tiles than SMs); the i32 picks elsewhere.
         for out in [
@@ -962,12 +958,12 @@ mod tests {
             OutType::Quantized(IntType::I8),
         ] {
             let float = |sh| choose_kernel(h, sh, out, GemmPath::Auto).unwrap();
-            assert_eq!(float(s(4096, 4096, 4096)), pingpong); // 3.9 waves
-            assert_eq!(float(s(4096, 14336, 4096)), pingpong); // 13.6 waves
-            assert_eq!(float(s(4096, 6144, 5120)), pingpong);
-            assert_eq!(float(s(512, 13824, 5120)), pingpong);
-            assert_eq!(float(s(8192, 8192, 8192)), pingpong); // 15.5 waves, where i32 takes multicast
-            assert_eq!(float(s(4096, 28672, 8192)), pingpong);
+            assert_eq!(float(s(4096, 4096, 4096)), PINGPONG); // 3.9 waves
+            assert_eq!(float(s(4096, 14336, 4096)), PINGPONG); // 13.6 waves
+            assert_eq!(float(s(4096, 6144, 5120)), PINGPONG);
+            assert_eq!(float(s(512, 13824, 5120)), PINGPONG);
+            assert_eq!(float(s(8192, 8192, 8192)), PINGPONG); // 15.5 waves, where i32 takes multicast
+            assert_eq!(float(s(4096, 28672, 8192)), PINGPONG);
             assert_eq!(float(s(4096, 6144, 8208)), big((128, 256), true)); // K > 8192
             assert_eq!(float(s(1024, 4096, 14336)), big((128, 256), false)); // long K
             assert_eq!(float(s(16384, 16384, 16384)), big((128, 256), true));
@@ -978,7 +974,7 @@ mod tests {
         // M ≤ 64: 64×256 tiles, split (≤ 4) while the SMs are short of work and K allows.
         let small = |split| GemmKernel::Sm90SplitK { split };
         assert_eq!(sm90(h, s(128, 4096, 14336)).unwrap(), small(2)); // M ≤ 128, long K, 32 tiles
-        assert_eq!(sm90(h, s(128, 8192, 28672)).unwrap(), pingpong); // 64 > 132 / 3: no split; K ≥ 12288
+        assert_eq!(sm90(h, s(128, 8192, 28672)).unwrap(), PINGPONG); // 64 > 132 / 3: no split; K ≥ 12288
         assert_eq!(sm90(h, s(128, 4096, 4096)).unwrap(), small(2)); // 32 tiles ≤ 132 / 4
         assert_eq!(sm90(h, s(128, 4352, 4096)).unwrap(), big((128, 128), false)); // 34 tiles
         assert_eq!(sm90(h, s(1, 4096, 4096)).unwrap(), small(4)); // 16 tiles, 32 K tiles
@@ -1068,17 +1064,7 @@ mod tests {
                 "{persistent}"
             );
         }
-        assert!(
-            check_kernel(
-                one_sm,
-                s,
-                GemmKernel::Sm90PingPong {
-                    multicast: false,
-                    staged_i32: false,
-                }
-            )
-            .is_ok()
-        );
+        assert!(check_kernel(one_sm, s, PINGPONG).is_ok());
         // The decode kernel: K % 16 == 0 and aligned operands, on any sm_80+ device; M beyond
         // 65535 block rows is a limit.
         let decode = GemmKernel::Sm80Decode { tile: (8, 16) };
