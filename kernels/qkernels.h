@@ -85,6 +85,26 @@ int qk_dequantize(const qk_dequantize_args *args, qk_stream_t stream);
 int qk_row_sums(const void *q, qk_int_type q_type, int64_t rows, int64_t cols, int32_t *out,
                 qk_stream_t stream);
 
+/** What the launch after a requantizing GEMM finishes besides the row sums, so that the call
+ *  takes two launches and no copies: it writes the output's per-tensor parameters into its
+ *  buffers and publishes the non-finite count that the GEMM added into nonfinite[1] (its
+ *  qk_requant.nonfinite) into nonfinite[0], leaving nonfinite[1] zero again, as the buffer's
+ *  contract in qk_quantize_args asks. */
+typedef struct {
+  float scale;
+  int32_t zero_point;
+  float offset;
+  float *scale_out;        /* one float */
+  int32_t *zero_point_out; /* one int32_t (Affine), or NULL */
+  float *offset_out;       /* one float (MinOffset), or NULL */
+  uint64_t *nonfinite;     /* the three words of qk_quantize_args.nonfinite */
+} qk_requant_finish;
+
+/** qk_row_sums of a requantizing GEMM's output, plus `finish` (read before the call returns).
+ *  rows may be 0 (the parameters and the count are still finished). */
+int qk_row_sums_finish(const void *q, qk_int_type q_type, int64_t rows, int64_t cols, int32_t *out,
+                       const qk_requant_finish *finish, qk_stream_t stream);
+
 /** The description of a CUDA status code (static storage). */
 const char *qk_status_string(int status);
 
@@ -106,7 +126,8 @@ typedef struct {
   float scale;         /* finite, positive and normal */
   int32_t zero_point;  /* Affine: within the output type; otherwise 0 */
   float offset;        /* MinOffset: finite; otherwise 0 */
-  uint64_t *nonfinite; /* incremented by the number of non-finite y (the caller zeroes it) */
+  uint64_t *nonfinite; /* incremented by the number of non-finite y (qkernels passes word 1
+                         of qk_requant_finish.nonfinite; other callers zero it first) */
 } qk_requant;
 
 /** How a GEMM operand parameter is laid out: absent, one value, or one per row. */

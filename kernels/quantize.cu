@@ -30,6 +30,9 @@
 //                             read 8192 x 8192 bytes in ~125 us on H200 (0.5 TB/s), a 25%
 //                             surcharge on the 8192^3 requantized GEMM.
 //   row_sums_kernel           one block per row, byte loads: any width or alignment.
+//   Both take a qk_requant_finish, which the first thread of block 0 carries out when the
+//   row sums are a requantizing GEMM's (finish_requant): the output's parameters and its
+//   non-finite count, which would otherwise cost two to four copies or memsets per call.
 #include <cuda_runtime.h>
 
 #include <type_traits>
@@ -472,7 +475,21 @@ __global__ void dequantize_elems(qk_dequantize_args a) {
   }
 }
 
-__global__ void row_sums_kernel(const uint8_t *q, qk_int_type t, int64_t rows, int64_t cols, int32_t *out) {
+// What a requantizing GEMM leaves to the launch after it (qk_requant_finish; nothing when
+// f.nonfinite is NULL). Plain stores suffice: the GEMM, whose atomics fill word 1, finished
+// before this launch began, and nothing else writes these words meanwhile.
+__device__ __forceinline__ void finish_requant(const qk_requant_finish &f) {
+  if (f.nonfinite == nullptr || blockIdx.x != 0 || threadIdx.x != 0) return;
+  f.scale_out[0] = f.scale;
+  if (f.zero_point_out != nullptr) f.zero_point_out[0] = f.zero_point;
+  if (f.offset_out != nullptr) f.offset_out[0] = f.offset;
+  f.nonfinite[0] = f.nonfinite[1];
+  f.nonfinite[1] = 0;
+}
+
+__global__ void row_sums_kernel(const uint8_t *q, qk_int_type t, int64_t rows, int64_t cols, int32_t *out,
+                                qk_requant_finish f) {
+  finish_requant(f);
   __shared__ int32_t s_sum[kMaxWarps];
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     int32_t sum = 0;
@@ -483,7 +500,8 @@ __global__ void row_sums_kernel(const uint8_t *q, qk_int_type t, int64_t rows, i
 }
 
 template <bool S8>
-__global__ void row_sums_vec(const uint4 *q, int64_t rows, int64_t vecs, int32_t *out) {
+__global__ void row_sums_vec(const uint4 *q, int64_t rows, int64_t vecs, int32_t *out, qk_requant_finish f) {
+  finish_requant(f);
   const int lane = threadIdx.x & 31, warps = blockDim.x >> 5;
   for (int64_t row = (int64_t)blockIdx.x * warps + (threadIdx.x >> 5); row < rows; row += (int64_t)gridDim.x * warps) {
     const uint4 *p = q + row * vecs;
@@ -638,21 +656,38 @@ extern "C" int qk_dequantize(const qk_dequantize_args *args, qk_stream_t stream)
   }
 }
 
-extern "C" int qk_row_sums(const void *q, qk_int_type q_type, int64_t rows, int64_t cols, int32_t *out,
-                           qk_stream_t stream) {
-  if (rows == 0) return 0;
-  cudaStream_t s = static_cast<cudaStream_t>(stream);
-  if (cols % 16 == 0 && qk::aligned(q, 16)) {
+namespace qk {
+
+// One launch of the row sums (and of `f`, when f.nonfinite is not NULL; then also for
+// rows == 0, on one block).
+static int row_sums(const void *q, qk_int_type q_type, int64_t rows, int64_t cols, int32_t *out,
+                    const qk_requant_finish &f, cudaStream_t s) {
+  if (rows == 0 && f.nonfinite == nullptr) return 0;
+  if (cols % 16 == 0 && aligned(q, 16)) {
     constexpr int kBlock = 256, kRowsPerBlock = kBlock / 32;
-    const int grid = qk::grid_for(rows, kRowsPerBlock);
+    const int grid = grid_for(rows, kRowsPerBlock);
     const uint4 *v = static_cast<const uint4 *>(q);
-    if (q_type == QK_S8) qk::row_sums_vec<true><<<grid, kBlock, 0, s>>>(v, rows, cols / 16, out);
-    else qk::row_sums_vec<false><<<grid, kBlock, 0, s>>>(v, rows, cols / 16, out);
+    if (q_type == QK_S8) row_sums_vec<true><<<grid, kBlock, 0, s>>>(v, rows, cols / 16, out, f);
+    else row_sums_vec<false><<<grid, kBlock, 0, s>>>(v, rows, cols / 16, out, f);
     return (int)cudaGetLastError();
   }
-  const int grid = (int)(rows < qk::kMaxGrid ? rows : qk::kMaxGrid);
-  qk::row_sums_kernel<<<grid, 256, 0, s>>>(static_cast<const uint8_t *>(q), q_type, rows, cols, out);
+  const int grid = (int)(rows < 1 ? 1 : rows < kMaxGrid ? rows : kMaxGrid);
+  row_sums_kernel<<<grid, 256, 0, s>>>(static_cast<const uint8_t *>(q), q_type, rows, cols, out, f);
   return (int)cudaGetLastError();
+}
+
+}  // namespace qk
+
+extern "C" int qk_row_sums(const void *q, qk_int_type q_type, int64_t rows, int64_t cols, int32_t *out,
+                           qk_stream_t stream) {
+  return qk::row_sums(q, q_type, rows, cols, out, qk_requant_finish{}, static_cast<cudaStream_t>(stream));
+}
+
+extern "C" int qk_row_sums_finish(const void *q, qk_int_type q_type, int64_t rows, int64_t cols, int32_t *out,
+                                  const qk_requant_finish *finish, qk_stream_t stream) {
+  if (finish == nullptr || finish->nonfinite == nullptr || finish->scale_out == nullptr)
+    return (int)cudaErrorInvalidValue;
+  return qk::row_sums(q, q_type, rows, cols, out, *finish, static_cast<cudaStream_t>(stream));
 }
 
 extern "C" int qk_empty_kernel(qk_stream_t stream) {

@@ -200,7 +200,7 @@ run() {
   local runs=(
     "memcheck gpu_vs_cpu small_shapes_f32 long_rows gpu_errors"
     "racecheck gpu_vs_cpu long_rows nonfinite_values extreme_values"
-    "memcheck gemm_gpu operands_at_offsets a_large_shape gpu_gemm_errors"
+    "memcheck gemm_gpu operands_at_offsets a_large_shape gpu_gemm_errors requantized_output_reuses"
     "racecheck gemm_gpu operands_at_offsets"
     "memcheck gemm_gpu every_kernel_configuration"
     "memcheck gemm_gpu decode_kernels"

@@ -855,3 +855,72 @@ fn requantized_output() {
         }
     }
 }
+
+/// One requantized output buffer through a sequence of calls, each compared with the CPU
+/// reference as a fresh buffer would be. The launch after the GEMM writes the parameters and
+/// publishes the non-finite count that the GEMM added into a scratch word (no copies or
+/// memsets before it), so: one call's count must not leak into the next, the parameters must
+/// be the last call's, a quantize call into the same buffer (whose kernels share the scratch
+/// words) must count alone and leave them clean, and empty shapes still finish.
+#[test]
+fn requantized_output_reuses_its_buffers() {
+    let Some(g) = common::gpu() else { return };
+    let (m, n, k) = (40, 96, 128);
+    let spec = QuantSpec::affine(IntType::U8, Granularity::Tensor).unwrap();
+    let params = |s: f32, z: i32| qkernels::QuantParams {
+        scales: vec![s],
+        zero_points: Some(vec![z]),
+        offsets: None,
+    };
+    let finite = (
+        make(Kind::Sym(Granularity::Row), m, k, 41),
+        make(Kind::Sym(Granularity::Row), n, k, 42),
+    );
+    let mut over = (
+        make(Kind::Sym(Granularity::Row), m, k, 41),
+        make(Kind::Sym(Granularity::Row), n, k, 42),
+    );
+    if let (HostOp::Q(qa), HostOp::Q(qb)) = (&mut over.0, &mut over.1) {
+        qa.scales.iter_mut().for_each(|s| *s = 3e38);
+        qb.scales.iter_mut().for_each(|s| *s = 1e20);
+    }
+    let mut out = DeviceQuantized::alloc(&g.stream, spec, m, n).unwrap();
+    let gemm = |(ha, hb): &(HostOp, HostOp), p: &qkernels::QuantParams, out: &mut DeviceQuantized, what: &str| {
+        let want = cpu::gemm_quantized(&ha.operand(), &hb.operand(), None, spec, p, true).unwrap();
+        let (da, db) = (DevOp::upload(&g, ha), DevOp::upload(&g, hb));
+        cuda::gemm_quantized_into(&g.stream, &da.operand(), &db.operand(), None, p, out, GemmPath::Auto)
+            .unwrap_or_else(|e| panic!("{what}: {e}"));
+        let got = out.to_host(&g.stream, true).unwrap();
+        assert_eq!(got.nonfinite, want.nonfinite, "{what}: non-finite count");
+        assert!(got == want, "{what}: GPU and CPU differ");
+        want.nonfinite
+    };
+    assert!(gemm(&over, &params(0.41, 131), &mut out, "overflowing") > 0);
+    assert_eq!(gemm(&finite, &params(0.2, 7), &mut out, "finite after overflowing"), 0);
+    assert!(gemm(&over, &params(0.2, 7), &mut out, "overflowing again") > 0);
+
+    // A dynamic quantize call into the same buffer, with three NaNs: its count alone.
+    let mut x = qkernels::bench::random_f32(m * n, 43, 3.0);
+    for i in [0, 777, m * n - 1] {
+        x[i] = f32::NAN;
+    }
+    let want = cpu::quantize(&x, m, n, spec, None, true).unwrap();
+    assert_eq!(want.nonfinite, 3);
+    let dx = g.stream.clone_htod(&x).unwrap();
+    cuda::quantize_into(&g.stream, &dx, m, n, None, &mut out).unwrap();
+    assert!(
+        out.to_host(&g.stream, true).unwrap() == want,
+        "quantize after the GEMMs"
+    );
+    assert_eq!(gemm(&finite, &params(0.41, 131), &mut out, "finite after quantize"), 0);
+
+    // Empty outputs (M = 0, N = 0): no GEMM launch, but the parameters and count finish.
+    for (m, n) in [(0, n), (m, 0)] {
+        let empty = (
+            make(Kind::Sym(Granularity::Row), m, k, 44),
+            make(Kind::Sym(Granularity::Row), n, k, 45),
+        );
+        let mut out = DeviceQuantized::alloc(&g.stream, spec, m, n).unwrap();
+        gemm(&empty, &params(0.3, 9), &mut out, &format!("{m}x{n}"));
+    }
+}

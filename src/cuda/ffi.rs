@@ -79,6 +79,30 @@ unsafe extern "C" {
         stream: qk_stream_t,
     ) -> ::std::os::raw::c_int;
 }
+#[doc = " What the launch after a requantizing GEMM finishes besides the row sums, so that the call\n  takes two launches and no copies: it writes the output's per-tensor parameters into its\n  buffers and publishes the non-finite count that the GEMM added into nonfinite[1] (its\n  qk_requant.nonfinite) into nonfinite[0], leaving nonfinite[1] zero again, as the buffer's\n  contract in qk_quantize_args asks."]
+#[repr(C)]
+#[derive(Debug, Copy, Clone)]
+pub struct qk_requant_finish {
+    pub scale: f32,
+    pub zero_point: i32,
+    pub offset: f32,
+    pub scale_out: *mut f32,
+    pub zero_point_out: *mut i32,
+    pub offset_out: *mut f32,
+    pub nonfinite: *mut u64,
+}
+unsafe extern "C" {
+    #[doc = " qk_row_sums of a requantizing GEMM's output, plus `finish` (read before the call returns).\n  rows may be 0 (the parameters and the count are still finished)."]
+    pub fn qk_row_sums_finish(
+        q: *const ::std::os::raw::c_void,
+        q_type: qk_int_type,
+        rows: i64,
+        cols: i64,
+        out: *mut i32,
+        finish: *const qk_requant_finish,
+        stream: qk_stream_t,
+    ) -> ::std::os::raw::c_int;
+}
 unsafe extern "C" {
     #[doc = " The description of a CUDA status code (static storage)."]
     pub fn qk_status_string(status: ::std::os::raw::c_int) -> *const ::std::os::raw::c_char;

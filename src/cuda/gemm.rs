@@ -619,10 +619,11 @@ pub fn gemm_into_kernel<O: DeviceGemmOutput>(
 
 /// `Y = quantize(epilogue(A · Bᵀ))` into `out`, a `[M, N]` matrix whose spec takes one
 /// static per-tensor set of parameters, `params` ([`crate::gemm::check_requantized`]): the
-/// device twin of [`crate::cpu::gemm_quantized_into`], bit for bit. The parameters are copied
-/// into `out`, its row sums computed by a second launch (an `M · N`-byte read), and the count
-/// of non-finite f32 values (an overflow of the scales) lands in `out`'s counter, which
-/// [`DeviceQuantized::to_host`] checks. Stream-ordered; no allocation, no synchronization.
+/// device twin of [`crate::cpu::gemm_quantized_into`], bit for bit. Two launches: the GEMM,
+/// then `out`'s row sums (an `M · N`-byte read), which also write `params` into `out` and
+/// publish the count of non-finite f32 values (an overflow of the scales) in `out`'s
+/// counter, which [`DeviceQuantized::to_host`] checks. Stream-ordered; no allocation, no
+/// copy, no synchronization.
 pub fn gemm_quantized_into(
     stream: &Arc<CudaStream>,
     a: &DeviceOperand,
@@ -707,17 +708,18 @@ fn launch_quantized(
     let bias_len = bias.map(|b| b.len());
     let shape = check_requantized(&a.meta, &b.meta, bias_len, &spec, params, (out.rows, out.cols))?;
     out.check()?;
-    out.set_params(stream, params)?;
-    stream.memset_zeros(&mut out.nonfinite.slice_mut(0..1))?;
+    let mut quant = ffi::qk_requant {
+        scheme: scheme(spec.scheme()),
+        scale: params.scales[0],
+        zero_point: params.zero_points.as_ref().map_or(0, |z| z[0]),
+        offset: params.offsets.as_ref().map_or(0.0, |o| o[0]),
+        nonfinite: std::ptr::null_mut(),
+    };
     {
+        // The GEMM counts into scratch word 1 (zero between calls), which the launch after
+        // it publishes into word 0 and zeroes again: no memset before the GEMM.
         let (counter, _gc) = out.nonfinite.device_ptr_mut(stream);
-        let quant = ffi::qk_requant {
-            scheme: scheme(spec.scheme()),
-            scale: params.scales[0],
-            zero_point: params.zero_points.as_ref().map_or(0, |z| z[0]),
-            offset: params.offsets.as_ref().map_or(0.0, |o| o[0]),
-            nonfinite: counter as *mut u64,
-        };
+        quant.nonfinite = (counter + 8) as *mut u64;
         let len = out.data.len();
         let (ptr, _gy) = out.data.device_ptr_mut(stream);
         let y = OutBuf {
@@ -729,8 +731,15 @@ fn launch_quantized(
         };
         launch_gemm(stream, a, b, bias, shape, y, choice)?;
     }
-    // N = 0 included: the row-sum kernel writes 0 for an empty row.
-    super::quantize::row_sums_into(stream, &out.data, spec.int_type(), shape.m, shape.n, &mut out.row_sums)
+    // M = 0 and N = 0 included (an empty row's sum is 0; with no rows the launch still
+    // finishes the parameters and the count).
+    let finished = super::quantize::finish_requantized(stream, out, &quant);
+    if finished.is_err() {
+        // The GEMM may have counted into word 1, which no launch will now clear. Best effort
+        // (the launch's error is the one to report): zero it, so the next call starts clean.
+        let _ = stream.memset_zeros(&mut out.nonfinite.slice_mut(1..2));
+    }
+    finished
 }
 
 /// Where the kernels write Y: device pointer, element count, type, the alignment its type

@@ -33,9 +33,10 @@ pub struct DeviceQuantized {
     pub zero_points: Option<CudaSlice<i32>>,
     pub offsets: Option<CudaSlice<f32>>,
     pub row_sums: CudaSlice<i32>,
-    /// Word 0: NaN/±Inf inputs met by the last quantize call; words 1–2: the kernels'
-    /// self-cleaning scratch (see `qk_quantize_args` in kernels/qkernels.h). Read the count
-    /// with [`DeviceQuantized::nonfinite`].
+    /// Word 0: NaN/±Inf values met by the last quantize call or requantizing GEMM; words
+    /// 1–2: the kernels' self-cleaning scratch (see `qk_quantize_args` and
+    /// `qk_requant_finish` in kernels/qkernels.h). Read the count with
+    /// [`DeviceQuantized::nonfinite`].
     pub(super) nonfinite: CudaSlice<u64>,
 }
 
@@ -101,7 +102,8 @@ impl DeviceQuantized {
         })
     }
 
-    /// The non-finite count of the last quantize call (synchronizes `stream`).
+    /// The non-finite count of the last quantize call or requantizing GEMM (synchronizes
+    /// `stream`).
     pub fn nonfinite(&self, stream: &Arc<CudaStream>) -> Result<u64> {
         let mut word = [0u64];
         stream.memcpy_dtoh(&self.nonfinite.slice(0..1), &mut word)?;
@@ -345,6 +347,55 @@ pub fn row_sums_into(
         // SAFETY: matches `int qk_row_sums(const void*, qk_int_type, int64_t, int64_t,
         // int32_t*, qk_stream_t)`; `data` holds rows*cols bytes and `out` rows i32 (checked).
         unsafe { ffi::qk_row_sums(qp as *const _, t, rows as i64, cols as i64, op as *mut i32, s) }
+    })
+}
+
+/// The launch after a requantizing GEMM into `out`: its row sums, its parameters (`quant`'s)
+/// written into its buffers, and the non-finite count that the GEMM added into scratch word 1
+/// published into word 0 (`qk_row_sums_finish`). One launch in place of the copies and
+/// memsets these took before it.
+pub(super) fn finish_requantized(
+    stream: &Arc<CudaStream>,
+    out: &mut DeviceQuantized,
+    quant: &ffi::qk_requant,
+) -> Result<()> {
+    check_row_sums(out.data.len(), out.rows, out.cols, out.row_sums.len())?;
+    let (qp, _gq) = out.data.device_ptr(stream);
+    let (op, _go) = out.row_sums.device_ptr_mut(stream);
+    check_aligned(op, 4, "row sums")?;
+    let (sp, _gs) = out.scales.device_ptr_mut(stream);
+    let (zp, _gz) = match out.zero_points.as_mut() {
+        Some(z) => {
+            let (p, g) = z.device_ptr_mut(stream);
+            (p, Some(g))
+        }
+        None => (0, None),
+    };
+    let (fp, _gf) = match out.offsets.as_mut() {
+        Some(o) => {
+            let (p, g) = o.device_ptr_mut(stream);
+            (p, Some(g))
+        }
+        None => (0, None),
+    };
+    let (np, _gn) = out.nonfinite.device_ptr_mut(stream);
+    let finish = ffi::qk_requant_finish {
+        scale: quant.scale,
+        zero_point: quant.zero_point,
+        offset: quant.offset,
+        scale_out: sp as *mut f32,
+        zero_point_out: zp as *mut i32,
+        offset_out: fp as *mut f32,
+        nonfinite: np as *mut u64,
+    };
+    let (t, rows, cols) = (int_type(out.spec.int_type()), out.rows as i64, out.cols as i64);
+    launch(stream, "qk_row_sums_finish", |s| {
+        // SAFETY: matches `int qk_row_sums_finish(const void*, qk_int_type, int64_t, int64_t,
+        // int32_t*, const qk_requant_finish*, qk_stream_t)`; `data` holds rows*cols bytes and
+        // `row_sums` rows i32 (checked), the parameter buffers one value each (a per-tensor
+        // spec: check_requantized), `nonfinite` its NONFINITE_WORDS; the struct is read
+        // before the call returns.
+        unsafe { ffi::qk_row_sums_finish(qp as *const _, t, rows, cols, op as *mut i32, &finish, s) }
     })
 }
 

@@ -56,8 +56,8 @@ struct Row {
     sm90_i32_us: Option<f64>,
     ours_bf16_fused_us: f64,
     /// The same epilogue requantized to i8 (static per-tensor Symmetric), the output's row
-    /// sums included (a second launch): what a layer whose output feeds the next INT8 GEMM
-    /// runs.
+    /// sums included (a second launch, which also writes the parameters and the count): what
+    /// a layer whose output feeds the next INT8 GEMM runs.
     ours_i8_requant_us: f64,
     /// The INT8 linear layer from bf16 activations (`Out::Layer`): dynamic per-token
     /// quantize, then the GEMM with bf16 out through the float-epilogue pick.
@@ -466,7 +466,7 @@ fn gpu_gemm(
     let mut note = "ours i32 = raw i8·i8 → i32 like cuBLASLt, through the dispatcher's pick (Auto; the forced sm80 \
                     and sm90 paths' picks reported beside it); ours bf16 fused = per-token × per-channel scales + \
                     f32 bias → bf16, and ours i8 requant = the same → i8 (static per-tensor Symmetric) with the \
-                    row-sum launch, both through the dispatcher's float-epilogue pick; ours layer = bf16 \
+                    row-sum launch (which also writes the parameters and the non-finite count), both through the dispatcher's float-epilogue pick; ours layer = bf16 \
                     activations quantized per token (dynamic Symmetric i8) + the bf16-out GEMM; medians of CUDA-event \
                     timings, the candidates of a shape timed in turn (round-robin, so that clock drift under load \
                     falls on all alike), inputs rotated beyond 2× L2"
