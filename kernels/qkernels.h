@@ -164,7 +164,9 @@ typedef struct {
   qk_param_layout zero_point_layout;
   const float *offset; /* MinOffset A only */
   qk_param_layout offset_layout;
-  const int32_t *row_sums; /* sum of each row's values */
+  const int32_t *row_sums; /* sum of each row's values; read only where they enter the result
+                              (A's: B has zero points; B's: A has zero points or offsets),
+                              otherwise may be NULL */
 } qk_gemm_operand;
 
 /**

@@ -774,10 +774,9 @@ fn launch_gemm(
     if shape.m == 0 || shape.n == 0 {
         return Ok(());
     }
-    // Device pointers of both operands; the guards keep cudarc's stream ordering until the
-    // launch is enqueued.
-    let (pa, _ga) = operand_ptrs(stream, a);
-    let (pb, _gb) = operand_ptrs(stream, b);
+    let (sums_a, sums_b) = row_sums_read(&a.meta, &b.meta);
+    let (pa, _ga) = operand_ptrs(stream, a, sums_a);
+    let (pb, _gb) = operand_ptrs(stream, b, sums_b);
     let aligned16 = (pa.data as usize).is_multiple_of(16) && (pb.data as usize).is_multiple_of(16);
     let info = DispatchInfo::for_device(stream.context(), aligned16)?;
     let kernel = choice.kernel(info, shape, y.ty)?;
@@ -853,7 +852,25 @@ fn launch_gemm(
 
 type Guards<'a> = Vec<cudarc::driver::SyncOnDrop<'a>>;
 
-fn operand_ptrs<'a>(stream: &'a CudaStream, o: &'a DeviceOperand) -> (ffi::qk_gemm_operand, Guards<'a>) {
+/// Whether the kernels read A's and B's row sums: ΣA enters the result only through B's
+/// zero points, ΣB only through A's zero points and A's MinOffset term (the kernels' rule,
+/// `make_epilogue_ctx` in kernels/common/gemm_epilogue.cuh; `qk_gemm_operand.row_sums`).
+fn row_sums_read(a: &OperandMeta, b: &OperandMeta) -> (bool, bool) {
+    (
+        b.zero_point != ParamLayout::None,
+        a.zero_point != ParamLayout::None || a.offset != ParamLayout::None,
+    )
+}
+
+/// An operand's device pointers, with the guards that keep cudarc's stream ordering until
+/// the launch is enqueued. Row sums the kernels do not read (`read_sums` false: raw and
+/// Symmetric operands, the common case) go over as NULL, without a guard: with more than one
+/// stream in the context each guard costs a cuStreamWaitEvent and a cuEventRecord on the host.
+fn operand_ptrs<'a>(
+    stream: &'a CudaStream,
+    o: &'a DeviceOperand,
+    read_sums: bool,
+) -> (ffi::qk_gemm_operand, Guards<'a>) {
     let mut guards = Vec::new();
     let mut ptr = |p: (u64, cudarc::driver::SyncOnDrop<'a>)| {
         guards.push(p.1);
@@ -863,7 +880,11 @@ fn operand_ptrs<'a>(stream: &'a CudaStream, o: &'a DeviceOperand) -> (ffi::qk_ge
     let scale = o.scales.as_ref().map_or(0, |v| ptr(v.device_ptr(stream)));
     let zero_point = o.zero_points.as_ref().map_or(0, |v| ptr(v.device_ptr(stream)));
     let offset = o.offsets.as_ref().map_or(0, |v| ptr(v.device_ptr(stream)));
-    let row_sums = ptr(o.row_sums.device_ptr(stream));
+    let row_sums = if read_sums {
+        ptr(o.row_sums.device_ptr(stream))
+    } else {
+        0
+    };
     let op = ffi::qk_gemm_operand {
         data: data as *const _,
         type_: int_type(o.meta.int_type),
