@@ -13,9 +13,12 @@
 //                             is issued while this one is processed), dynamic per-row or
 //                             per-group parameters (MODE) are reduced from those registers,
 //                             then the row is quantized and stored with VEC-byte stores, its
-//                             sum reduced in the same pass. R = 0 is the two-pass variant
-//                             for rows too long for registers; VEC = 1 is the scalar variant
-//                             for unaligned pointers or widths.
+//                             sum reduced in the same pass. Rows of up to 1024 vectors take
+//                             R = 4 (fewer for short rows) and as few threads as that allows
+//                             (launch_rows, v4: a row's reductions cost every thread alike);
+//                             longer ones R = 8 (no next row in flight). R = 0 is the
+//                             two-pass variant for rows too long for registers; VEC = 1 is
+//                             the scalar variant for unaligned pointers or widths.
 //   group_params_scalar<T>    per-group parameters, one thread per group, for group sizes
 //                             that do not map onto lane segments (G/VEC not a power of two
 //                             <= 32); quantize_rows then runs with the parameters given.
@@ -165,7 +168,7 @@ template <int VEC, int R> constexpr int kRowsMaxBlock = VEC == 1 || (R >= 1 && R
 template <typename T, int VEC, int R, int MODE>
 __global__ void __launch_bounds__(kRowsMaxBlock<VEC, R>) quantize_rows(qk_quantize_args a) {
   static_assert(R == 0 || VEC > 1, "rows held in registers are 16-byte vectors");
-  __shared__ Range s_range[kMaxWarps];
+  __shared__ float2 s_acc[kMaxWarps];
   __shared__ int32_t s_sum[kMaxWarps];
   const T *x = static_cast<const T *>(a.x);
   uint8_t *q = static_cast<uint8_t *>(a.q);
@@ -214,9 +217,9 @@ __global__ void __launch_bounds__(kRowsMaxBlock<VEC, R>) quantize_rows(qk_quanti
     Params prow{};
     constexpr int NG = MODE == kDynGroup ? RB : 1;
     Params gpar[NG]{};  // R > 0 with groups: the parameters of each of this thread's vectors
-    // The range of this thread's vectors with accumulator `acc` (FiniteRange or
-    // FiniteAbsMax); FINITE: with add_finite (the second try of a range with an infinity).
-    auto row_range = [&]<bool FINITE>(auto acc) {
+    // Accumulator `acc` (FiniteRange or FiniteAbsMax) over this thread's vectors; FINITE:
+    // with add_finite (the second try of a range with an infinity).
+    auto row_acc = [&]<bool FINITE>(auto acc) {
       if constexpr (R > 0) {
 #pragma unroll
         for (int r = 0; r < R; ++r)
@@ -232,14 +235,22 @@ __global__ void __launch_bounds__(kRowsMaxBlock<VEC, R>) quantize_rows(qk_quanti
           accumulate<FINITE>(acc, t);
         }
       }
-      return acc.to_range();
+      return acc;
     };
     // The block's range of the row (every thread gets it). The reduction is uniform: every
     // thread sees the same total, so all or none take the second try.
+    // NOTE (v4): the accumulators themselves are merged (one or two floats), not Ranges
+    // (three values and a merge that branches on `any`).
     auto block_range = [&](auto acc) {
       using Acc = decltype(acc);
-      Range rg = block_reduce_range(row_range.template operator()<false>(acc), s_range);
-      if (Acc::has_inf(rg)) rg = block_reduce_range(row_range.template operator()<true>(acc), s_range);
+      Acc fast = row_acc.template operator()<false>(acc);
+      block_merge(fast, s_acc);
+      Range rg = fast.to_range();
+      if (Acc::has_inf(rg)) {
+        Acc fin = row_acc.template operator()<true>(acc);
+        block_merge(fin, s_acc);
+        rg = fin.to_range();
+      }
       return rg;
     };
     // The range of the group of the vector `t` (every lane of the warp calls it; lanes past
@@ -248,10 +259,12 @@ __global__ void __launch_bounds__(kRowsMaxBlock<VEC, R>) quantize_rows(qk_quanti
       using Acc = decltype(acc);
       Acc fast = acc;
       if (valid) accumulate<false>(fast, t);
-      Range rg = segment_reduce_range(fast.to_range(), seg);
+      segment_merge(fast, seg);
+      Range rg = fast.to_range();
       if (__any_sync(0xffffffffu, Acc::has_inf(rg))) {
         if (valid) accumulate<true>(acc, t);
-        rg = segment_reduce_range(acc.to_range(), seg);
+        segment_merge(acc, seg);
+        rg = acc.to_range();
       }
       return rg;
     };
@@ -571,12 +584,22 @@ cudaError_t launch_rows(const qk_quantize_args &a, cudaStream_t s) {
   if constexpr (VEC == 1) {
     return launch_rows_kernel<quantize_rows<T, 1, 0, MODE>>(a, 256, s);
   } else {
-    if (nvec <= 256) return launch_rows_kernel<quantize_rows<T, VEC, 1, MODE>>(a, (int)((nvec + 31) / 32 * 32), s);
+    // NOTE: rows of up to 4 vectors per thread of 256 take the fewest threads (a multiple of
+    // 32) that hold the row in 4 vectors each: a row's reductions, barriers and parameters
+    // cost each thread the same whatever its share of the row, so more elements per thread
+    // make them cheaper per element (v3 at K = 4096 bf16, 256 threads x 2 vectors, issued
+    // ~40 instructions per element, ~13 of them the element's own).
+    if (nvec <= 4 * 256) {
+      const int nt = (int)((nvec + 127) / 128 * 32);  // ceil(nvec / 4), rounded up to 32
+      const int64_t per = (nvec + nt - 1) / nt;
+      if (per <= 1) return launch_rows_kernel<quantize_rows<T, VEC, 1, MODE>>(a, nt, s);
+      if (per <= 2) return launch_rows_kernel<quantize_rows<T, VEC, 2, MODE>>(a, nt, s);
+      return launch_rows_kernel<quantize_rows<T, VEC, 4, MODE>>(a, nt, s);
+    }
+    // Longer rows: 5 to 8 vectors per thread of 256 or 512 (no registers for the next
+    // row), then the two-pass variant.
     const int nt = nvec <= 8 * 256 ? 256 : 512;
-    const int64_t per = (nvec + nt - 1) / nt;
-    if (per <= 2) return launch_rows_kernel<quantize_rows<T, VEC, 2, MODE>>(a, nt, s);
-    if (per <= 4) return launch_rows_kernel<quantize_rows<T, VEC, 4, MODE>>(a, nt, s);
-    if (per <= 8) return launch_rows_kernel<quantize_rows<T, VEC, 8, MODE>>(a, nt, s);
+    if (nvec <= 8 * nt) return launch_rows_kernel<quantize_rows<T, VEC, 8, MODE>>(a, nt, s);
     return launch_rows_kernel<quantize_rows<T, VEC, 0, MODE>>(a, nt, s);
   }
 }

@@ -167,8 +167,8 @@ fn nonfinite_values_match_and_are_counted() {
 
 /// More rows than the grid has blocks, so that each block quantizes several rows and the
 /// next row's vectors are loaded while the current one is processed: the register-resident
-/// variants R = 1, 2, 4 (with that prefetch) and 8, in every mode (given, dynamic per row,
-/// dynamic per group), with non-finite values in the data.
+/// variants R = 1, 2, 4 (with that prefetch; one-warp blocks included) and 8, in every mode
+/// (given, dynamic per row, dynamic per group), with non-finite values in the data.
 #[test]
 fn many_rows_per_block_take_the_prefetch_path() {
     let Some(g) = common::gpu() else { return };
@@ -181,7 +181,10 @@ fn many_rows_per_block_take_the_prefetch_path() {
         QuantSpec::symmetric(Granularity::Tensor).unwrap(),
         QuantSpec::affine(IntType::U8, Granularity::Col).unwrap(),
     ];
-    // bf16 4096: R = 2; bf16 4104: R = 4; f32 1024: R = 1; f32 4104: R = 8.
+    // Threads x vectors per row (launch_rows): bf16 256: 32 x R = 1; bf16 512: 32 x R = 2;
+    // bf16 1024: 32 x R = 4; bf16 4096: 128 x R = 4; bf16 4104: 160 x R = 4 (the last
+    // thread's fourth vector past the row); f32 1024: 64 x R = 4; f32 4104: 256 x R = 8.
+    // One-warp blocks fill up to 32 per SM, hence 9000 rows.
     let run = |rows: usize, cols: usize, f32_input: bool| {
         let x = data(rows, cols, (rows + cols) as u64, true);
         for spec in specs {
@@ -197,6 +200,9 @@ fn many_rows_per_block_take_the_prefetch_path() {
             }
         }
     };
+    run(9000, 256, false);
+    run(9000, 512, false);
+    run(9000, 1024, false);
     run(2048, 4096, false);
     run(1500, 4104, false);
     run(3000, 1024, true);

@@ -220,6 +220,15 @@ struct FiniteRange {
     return r;
   }
   __device__ __forceinline__ static bool has_inf(const Range &r) { return r.any && (isinf(r.lo) || isinf(r.hi)); }
+  // Merging accumulators (reduce.cuh): min and max, NaN (nothing seen) the identity of both;
+  // to_range() of the result is the merge of the to_range()s (canonical_zero commutes with
+  // min and max, and `any` is whether some side saw a value).
+  static constexpr int kFloats = 2;  // floats of pack() that carry the accumulator
+  __device__ __forceinline__ float2 pack() const { return make_float2(lo, hi); }
+  __device__ __forceinline__ void merge(float2 o) {
+    lo = fminf(lo, o.x);
+    hi = fmaxf(hi, o.y);
+  }
 };
 
 // The largest |x| (what Symmetric needs of the range), as a Range with that absolute maximum
@@ -236,6 +245,9 @@ struct FiniteAbsMax {
     return r;
   }
   __device__ __forceinline__ static bool has_inf(const Range &r) { return isinf(r.hi); }
+  static constexpr int kFloats = 1;
+  __device__ __forceinline__ float2 pack() const { return make_float2(m, 0.0f); }
+  __device__ __forceinline__ void merge(float2 o) { m = fmaxf(m, o.x); }
 };
 
 // Adds the VEC values of a vector to a range accumulator (FiniteRange, FiniteAbsMax):

@@ -23,6 +23,30 @@ __device__ __forceinline__ Range segment_reduce_range(Range r, int width) {
   return r;
 }
 
+// Range accumulators (FiniteAbsMax, FiniteRange in numeric.cuh) merged across aligned
+// segments of `width` lanes (a power of two <= 32; every lane of the warp must call it):
+// the accumulator's own one or two floats per step, where a Range takes three shuffles and
+// a merge that branches on `any`.
+template <typename Acc> __device__ __forceinline__ void segment_merge(Acc &acc, int width) {
+  for (int m = width >> 1; m > 0; m >>= 1) {
+    const float2 v = acc.pack();
+    const float y = Acc::kFloats == 2 ? __shfl_xor_sync(0xffffffffu, v.y, m) : v.y;
+    acc.merge(make_float2(__shfl_xor_sync(0xffffffffu, v.x, m), y));
+  }
+}
+
+// The block's merged accumulator, in every thread (every thread must call it); `smem` holds
+// one float2 per warp.
+// NOTE: ends with a barrier so that `smem` can be reused by the next call.
+template <typename Acc> __device__ __forceinline__ void block_merge(Acc &acc, float2 *smem) {
+  segment_merge(acc, 32);
+  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31, nwarps = (blockDim.x + 31) >> 5;
+  if (lane == 0) smem[warp] = acc.pack();
+  __syncthreads();
+  for (int w = 0; w < nwarps; ++w) acc.merge(smem[w]);
+  __syncthreads();
+}
+
 template <typename T> __device__ __forceinline__ T warp_sum(T v) {
 #pragma unroll
   for (int m = 16; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
