@@ -29,12 +29,24 @@ fn all_specs(cols: usize) -> Vec<QuantSpec> {
     specs
 }
 
-/// Test data: random rows, with an all-zero row, a constant row and (optionally) NaN/±Inf.
+/// Test data: random rows, with an all-zero row, a constant row, rows of signed zeros and
+/// (optionally) NaN/±Inf.
 fn data(rows: usize, cols: usize, seed: u64, nonfinite: bool) -> Vec<f32> {
     let mut x = qkernels::bench::random_f32(rows * cols, seed, 3.0);
     if rows > 2 {
         x[cols..2 * cols].fill(0.0);
         x[2 * cols..3 * cols].fill(-1.25);
+    }
+    if rows > 5 {
+        // Signed zeros, which the ranges take as +0 (canonical_zero): a row of -0; -0 and +0
+        // among positives (the minimum a zero); -0 among negatives (the maximum a zero).
+        x[3 * cols..4 * cols].fill(-0.0);
+        for (j, v) in x[4 * cols..5 * cols].iter_mut().enumerate() {
+            *v = [-0.0, 0.0, v.abs()][j % 3];
+        }
+        for (j, v) in x[5 * cols..6 * cols].iter_mut().enumerate() {
+            *v = if j % 2 == 0 { -0.0 } else { -v.abs() };
+        }
     }
     if nonfinite {
         let n = x.len();
@@ -182,8 +194,8 @@ fn many_rows_per_block_take_the_prefetch_path() {
         QuantSpec::affine(IntType::U8, Granularity::Col).unwrap(),
     ];
     // Threads x vectors per row (launch_rows): bf16 256: 32 x R = 1; bf16 512: 32 x R = 2;
-    // bf16 1024: 32 x R = 4; bf16 4096: 128 x R = 4; bf16 4104: 160 x R = 4 (the last
-    // thread's fourth vector past the row); f32 1024: 64 x R = 4; f32 4104: 256 x R = 8.
+    // bf16 1024: 32 x R = 4; bf16 4096: 128 x R = 4; bf16 4104: 160 x R = 4 (513 vectors:
+    // only thread 0 holds a fourth); f32 1024: 64 x R = 4; f32 4104: 256 x R = 8.
     // One-warp blocks fill up to 32 per SM, hence 9000 rows.
     let run = |rows: usize, cols: usize, f32_input: bool| {
         let x = data(rows, cols, (rows + cols) as u64, true);

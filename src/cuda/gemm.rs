@@ -623,7 +623,8 @@ pub fn gemm_into_kernel<O: DeviceGemmOutput>(
 /// then `out`'s row sums (an `M · N`-byte read), which also write `params` into `out` and
 /// publish the count of non-finite f32 values (an overflow of the scales) in `out`'s
 /// counter, which [`DeviceQuantized::to_host`] checks. Stream-ordered; no allocation, no
-/// copy, no synchronization.
+/// copy, no synchronization. After an error `out` holds no defined result (its buffers stay
+/// usable for the next call).
 pub fn gemm_quantized_into(
     stream: &Arc<CudaStream>,
     a: &DeviceOperand,
@@ -715,7 +716,7 @@ fn launch_quantized(
         offset: params.offsets.as_ref().map_or(0.0, |o| o[0]),
         nonfinite: std::ptr::null_mut(),
     };
-    {
+    let gemm = {
         // The GEMM counts into scratch word 1 (zero between calls), which the launch after
         // it publishes into word 0 and zeroes again: no memset before the GEMM.
         let (counter, _gc) = out.nonfinite.device_ptr_mut(stream);
@@ -729,17 +730,19 @@ fn launch_quantized(
             align: 1,
             quant,
         };
-        launch_gemm(stream, a, b, bias, shape, y, choice)?;
-    }
+        launch_gemm(stream, a, b, bias, shape, y, choice)
+    };
     // M = 0 and N = 0 included (an empty row's sum is 0; with no rows the launch still
     // finishes the parameters and the count).
-    let finished = super::quantize::finish_requantized(stream, out, &quant);
-    if finished.is_err() {
-        // The GEMM may have counted into word 1, which no launch will now clear. Best effort
-        // (the launch's error is the one to report): zero it, so the next call starts clean.
+    let done = gemm.and_then(|()| super::quantize::finish_requantized(stream, out, &quant));
+    if done.is_err() {
+        // A GEMM that reports an error may still have been queued (a launcher's status can
+        // be an earlier call's pending error) and count into word 1, which no launch will now
+        // clear. Best effort (the first error is the one to report): zero it, stream-ordered
+        // after the GEMM, so the next call starts clean.
         let _ = stream.memset_zeros(&mut out.nonfinite.slice_mut(1..2));
     }
-    finished
+    done
 }
 
 /// Where the kernels write Y: device pointer, element count, type, the alignment its type
