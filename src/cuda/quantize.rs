@@ -350,34 +350,20 @@ pub fn row_sums_into(
     })
 }
 
-/// The launch after a requantizing GEMM into `out`: its row sums, its parameters (`quant`'s)
-/// written into its buffers, and the non-finite count that the GEMM added into scratch word 1
-/// published into word 0 (`qk_row_sums_finish`). One launch in place of the copies and
-/// memsets these took before it.
+/// The launch after a requantizing GEMM into `out` (checked by the caller: `out.check()`):
+/// its row sums, its parameters (`quant`'s) written into its buffers, and the non-finite
+/// count that the GEMM added into scratch word 1 published into word 0
+/// (`qk_row_sums_finish`). One launch in place of the copies and memsets these took before.
 pub(super) fn finish_requantized(
     stream: &Arc<CudaStream>,
     out: &mut DeviceQuantized,
     quant: &ffi::qk_requant,
 ) -> Result<()> {
-    check_row_sums(out.data.len(), out.rows, out.cols, out.row_sums.len())?;
     let (qp, _gq) = out.data.device_ptr(stream);
     let (op, _go) = out.row_sums.device_ptr_mut(stream);
-    check_aligned(op, 4, "row sums")?;
     let (sp, _gs) = out.scales.device_ptr_mut(stream);
-    let (zp, _gz) = match out.zero_points.as_mut() {
-        Some(z) => {
-            let (p, g) = z.device_ptr_mut(stream);
-            (p, Some(g))
-        }
-        None => (0, None),
-    };
-    let (fp, _gf) = match out.offsets.as_mut() {
-        Some(o) => {
-            let (p, g) = o.device_ptr_mut(stream);
-            (p, Some(g))
-        }
-        None => (0, None),
-    };
+    let (zp, _gz) = ptr_mut_or_null(out.zero_points.as_mut(), stream);
+    let (fp, _gf) = ptr_mut_or_null(out.offsets.as_mut(), stream);
     let (np, _gn) = out.nonfinite.device_ptr_mut(stream);
     let finish = ffi::qk_requant_finish {
         scale: quant.scale,
@@ -391,10 +377,10 @@ pub(super) fn finish_requantized(
     let (t, rows, cols) = (int_type(out.spec.int_type()), out.rows as i64, out.cols as i64);
     launch(stream, "qk_row_sums_finish", |s| {
         // SAFETY: matches `int qk_row_sums_finish(const void*, qk_int_type, int64_t, int64_t,
-        // int32_t*, const qk_requant_finish*, qk_stream_t)`; `data` holds rows*cols bytes and
-        // `row_sums` rows i32 (checked), the parameter buffers one value each (a per-tensor
-        // spec: check_requantized), `nonfinite` its NONFINITE_WORDS; the struct is read
-        // before the call returns.
+        // int32_t*, const qk_requant_finish*, qk_stream_t)`; `out.check()` held `data` to
+        // rows*cols bytes, `row_sums` to rows i32 and the parameter buffers to one value each
+        // (a per-tensor spec: check_requantized); `nonfinite` has its NONFINITE_WORDS; the
+        // struct is read before the call returns.
         unsafe { ffi::qk_row_sums_finish(qp as *const _, t, rows, cols, op as *mut i32, &finish, s) }
     })
 }
