@@ -29,9 +29,10 @@ __device__ __forceinline__ Range segment_reduce_range(Range r, int width) {
 // a merge that branches on `any`.
 template <typename Acc> __device__ __forceinline__ void segment_merge(Acc &acc, int width) {
   for (int m = width >> 1; m > 0; m >>= 1) {
-    const float2 v = acc.pack();
-    const float y = Acc::kFloats == 2 ? __shfl_xor_sync(0xffffffffu, v.y, m) : v.y;
-    acc.merge(make_float2(__shfl_xor_sync(0xffffffffu, v.x, m), y));
+    float2 v = acc.pack();
+    v.x = __shfl_xor_sync(0xffffffffu, v.x, m);
+    if constexpr (Acc::kFloats == 2) v.y = __shfl_xor_sync(0xffffffffu, v.y, m);
+    acc.merge(v);
   }
 }
 
