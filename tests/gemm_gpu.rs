@@ -872,14 +872,14 @@ fn requantized_output_reuses_its_buffers() {
         zero_points: Some(vec![z]),
         offsets: None,
     };
-    let finite = (
-        make(Kind::Sym(Granularity::Row), m, k, 41),
-        make(Kind::Sym(Granularity::Row), n, k, 42),
-    );
-    let mut over = (
-        make(Kind::Sym(Granularity::Row), m, k, 41),
-        make(Kind::Sym(Granularity::Row), n, k, 42),
-    );
+    let operands = |m, n, seed| {
+        (
+            make(Kind::Sym(Granularity::Row), m, k, seed),
+            make(Kind::Sym(Granularity::Row), n, k, seed + 1),
+        )
+    };
+    let finite = operands(m, n, 41);
+    let mut over = operands(m, n, 41);
     if let (HostOp::Q(qa), HostOp::Q(qb)) = (&mut over.0, &mut over.1) {
         qa.scales.iter_mut().for_each(|s| *s = 3e38);
         qb.scales.iter_mut().for_each(|s| *s = 1e20);
@@ -916,10 +916,7 @@ fn requantized_output_reuses_its_buffers() {
 
     // Empty outputs (M = 0, N = 0): no GEMM launch, but the parameters and count finish.
     for (m, n) in [(0, n), (m, 0)] {
-        let empty = (
-            make(Kind::Sym(Granularity::Row), m, k, 44),
-            make(Kind::Sym(Granularity::Row), n, k, 45),
-        );
+        let empty = operands(m, n, 44);
         let mut out = DeviceQuantized::alloc(&g.stream, spec, m, n).unwrap();
         gemm(&empty, &params(0.3, 9), &mut out, &format!("{m}x{n}"));
     }
