@@ -466,10 +466,11 @@ fn gpu_gemm(
     let mut note = "ours i32 = raw i8·i8 → i32 like cuBLASLt, through the dispatcher's pick (Auto; the forced sm80 \
                     and sm90 paths' picks reported beside it); ours bf16 fused = per-token × per-channel scales + \
                     f32 bias → bf16, and ours i8 requant = the same → i8 (static per-tensor Symmetric) with the \
-                    row-sum launch (which also writes the parameters and the non-finite count), both through the dispatcher's float-epilogue pick; ours layer = bf16 \
-                    activations quantized per token (dynamic Symmetric i8) + the bf16-out GEMM; medians of CUDA-event \
-                    timings, the candidates of a shape timed in turn (round-robin, so that clock drift under load \
-                    falls on all alike), inputs rotated beyond 2× L2"
+                    row-sum launch (which also writes the parameters and the non-finite count), both through \
+                    the dispatcher's float-epilogue pick; ours layer = bf16 activations quantized per token \
+                    (dynamic Symmetric i8) + the bf16-out GEMM; medians of CUDA-event timings, the candidates of \
+                    a shape timed in turn (round-robin, so that clock drift under load falls on all alike), \
+                    inputs rotated beyond 2× L2"
         .to_string();
     if let Some(k) = opts.kernel {
         note.push_str(&format!(
