@@ -89,13 +89,26 @@ pub fn devices() -> Result<Vec<DeviceInfo>> {
         .collect()
 }
 
-/// Compute capability and multiprocessor count of a context's device, read from the driver
-/// once per device (the GEMM dispatcher needs them on every launch).
-pub(crate) fn device_props(ctx: &CudaContext) -> Result<((i32, i32), usize)> {
-    static CACHE: [OnceLock<((i32, i32), usize)>; 64] = [const { OnceLock::new() }; 64];
-    let read = || -> Result<((i32, i32), usize)> {
-        let sms = ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?;
-        Ok((ctx.compute_capability()?, sms as usize))
+/// What the GEMM dispatcher reads about a device: compute capability, multiprocessor count
+/// and L2 size.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct DeviceProps {
+    pub cc: (i32, i32),
+    pub sms: usize,
+    pub l2_bytes: usize,
+}
+
+/// A context's device's [`DeviceProps`], read from the driver once per device (the GEMM
+/// dispatcher needs them on every launch).
+pub(crate) fn device_props(ctx: &CudaContext) -> Result<DeviceProps> {
+    static CACHE: [OnceLock<DeviceProps>; 64] = [const { OnceLock::new() }; 64];
+    let read = || -> Result<DeviceProps> {
+        let attr = |a| -> Result<usize> { Ok(ctx.attribute(a)?.max(0) as usize) };
+        Ok(DeviceProps {
+            cc: ctx.compute_capability()?,
+            sms: attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+            l2_bytes: attr(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?,
+        })
     };
     let Some(cell) = CACHE.get(ctx.ordinal()) else {
         return read();

@@ -284,16 +284,25 @@ impl std::str::FromStr for GemmKernel {
 pub struct DispatchInfo {
     pub cc: (i32, i32),
     pub sms: usize,
+    /// The L2 cache's size in bytes: it tells the Hopper parts apart whose L2 feeds the
+    /// ping-pong kernel's extra operand traffic and those whose L2 does not (see
+    /// `SM90_FLOAT_PINGPONG_MIN_L2`).
+    pub l2_bytes: usize,
     /// Both operands' data start 16-byte aligned (TMA needs it).
     pub aligned16: bool,
 }
 
 impl DispatchInfo {
-    /// The device's compute capability and SM count (read once per device), with the
-    /// operands' alignment as given.
+    /// The device's compute capability, SM count and L2 size (read once per device), with
+    /// the operands' alignment as given.
     pub fn for_device(ctx: &CudaContext, aligned16: bool) -> Result<Self> {
-        let (cc, sms) = device_props(ctx)?;
-        Ok(Self { cc, sms, aligned16 })
+        let p = device_props(ctx)?;
+        Ok(Self {
+            cc: p.cc,
+            sms: p.sms,
+            l2_bytes: p.l2_bytes,
+            aligned16,
+        })
     }
 }
 
@@ -333,6 +342,16 @@ const SM90_TILE_64_COST: usize = 10;
 /// only at K ≤ 5120 and ≤ 6 waves: 5.1% over 54 pairs.) Here there are always more 64×256
 /// tiles than SMs: with fewer, the rule above has already taken 128×128 tiles.
 const SM90_FLOAT_PINGPONG_MAX_K: usize = 8192;
+/// ...on parts with at least this much L2 (the H200's 60 MiB). A 64×256 ping-pong tile
+/// loads 40 KiB per K tile for half the MACs of a 128×256 tile's 48 KiB: 1.67× the L2
+/// traffic per MAC. The H100 80GB (50 MiB of L2, the same 132 SMs) does not feed it: in its
+/// sweep (44ad703) ping-pong's i32 out took 1.23× the fastest configuration's time over the
+/// 18 shapes this rule moves (up to 1.49× at 8192³), against 1.03–1.04× in every H200
+/// sweep (at most 1.12×), and the staged epilogue wins back ~9% (bf16 over i32 out in the
+/// same rounds, H200). So the H100 keeps the i32 picks for float outputs. The L2 size is
+/// what tells the two parts apart to the dispatcher; that the L2's bandwidth (its slices)
+/// is the cause is a hypothesis the H100's next sweep can test.
+const SM90_FLOAT_PINGPONG_MIN_L2: usize = 60 << 20;
 /// Largest M the decode kernel takes under `Auto` on Hopper, and the largest M and K it
 /// runs with 8-token blocks (H200, 2026-11-27: at M = 1, 8×16 first or within 3% on 7 of
 /// 8 weight shapes, 16×32 10–17% faster at 8192×28672; at M = 16, 16×32 first on 4 and
@@ -370,21 +389,21 @@ fn decode_kernel(shape: GemmShape, sms: usize) -> Option<GemmKernel> {
     })
 }
 
-/// The wgmma configuration for a shape and output. Rules fitted to the H200 sweeps of
-/// 2026-11-27 (`benches/results/`, seven H200 and one H100 `--all-kernels` sweeps of 59
-/// shapes, every candidate timed in turn): with the decode kernel for M ≤ 16
-/// (`choose_kernel`), they pick within 12% of the fastest configuration in i32 out on every
-/// shape and 0.6–0.9% over a sweep (geometric mean), trading a few tenths of that for bf16
-/// out (the 128×128 rule below); with a float epilogue (`float_out`: every output type but
-/// i32) ping-pong replaces 128×256 tiles up to K = 8192.
 /// The ping-pong configuration the dispatcher picks: single CTAs, paired i32 stores.
 const PINGPONG: GemmKernel = GemmKernel::Sm90PingPong {
     multicast: false,
     staged_i32: false,
 };
 
-fn sm90_kernel(shape: GemmShape, sms: usize, float_out: bool) -> GemmKernel {
-    let (m, n, k) = (shape.m, shape.n, shape.k);
+/// The wgmma configuration for a shape and output. Rules fitted to the H200 sweeps of
+/// 2026-11-27 (`benches/results/`, seven H200 and one H100 `--all-kernels` sweeps of 59
+/// shapes, every candidate timed in turn): with the decode kernel for M ≤ 16
+/// (`choose_kernel`), they pick within 12% of the fastest configuration in i32 out on every
+/// shape and 0.6–0.9% over a sweep (geometric mean), trading a few tenths of that for bf16
+/// out (the 128×128 rule below); with a float epilogue (`float_out`: every output type but
+/// i32) ping-pong replaces 128×256 tiles up to K = 8192 on parts with the H200's L2.
+fn sm90_kernel(shape: GemmShape, info: DispatchInfo, float_out: bool) -> GemmKernel {
+    let (m, n, k, sms) = (shape.m, shape.n, shape.k, info.sms);
     let ktiles = k.div_ceil(128);
     // Decode: 64×256 tiles, K split (≤ 4) while the CTAs still fit one wave and each keeps
     // at least 4 K tiles.
@@ -427,7 +446,7 @@ fn sm90_kernel(shape: GemmShape, sms: usize, float_out: bool) -> GemmKernel {
             PINGPONG
         };
     }
-    if float_out && k <= SM90_FLOAT_PINGPONG_MAX_K {
+    if float_out && k <= SM90_FLOAT_PINGPONG_MAX_K && info.l2_bytes >= SM90_FLOAT_PINGPONG_MIN_L2 {
         return PINGPONG;
     }
     // Multicast pairs pay off with many waves of long K (H200: 4096×28672×8192 in 1305 µs
@@ -450,13 +469,13 @@ pub fn choose_kernel(info: DispatchInfo, shape: GemmShape, out: OutType, path: G
         },
     };
     let kernel = match path {
-        GemmPath::Sm90 => sm90_kernel(shape, info.sms, float_out),
+        GemmPath::Sm90 => sm90_kernel(shape, info, float_out),
         // Auto on Hopper: the decode kernel for a few tokens, the wgmma kernels above,
         // wherever check_kernel accepts them (what TMA and 16-byte loads can take); the
         // tiled sm80 kernel otherwise.
         GemmPath::Auto => [
             decode_kernel(shape, info.sms).filter(|_| info.cc.0 == 9),
-            Some(sm90_kernel(shape, info.sms, float_out)),
+            Some(sm90_kernel(shape, info, float_out)),
         ]
         .into_iter()
         .flatten()
@@ -907,10 +926,12 @@ fn operand_ptrs<'a>(
 mod tests {
     use super::*;
 
+    /// An H200-like device (132 SMs, 60 MiB of L2) of compute capability `cc`.
     fn info(cc: (i32, i32)) -> DispatchInfo {
         DispatchInfo {
             cc,
             sms: 132,
+            l2_bytes: 60 << 20,
             aligned16: true,
         }
     }
@@ -1002,6 +1023,24 @@ mod tests {
             assert_eq!(float(s(16384, 16384, 16384)), big((128, 256), true));
             assert_eq!(float(s(512, 4096, 4096)), big((128, 128), false)); // 128 tiles ≤ 132 SMs
             assert_eq!(float(s(1, 4096, 4096)), decode((8, 16)));
+            // The H100's 50 MiB of L2: the i32 picks.
+            let h100 = DispatchInfo {
+                l2_bytes: 50 << 20,
+                ..h
+            };
+            for sh in [
+                s(4096, 4096, 4096),
+                s(8192, 8192, 8192),
+                s(512, 13824, 5120),
+                s(1024, 6144, 4096),
+            ] {
+                let i32_pick = choose_kernel(h100, sh, OutType::I32, GemmPath::Auto).unwrap();
+                assert_eq!(choose_kernel(h100, sh, out, GemmPath::Auto).unwrap(), i32_pick);
+            }
+            assert_eq!(
+                choose_kernel(h100, s(8192, 8192, 8192), out, GemmPath::Auto).unwrap(),
+                big((128, 256), true)
+            );
         }
         assert_eq!(sm90(h, s(4096, 4096, 4096)).unwrap(), big((128, 256), false));
         // M ≤ 64: 64×256 tiles, split (≤ 4) while the SMs are short of work and K allows.

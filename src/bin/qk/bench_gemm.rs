@@ -114,6 +114,8 @@ struct Report {
     date_utc: String,
     /// The device's multiprocessors (the persistent grids' size; the dispatcher's input).
     sms: Option<usize>,
+    /// The device's L2 size in MiB (the dispatcher's input too: the float-epilogue rule).
+    l2_mib: Option<usize>,
     peak_tops: f64,
     copy_gbps: Option<f64>,
     empty_launch_us: Option<f64>,
@@ -130,6 +132,10 @@ struct Report {
 struct Summary {
     prefill_vs_cublaslt: Option<f64>,
     prefill_vs_cublas_bf16: Option<f64>,
+    /// The fused bf16-out GEMM against cuBLAS BF16, both bf16 out: what replaces a BF16
+    /// GEMM whose activations are already quantized (the i32-out ratio above compares the
+    /// bare tensor-core work).
+    prefill_bf16_out_vs_cublas_bf16: Option<f64>,
     decode_vs_cublaslt: Option<f64>,
     /// The INT8 layer (quantize + GEMM, bf16 out) against cuBLAS BF16.
     prefill_layer_vs_cublas_bf16: Option<f64>,
@@ -182,6 +188,7 @@ fn summarize(rows: &[Row]) -> Summary {
     Summary {
         prefill_vs_cublaslt: geomean(prefill.iter().map(|r| r.vs_cublaslt)),
         prefill_vs_cublas_bf16: geomean(prefill.iter().map(|r| r.vs_cublas_bf16)),
+        prefill_bf16_out_vs_cublas_bf16: geomean(prefill.iter().map(|r| r.cublas_bf16_us / r.ours_bf16_fused_us)),
         decode_vs_cublaslt: geomean(decode.iter().map(|r| r.vs_cublaslt)),
         prefill_layer_vs_cublas_bf16: geomean(prefill.iter().map(|r| r.layer_vs_cublas_bf16)),
         decode_layer_vs_cublas_bf16: geomean(decode.iter().map(|r| r.layer_vs_cublas_bf16)),
@@ -197,10 +204,11 @@ fn print_summary(s: &Summary) {
     let x = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.2}x"));
     let pct = |v: Option<f64>| v.map_or("-".into(), |c| format!("{:+.1}%", 100.0 * c));
     println!(
-        "\nprefill (M 512-4096) geometric mean: {} cuBLASLt INT8, {} cuBLAS BF16; decode (M <= 16): {} cuBLASLt; \
-         epilogue median: fused bf16-out {}, requantized i8-out {}",
+        "\nprefill (M 512-4096) geometric mean: {} cuBLASLt INT8, {} cuBLAS BF16 ({} with bf16 out); decode \
+         (M <= 16): {} cuBLASLt; epilogue median: fused bf16-out {}, requantized i8-out {}",
         x(s.prefill_vs_cublaslt),
         x(s.prefill_vs_cublas_bf16),
+        x(s.prefill_bf16_out_vs_cublas_bf16),
         x(s.decode_vs_cublaslt),
         pct(s.fused_epilogue_cost_median),
         pct(s.requant_epilogue_cost_median)
@@ -477,13 +485,15 @@ fn gpu_gemm(
             "; PINNED: every \"ours\" column is the configuration {k} (--kernel), not the dispatcher's pick"
         ));
     }
+    let info = cuda::DispatchInfo::for_device(&g.ctx, true)?;
     let mut report = Report {
         tool: "qk bench gemm",
         backend: "cuda".into(),
         device: name,
         git_rev: git_rev(),
         date_utc: date_utc(),
-        sms: Some(cuda::DispatchInfo::for_device(&g.ctx, true)?.sms),
+        sms: Some(info.sms),
+        l2_mib: Some(info.l2_bytes >> 20),
         peak_tops: PEAK_TOPS,
         copy_gbps: Some(copy),
         empty_launch_us: Some(empty),
@@ -1119,9 +1129,13 @@ mod tests {
         rows[2].fused_epilogue_cost = 0.02;
         rows[3].fused_epilogue_cost = f64::NAN;
         rows[0].requant_epilogue_cost = 0.3;
+        // bf16 out twice as fast as cuBLAS BF16 at M = 512; at M = 2048 it failed (no time).
+        rows[1].ours_bf16_fused_us = rows[1].cublas_bf16_us / 2.0;
+        rows[2].ours_bf16_fused_us = f64::NAN;
         let s = summarize(&rows);
         assert_eq!(s.prefill_vs_cublaslt, Some(1.0));
         assert_eq!(s.prefill_vs_cublas_bf16, Some(2.0));
+        assert_eq!(s.prefill_bf16_out_vs_cublas_bf16, Some(2.0));
         assert_eq!(s.decode_vs_cublaslt, None); // M = 1's cuBLASLt has no time
         assert_eq!(s.fused_epilogue_cost_median, Some(0.02));
         assert_eq!(s.requant_epilogue_cost_median, Some(0.0));
