@@ -105,6 +105,7 @@ template <int BN, bool PP> struct Cfg {
   static constexpr int OUT_OFF = PARAMS_OFF + PARAM_BYTES;  // 8 consumer warps x 1 KiB
   static constexpr int SMEM = OUT_OFF + 8 * 1024 + 1024;     // + alignment of the base
   static_assert(STAGE_BYTES % 1024 == 0 && A_BYTES % 1024 == 0, "128-byte-swizzled tiles must start 1024-byte aligned");
+  static_assert(OUT_OFF % 16 == 0, "StagedRows reads its buffers with 16-byte shared loads");
   static_assert(SMEM <= 227 * 1024, "more shared memory than a Hopper CTA may have");
 };
 
