@@ -59,6 +59,13 @@ fn sweeps() -> Vec<Sweep> {
             let text = std::fs::read_to_string(dir.join(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
             let mut report: serde_json::Value = serde_json::from_str(&text).unwrap();
             let rows = report["rows"].take().as_array().cloned().expect("rows");
+            // Sweeps from a9ebe20 on record the card's SM count and L2 size themselves: the
+            // table above must agree with them.
+            for (key, listed) in [("sms", sms), ("l2_mib", l2_mib)] {
+                if let Some(recorded) = report[key].as_u64() {
+                    assert_eq!(recorded as usize, listed, "{file}: {key} in the file against SWEEPS");
+                }
+            }
             let info = DispatchInfo {
                 cc: (9, 0),
                 sms,
