@@ -399,9 +399,10 @@ const PINGPONG: GemmKernel = GemmKernel::Sm90PingPong {
 /// 2026-11-27 (`benches/results/`, eleven H200 and one H100 `--all-kernels` sweeps of 59
 /// shapes, every candidate timed in turn): with the decode kernel for M ≤ 16
 /// (`choose_kernel`), they pick within 12% of the fastest configuration in i32 out on every
-/// shape and 0.1–0.7% over a sweep (geometric mean; `tests/dispatch_measured.rs`), trading a few tenths of that for bf16
-/// out (the 128×128 rule below); with a float epilogue (`float_out`: every output type but
-/// i32) ping-pong replaces 128×256 tiles up to K = 8192 on parts with the H200's L2.
+/// shape and 0.1–0.7% over a sweep (geometric mean; `tests/dispatch_measured.rs`), trading
+/// a few tenths of that for bf16 out (the 128×128 rule below); with a float epilogue
+/// (`float_out`: every output type but i32) ping-pong replaces 128×256 tiles up to
+/// K = 8192 on parts with the H200's L2.
 fn sm90_kernel(shape: GemmShape, info: DispatchInfo, float_out: bool) -> GemmKernel {
     let (m, n, k, sms) = (shape.m, shape.n, shape.k, info.sms);
     let ktiles = k.div_ceil(128);

@@ -451,9 +451,8 @@ fn gpu_gemm(
 ) -> Result<()> {
     let s = &g.stream;
     let name = g.ctx.name()?;
-    let l2 = g
-        .ctx
-        .attribute(cudarc::driver::sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)? as usize;
+    // The dispatcher's view of the card (its SM count and L2 size go into the report too).
+    let info = cuda::DispatchInfo::for_device(&g.ctx, true)?;
     println!("device: {name}; git {}; {}", git_rev(), date_utc());
     let copy = copy_gbps(g)?;
     const BATCH: usize = 200;
@@ -463,7 +462,10 @@ fn gpu_gemm(
         }
         Ok(())
     })? / BATCH as f64;
-    println!("copy {copy:.1} GB/s, empty launch {empty:.2} µs, L2 {} MiB", l2 >> 20);
+    println!(
+        "copy {copy:.1} GB/s, empty launch {empty:.2} µs, L2 {} MiB",
+        info.l2_bytes >> 20
+    );
 
     check_memory(g, list)?;
     let max_bytes = list.iter().map(|&(m, n, k)| (m.max(n)) * k).max().unwrap_or(0);
@@ -485,7 +487,6 @@ fn gpu_gemm(
             "; PINNED: every \"ours\" column is the configuration {k} (--kernel), not the dispatcher's pick"
         ));
     }
-    let info = cuda::DispatchInfo::for_device(&g.ctx, true)?;
     let mut report = Report {
         tool: "qk bench gemm",
         backend: "cuda".into(),
@@ -505,7 +506,7 @@ fn gpu_gemm(
         bar.set_message(format!("{m}x{n}x{k}"));
         report
             .rows
-            .push(bench_shape(g, (m, n, k), opts, l2, copy, &pool, &pool16)?);
+            .push(bench_shape(g, (m, n, k), opts, info, copy, &pool, &pool16)?);
         // NOTE: rewritten after every shape, so a run cut short (a timeout, a failing
         // kernel) keeps what it measured.
         write(json, &report, false)?;
@@ -564,14 +565,14 @@ fn bench_shape(
     g: &Gpu,
     (m, n, k): (usize, usize, usize),
     opts: GemmBenchOpts,
-    l2: usize,
+    info: cuda::DispatchInfo,
     copy: f64,
     pool: &[u8],
     pool16: &[bf16],
 ) -> Result<Row> {
     let s = &g.stream;
     let per_set = (m + n) * k;
-    let sets = (2 * l2).div_ceil(per_set).clamp(1, 8);
+    let sets = (2 * info.l2_bytes).div_ceil(per_set).clamp(1, 8);
     let mut inputs = Vec::new();
     for i in 0..sets {
         let off = (i * 4099) % (pool.len() - m.max(n) * k + 1);
@@ -626,7 +627,6 @@ fn bench_shape(
         bias: &bias,
     };
 
-    let info = cuda::DispatchInfo::for_device(&g.ctx, true)?;
     let shape = qkernels::gemm::GemmShape { m, n, k };
 
     // The baselines: a shape a vendor library rejects is recorded (NaN time, the reason in
