@@ -65,9 +65,9 @@ pub struct DeviceInfo {
     pub ordinal: usize,
     pub name: String,
     pub compute_capability: (i32, i32),
-    pub sms: i32,
+    pub sms: usize,
     pub memory_bytes: usize,
-    pub l2_bytes: i32,
+    pub l2_bytes: usize,
 }
 
 /// All CUDA devices.
@@ -77,13 +77,14 @@ pub fn devices() -> Result<Vec<DeviceInfo>> {
     (0..n)
         .map(|ordinal| {
             let ctx = CudaContext::new(ordinal)?;
+            let p = device_props(&ctx)?;
             Ok(DeviceInfo {
                 ordinal,
                 name: ctx.name()?,
-                compute_capability: ctx.compute_capability()?,
-                sms: ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT)?,
+                compute_capability: p.cc,
+                sms: p.sms,
                 memory_bytes: ctx.total_mem()?,
-                l2_bytes: ctx.attribute(CUdevice_attribute::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE)?,
+                l2_bytes: p.l2_bytes,
             })
         })
         .collect()
