@@ -20,7 +20,8 @@
 #                                                 wait at 8192^3 with i32, bf16 and i8 out
 #                                                 (the fused epilogue's cost), the ping-
 #                                                 pong kernel with i32 and bf16 out at
-#                                                 4096x14336x4096, and what limits the
+#                                                 4096x14336x4096 (and its staged-i32
+#                                                 variant, i32 out), and what limits the
 #                                                 dynamic per-row quantize at
 #                                                 K = 4096; writes ncu-*.txt, the source
 #                                                 pages as CSV and their summaries
@@ -266,6 +267,9 @@ profile() {
     # The same ping-pong kernel with i32 and bf16 out (the first two launches of a pinned
     # run), where i32 out trails bf16 out by ~8% (benches/NOTES.md).
     ncu_case pingpong gemm_s90 2 180 bench gemm --shape 4096x14336x4096 --kernel "sm90 64x256 pingpong"
+    # The same shape through the staged-i32 variant, i32 out (its first launch): whether
+    # staging i32 through shared memory changes store instructions, L2 transactions or both.
+    ncu_case staged gemm_s90 1 120 bench gemm --shape 4096x14336x4096 --kernel "sm90 64x256 pingpong staged-i32"
     # The first quantize_rows launch of `qk bench quant`: dynamic per-row bf16 -> i8, K = 4096.
     ncu_case quant quantize_rows 1 150 bench quant
     echo "overall: $([[ $failed -eq 0 ]] && echo PASS || echo FAIL)"
