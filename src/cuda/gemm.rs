@@ -286,7 +286,7 @@ pub struct DispatchInfo {
     pub sms: usize,
     /// The L2 cache's size in bytes: it tells the Hopper parts apart whose L2 feeds the
     /// ping-pong kernel's extra operand traffic and those whose L2 does not (see
-    /// `SM90_FLOAT_PINGPONG_MIN_L2`).
+    /// `SM90_PINGPONG_MIN_L2`).
     pub l2_bytes: usize,
     /// Both operands' data start 16-byte aligned (TMA needs it).
     pub aligned16: bool,
@@ -333,25 +333,29 @@ const SM90_SPLIT_M128_ANY_K_SMS_PER_TILE: usize = 4;
 /// efficient per MAC on H200): the persistent kernel takes the tile whose waves cost less.
 const SM90_TILE_256_COST: usize = 18;
 const SM90_TILE_64_COST: usize = 10;
-/// With a float epilogue (every output type but i32), 64×256 ping-pong instead of 128×256
-/// tiles for K up to this: ping-pong runs each tile's epilogue under the other consumer's
-/// main loop, and since the 2- and 1-byte outputs are staged through shared memory (epilogue
-/// v6, `benches/NOTES.md`) its bf16 out is faster than the cooperative 128×256 kernel's on
-/// every shape with K ≤ 8192 of the H200 sweep at 6c637a7 (the bf16 rounds: 6–14%, 17
-/// shapes, M 512–16384, 1–60 waves), within ±2.5% at K = 13824–28672. (Before v6 it paid
-/// only at K ≤ 5120 and ≤ 6 waves: 5.1% over 54 pairs.) Here there are always more 64×256
-/// tiles than SMs: with fewer, the rule above has already taken 128×128 tiles.
-const SM90_FLOAT_PINGPONG_MAX_K: usize = 8192;
+/// 64×256 ping-pong instead of 128×256 tiles for K up to this, for every output type:
+/// ping-pong runs each tile's epilogue under the other consumer's main loop, and its stores
+/// go through shared memory as 16-byte row pieces (epilogue v6 for the 2- and 1-byte
+/// outputs; `staged_i32` for i32 out, `benches/NOTES.md`). bf16 out: faster than the
+/// cooperative 128×256 kernel's on every shape with K ≤ 8192 of the H200 sweep at 6c637a7
+/// (6–14%, 17 shapes, M 512–16384, 1–60 waves), within ±2.5% at K = 13824–28672. i32 out
+/// through staged-i32 ping-pong (H200, 987f03f, two sweeps): 3–12% faster than the
+/// cooperative picks on every such shape with M ≥ 512 (8192³ in 721 and 717 µs against 761
+/// and 749), 5% slower at 128×28672×8192, and mixed (−4% to +5%) at K ≥ 13824. Here there
+/// are always more 64×256 tiles than SMs: with fewer, the rule above has already taken
+/// 128×128 tiles (or, for i32 out, staged-i32 ping-pong).
+const SM90_PINGPONG_MAX_K: usize = 8192;
 /// ...on parts with at least this much L2 (the H200's 60 MiB). A 64×256 ping-pong tile
 /// loads 40 KiB per K tile for half the MACs of a 128×256 tile's 48 KiB: 1.67× the L2
 /// traffic per MAC. The H100 80GB (50 MiB of L2, the same 132 SMs) does not feed it: in its
 /// sweep (44ad703) ping-pong's i32 out took 1.23× the fastest configuration's time over the
 /// 18 shapes this rule moves (up to 1.49× at 8192³), against 1.03–1.04× in every H200
 /// sweep (at most 1.12×), and the staged epilogue wins back ~9% (bf16 over i32 out in the
-/// same rounds, H200). So the H100 keeps the i32 picks for float outputs. The L2 size is
-/// what tells the two parts apart to the dispatcher; that the L2's bandwidth (its slices)
-/// is the cause is a hypothesis the H100's next sweep can test.
-const SM90_FLOAT_PINGPONG_MIN_L2: usize = 60 << 20;
+/// same rounds, H200). So the H100 keeps the cooperative picks, and plain ping-pong where
+/// the wave rule takes it (staged-i32 has not been timed there). The L2 size is what tells
+/// the two parts apart to the dispatcher; that the L2's bandwidth (its slices) is the
+/// cause is a hypothesis the H100's next sweep can test.
+const SM90_PINGPONG_MIN_L2: usize = 60 << 20;
 /// Largest M the decode kernel takes under `Auto` on Hopper, and the largest M and K it
 /// runs with 8-token blocks (H200, 2026-11-27: at M = 1, 8×16 first or within 3% on 7 of
 /// 8 weight shapes, 16×32 10–17% faster at 8192×28672; at M = 16, 16×32 first on 4 and
@@ -389,10 +393,16 @@ fn decode_kernel(shape: GemmShape, sms: usize) -> Option<GemmKernel> {
     })
 }
 
-/// The ping-pong configuration the dispatcher picks: single CTAs, paired i32 stores.
+/// The ping-pong configurations the dispatcher picks: single CTAs, with paired i32 stores
+/// (float outputs, whose stores are staged either way, and i32 out on parts with less than
+/// `SM90_PINGPONG_MIN_L2`) or staged ones (i32 out on the H200).
 const PINGPONG: GemmKernel = GemmKernel::Sm90PingPong {
     multicast: false,
     staged_i32: false,
+};
+const PINGPONG_STAGED_I32: GemmKernel = GemmKernel::Sm90PingPong {
+    multicast: false,
+    staged_i32: true,
 };
 
 /// The wgmma configuration for a shape and output. Rules fitted to the H200 sweeps of
@@ -436,19 +446,27 @@ fn sm90_kernel(shape: GemmShape, info: DispatchInfo, float_out: bool) -> GemmKer
     // 12288 the epilogue is a small share and the m64n256 main loop wins: ping-pong 6–11%
     // faster in i32 out and 2–9% in bf16 out at 128×8192×28672 (64 tiles) in all thirteen
     // sweeps that time both (H200, and 3% on the H100).
+    //
+    // With i32 out on the H200 (`SM90_PINGPONG_MIN_L2`), staged-i32 ping-pong wherever
+    // ping-pong or 128×128 tiles would run: its stores leave as 16-byte row pieces, and
+    // it was 3–5% faster than 128×128 tiles at 512×4096×4096 and M = 128 with N
+    // 6144–14336 (K ≤ 5120) in both sweeps at 987f03f.
+    let fed = info.l2_bytes >= SM90_PINGPONG_MIN_L2;
+    let staged = fed && !float_out;
+    let pingpong = if staged { PINGPONG_STAGED_I32 } else { PINGPONG };
     let t256 = m.div_ceil(128) * n.div_ceil(256);
     if tiles_64.div_ceil(sms) * SM90_TILE_64_COST < t256.div_ceil(sms) * SM90_TILE_256_COST {
-        return if tiles_64 <= sms && k < SM90_SPLIT_M128_MIN_K {
+        return if tiles_64 <= sms && k < SM90_SPLIT_M128_MIN_K && !staged {
             GemmKernel::Sm90 {
                 tile: (128, 128),
                 multicast: false,
             }
         } else {
-            PINGPONG
+            pingpong
         };
     }
-    if float_out && k <= SM90_FLOAT_PINGPONG_MAX_K && info.l2_bytes >= SM90_FLOAT_PINGPONG_MIN_L2 {
-        return PINGPONG;
+    if fed && k <= SM90_PINGPONG_MAX_K {
+        return pingpong;
     }
     // Multicast pairs pay off with many waves of long K (H200: 4096×28672×8192 in 1305 µs
     // against 1495), and cost 1–3% at K = 4096.
@@ -997,13 +1015,37 @@ mod tests {
         let sm90 = |i, sh| choose_kernel(i, sh, OutType::I32, GemmPath::Sm90);
         let h = info((9, 0));
         let big = |tile, multicast| GemmKernel::Sm90 { tile, multicast };
-        assert_eq!(sm90(h, s(8192, 8192, 8192)).unwrap(), big((128, 256), true));
-        assert_eq!(sm90(h, s(128, 65536, 4096)).unwrap(), big((128, 256), false)); // one tile row
-        assert_eq!(sm90(h, s(512, 4096, 4096)).unwrap(), big((128, 128), false)); // 128 tiles
-        assert_eq!(sm90(h, s(65, 6144, 4096)).unwrap(), big((128, 128), false)); // 48 tiles
-        assert_eq!(sm90(h, s(128, 8192, 12272)).unwrap(), big((128, 128), false)); // K < 12288
-        assert_eq!(sm90(h, s(4096, 14336, 4096)).unwrap(), big((128, 256), false)); // K = 4096
-        assert_eq!(sm90(h, s(1024, 6144, 4096)).unwrap(), PINGPONG); // 3 waves of 64 rows vs 2 of 128
+        // i32 out on the H200: staged-i32 ping-pong for K ≤ 8192 and wherever ping-pong or
+        // 128×128 tiles would run; 128×256 tiles above.
+        for sh in [
+            s(8192, 8192, 8192),
+            s(4096, 14336, 4096),
+            s(4096, 28672, 8192),
+            s(128, 65536, 4096), // one tile row
+            s(512, 4096, 4096),  // 128 tiles ≤ 132 SMs, where float outputs take 128×128
+            s(65, 6144, 4096),   // 48 tiles
+            s(128, 8192, 12272), // K < 12288
+            s(1024, 6144, 4096), // 3 waves of 64 rows vs 2 of 128
+            s(128, 4352, 4096),  // 34 tiles
+            s(128, 8192, 28672), // 64 > 132 / 3: no split; K ≥ 12288
+        ] {
+            assert_eq!(sm90(h, sh).unwrap(), PINGPONG_STAGED_I32, "{sh:?}");
+        }
+        assert_eq!(sm90(h, s(16384, 16384, 16384)).unwrap(), big((128, 256), true));
+        assert_eq!(sm90(h, s(4096, 6144, 8208)).unwrap(), big((128, 256), true)); // K > 8192
+        assert_eq!(sm90(h, s(1024, 4096, 14336)).unwrap(), big((128, 256), false));
+        // The H100's 50 MiB of L2: cooperative tiles, and plain ping-pong by the wave rule.
+        let h100 = DispatchInfo {
+            l2_bytes: 50 << 20,
+            ..h
+        };
+        assert_eq!(sm90(h100, s(8192, 8192, 8192)).unwrap(), big((128, 256), true));
+        assert_eq!(sm90(h100, s(128, 65536, 4096)).unwrap(), big((128, 256), false));
+        assert_eq!(sm90(h100, s(512, 4096, 4096)).unwrap(), big((128, 128), false)); // 128 tiles
+        assert_eq!(sm90(h100, s(65, 6144, 4096)).unwrap(), big((128, 128), false)); // 48 tiles
+        assert_eq!(sm90(h100, s(128, 8192, 12272)).unwrap(), big((128, 128), false)); // K < 12288
+        assert_eq!(sm90(h100, s(4096, 14336, 4096)).unwrap(), big((128, 256), false)); // K = 4096
+        assert_eq!(sm90(h100, s(1024, 6144, 4096)).unwrap(), PINGPONG);
         // A float epilogue: ping-pong instead of 128×256 tiles for K ≤ 8192, at any wave
         // count (and more 64-row tiles than SMs); the i32 picks elsewhere.
         for out in [
@@ -1023,12 +1065,10 @@ mod tests {
             assert_eq!(float(s(1024, 4096, 14336)), big((128, 256), false)); // long K
             assert_eq!(float(s(16384, 16384, 16384)), big((128, 256), true));
             assert_eq!(float(s(512, 4096, 4096)), big((128, 128), false)); // 128 tiles ≤ 132 SMs
+            assert_eq!(float(s(1024, 6144, 4096)), PINGPONG);
+            assert_eq!(float(s(128, 8192, 28672)), PINGPONG);
             assert_eq!(float(s(1, 4096, 4096)), decode((8, 16)));
             // The H100's 50 MiB of L2: the i32 picks.
-            let h100 = DispatchInfo {
-                l2_bytes: 50 << 20,
-                ..h
-            };
             for sh in [
                 s(4096, 4096, 4096),
                 s(8192, 8192, 8192),
@@ -1043,13 +1083,10 @@ mod tests {
                 big((128, 256), true)
             );
         }
-        assert_eq!(sm90(h, s(4096, 4096, 4096)).unwrap(), big((128, 256), false));
         // M ≤ 64: 64×256 tiles, split (≤ 4) while the SMs are short of work and K allows.
         let small = |split| GemmKernel::Sm90SplitK { split };
         assert_eq!(sm90(h, s(128, 4096, 14336)).unwrap(), small(2)); // M ≤ 128, long K, 32 tiles
-        assert_eq!(sm90(h, s(128, 8192, 28672)).unwrap(), PINGPONG); // 64 > 132 / 3: no split; K ≥ 12288
         assert_eq!(sm90(h, s(128, 4096, 4096)).unwrap(), small(2)); // 32 tiles ≤ 132 / 4
-        assert_eq!(sm90(h, s(128, 4352, 4096)).unwrap(), big((128, 128), false)); // 34 tiles
         assert_eq!(sm90(h, s(1, 4096, 4096)).unwrap(), small(4)); // 16 tiles, 32 K tiles
         assert_eq!(sm90(h, s(64, 14336, 4096)).unwrap(), small(2)); // 56 tiles
         assert_eq!(sm90(h, s(16, 28672, 8192)).unwrap(), small(1)); // 112 tiles
