@@ -20,13 +20,13 @@
 //!   M ≤ 128 with few tiles (at any K with at most a quarter of the SMs' worth, or K ≥ 12288
 //!   with a third) → the same with split 2; above → the persistent kernel, with smaller
 //!   tiles where 128×256 tiles would leave a wave badly filled (64×256 in ping-pong when
-//!   there are more of them than SMs or K ≥ 12288, else 128×128 cooperative), else 128×256
-//!   tiles (in multicast pairs when there are ≥ 4 waves of K ≥ 8192); with a float epilogue
-//!   (any output but i32), 64×256 ping-pong instead of 128×256 tiles for K ≤ 8192, where
-//!   its epilogue runs under the other consumer's main loop. The rules are fitted to H200
-//!   and H100 sweeps (see `sm90_kernel`);
-//!   `tests/dispatch_measured.rs` holds them against the committed sweeps. The ping-pong
-//!   configurations with staged i32 stores (`staged_i32`) are pinned-only until timed.
+//!   there are more of them than SMs or K ≥ 12288, or for i32 out; else 128×128
+//!   cooperative), else 128×256 tiles (in multicast pairs when there are ≥ 4 waves of K ≥
+//!   8192), except that for K ≤ 8192 64×256 ping-pong replaces them with a float epilogue
+//!   (any output but i32) and, on parts with the H200's 60 MiB of L2, with i32 out: its
+//!   epilogue runs under the other consumer's main loop. With i32 out the dispatcher's
+//!   ping-pong is the `staged_i32` form. The rules are fitted to H200 and H100 sweeps (see
+//!   `sm90_kernel`); `tests/dispatch_measured.rs` holds them against the committed sweeps.
 
 use std::sync::Arc;
 
@@ -189,8 +189,9 @@ pub enum GemmKernel {
     /// smaller tiles when there are more of them than SMs (the same tile count as 128×128
     /// tiles, and faster there). With `staged_i32`, i32 outputs of whole tiles go through
     /// shared memory and out as 16-byte row pieces, as the 1- and 2-byte outputs always do
-    /// (the same results): opt-in, named `… staged-i32`, until it is timed against the
-    /// paired stores (`benches/NOTES.md`); the dispatcher never picks it.
+    /// (the same results; named `… staged-i32`): the form the dispatcher picks for i32 out,
+    /// 1–22% faster than the paired stores on the H200 and H100 (`benches/NOTES.md`). For
+    /// the other outputs the flag changes nothing but the name.
     Sm90PingPong { multicast: bool, staged_i32: bool },
 }
 
@@ -333,29 +334,33 @@ const SM90_SPLIT_M128_ANY_K_SMS_PER_TILE: usize = 4;
 /// efficient per MAC on H200): the persistent kernel takes the tile whose waves cost less.
 const SM90_TILE_256_COST: usize = 18;
 const SM90_TILE_64_COST: usize = 10;
-/// 64×256 ping-pong instead of 128×256 tiles for K up to this, for every output type:
-/// ping-pong runs each tile's epilogue under the other consumer's main loop, and its stores
-/// go through shared memory as 16-byte row pieces (epilogue v6 for the 2- and 1-byte
-/// outputs; `staged_i32` for i32 out, `benches/NOTES.md`). bf16 out: faster than the
+/// 64×256 ping-pong instead of 128×256 tiles for K up to this: ping-pong runs each tile's
+/// epilogue under the other consumer's main loop, and its stores go through shared memory
+/// as 16-byte row pieces (epilogue v6 for the 2- and 1-byte outputs; `staged_i32` for i32
+/// out, `benches/NOTES.md`). Float outputs, on every Hopper part: bf16 out faster than the
 /// cooperative 128×256 kernel's on every shape with K ≤ 8192 of the H200 sweep at 6c637a7
-/// (6–14%, 17 shapes, M 512–16384, 1–60 waves), within ±2.5% at K = 13824–28672. i32 out
-/// through staged-i32 ping-pong (H200, 987f03f, two sweeps): 3–12% faster than the
-/// cooperative picks on every such shape with M ≥ 512 (8192³ in 721 and 717 µs against 761
-/// and 749), 5% slower at 128×28672×8192, and mixed (−4% to +5%) at K ≥ 13824. Here there
-/// are always more 64×256 tiles than SMs: with fewer, the rule above has already taken
-/// 128×128 tiles (or, for i32 out, staged-i32 ping-pong).
+/// (6–14%, 17 shapes), within ±2.5% at K = 13824–28672; on the H100 80GB 7.7% faster
+/// (geometric mean of 21 shapes, M 512–8192, in each of two sweeps at 2abf93d). i32 out through staged-i32 ping-pong, on parts with `SM90_PINGPONG_MIN_L2`:
+/// H200, 987f03f, two sweeps, 3–12% faster than the cooperative picks on every such shape
+/// with M ≥ 512 (8192³ in 721 and 717 µs against 761 and 749), 5% slower at
+/// 128×28672×8192, mixed (−4% to +5%) at K ≥ 13824. Here there are always more 64×256 tiles
+/// than SMs: with fewer, the wave rule has already taken 128×128 tiles (or, for i32 out,
+/// staged-i32 ping-pong).
 const SM90_PINGPONG_MAX_K: usize = 8192;
-/// ...on parts with at least this much L2 (the H200's 60 MiB). A 64×256 ping-pong tile
-/// loads 40 KiB per K tile for half the MACs of a 128×256 tile's 48 KiB: 1.67× the L2
-/// traffic per MAC. The H100 80GB (50 MiB of L2, the same 132 SMs) does not feed it: in its
-/// sweep (44ad703) ping-pong's i32 out took 1.23× the fastest configuration's time over the
-/// 18 shapes this rule moves (up to 1.49× at 8192³), against 1.03–1.04× in every H200
-/// sweep (at most 1.12×), and the staged epilogue wins back ~9% (bf16 over i32 out in the
-/// same rounds, H200). So the H100 keeps the cooperative picks, and plain ping-pong where
-/// the wave rule takes it (staged-i32 has not been timed there). The L2 size is what tells
-/// the two parts apart to the dispatcher; that the L2's bandwidth (its slices) is the
-/// cause is a hypothesis the H100's next sweep can test.
+/// ...for i32 out, only on parts with at least this much L2 (the H200's 60 MiB). On the
+/// H100 80GB (50 MiB, the same 132 SMs) staged-i32 ping-pong was as fast as the cooperative
+/// picks over those shapes (geometric mean 1.00 in both sweeps at 2abf93d) but up to 11–29%
+/// slower on some (4096³, 2048×28672×8192), so the H100 keeps them. Why the two parts
+/// differ is not known: i32 out writes 4 bytes per element and the H100's HBM3 has 70% of
+/// the H200's bandwidth (3.0 against 4.2 TB/s copy), a hypothesis, not a measurement; the
+/// L2 size is only what tells the parts apart to the dispatcher.
 const SM90_PINGPONG_MIN_L2: usize = 60 << 20;
+/// ...and not where the 128×256 tiles fit in one wave with K at least this: each tile's
+/// main loop is long, so ping-pong's hidden epilogue saves little, while its 64-row tiles
+/// need a second, partial wave (128×28672×8192, 224 against 112 tiles on 132 SMs: staged-i32
+/// 5–7% slower in all four H200 sweeps; 512×6144×4096, the same wave counts at K = 4096,
+/// 5–6% faster).
+const SM90_PINGPONG_I32_ONE_WAVE_MIN_K: usize = 8192;
 /// Largest M the decode kernel takes under `Auto` on Hopper, and the largest M and K it
 /// runs with 8-token blocks (H200, 2026-11-27: at M = 1, 8×16 first or within 3% on 7 of
 /// 8 weight shapes, 16×32 10–17% faster at 8192×28672; at M = 16, 16×32 first on 4 and
@@ -405,14 +410,13 @@ const PINGPONG_STAGED_I32: GemmKernel = GemmKernel::Sm90PingPong {
     staged_i32: true,
 };
 
-/// The wgmma configuration for a shape and output. Rules fitted to the H200 sweeps of
-/// 2026-11-27 (`benches/results/`, eleven H200 and one H100 `--all-kernels` sweeps of 59
-/// shapes, every candidate timed in turn): with the decode kernel for M ≤ 16
-/// (`choose_kernel`), they pick within 12% of the fastest configuration in i32 out on every
-/// shape and 0.1–0.7% over a sweep (geometric mean; `tests/dispatch_measured.rs`), trading
-/// a few tenths of that for bf16 out (the 128×128 rule below); with a float epilogue
-/// (`float_out`: every output type but i32) ping-pong replaces 128×256 tiles up to
-/// K = 8192 on parts with the H200's L2.
+/// The wgmma configuration for a shape and output. Rules fitted to the sweeps of 2026-11-27
+/// (`benches/results/`, thirteen H200 and three H100 `--all-kernels` sweeps of 59 shapes,
+/// every candidate timed in turn; `tests/dispatch_measured.rs` holds them against all of
+/// them): the decode kernel for M ≤ 16 (`choose_kernel`), split-K for small M, then the
+/// persistent kernels by wave cost; ping-pong replaces 128×256 tiles up to K = 8192 for
+/// float outputs (`float_out`: every output type but i32) and, staged-i32, for i32 out on
+/// parts with the H200's L2.
 fn sm90_kernel(shape: GemmShape, info: DispatchInfo, float_out: bool) -> GemmKernel {
     let (m, n, k, sms) = (shape.m, shape.n, shape.k, info.sms);
     let ktiles = k.div_ceil(128);
@@ -447,16 +451,15 @@ fn sm90_kernel(shape: GemmShape, info: DispatchInfo, float_out: bool) -> GemmKer
     // faster in i32 out and 2–9% in bf16 out at 128×8192×28672 (64 tiles) in all thirteen
     // sweeps that time both (H200, and 3% on the H100).
     //
-    // With i32 out on the H200 (`SM90_PINGPONG_MIN_L2`), staged-i32 ping-pong wherever
-    // ping-pong or 128×128 tiles would run: its stores leave as 16-byte row pieces, and
-    // it was 3–5% faster than 128×128 tiles at 512×4096×4096 and M = 128 with N
-    // 6144–14336 (K ≤ 5120) in both sweeps at 987f03f.
-    let fed = info.l2_bytes >= SM90_PINGPONG_MIN_L2;
-    let staged = fed && !float_out;
-    let pingpong = if staged { PINGPONG_STAGED_I32 } else { PINGPONG };
+    // With i32 out, staged-i32 ping-pong wherever ping-pong or 128×128 tiles would run: its
+    // i32 stores leave as 16-byte row pieces. Faster than 128×128 tiles at 512×4096×4096
+    // and M = 128 with N 6144–14336 (K ≤ 5120): 3–5% on the H200 (987f03f), 2–9% on the
+    // H100 (2abf93d), in both sweeps of each; and 1–22% faster than plain ping-pong where
+    // that ran.
+    let pingpong = if float_out { PINGPONG } else { PINGPONG_STAGED_I32 };
     let t256 = m.div_ceil(128) * n.div_ceil(256);
     if tiles_64.div_ceil(sms) * SM90_TILE_64_COST < t256.div_ceil(sms) * SM90_TILE_256_COST {
-        return if tiles_64 <= sms && k < SM90_SPLIT_M128_MIN_K && !staged {
+        return if tiles_64 <= sms && k < SM90_SPLIT_M128_MIN_K && float_out {
             GemmKernel::Sm90 {
                 tile: (128, 128),
                 multicast: false,
@@ -465,7 +468,8 @@ fn sm90_kernel(shape: GemmShape, info: DispatchInfo, float_out: bool) -> GemmKer
             pingpong
         };
     }
-    if fed && k <= SM90_PINGPONG_MAX_K {
+    let i32_pingpong = info.l2_bytes >= SM90_PINGPONG_MIN_L2 && !(t256 <= sms && k >= SM90_PINGPONG_I32_ONE_WAVE_MIN_K);
+    if k <= SM90_PINGPONG_MAX_K && (float_out || i32_pingpong) {
         return pingpong;
     }
     // Multicast pairs pay off with many waves of long K (H200: 4096×28672×8192 in 1305 µs
@@ -1022,6 +1026,7 @@ mod tests {
             s(4096, 14336, 4096),
             s(4096, 28672, 8192),
             s(128, 65536, 4096), // one tile row
+            s(512, 6144, 4096),  // 96 tiles of 128×256 in one wave, K < 8192
             s(512, 4096, 4096),  // 128 tiles ≤ 132 SMs, where float outputs take 128×128
             s(65, 6144, 4096),   // 48 tiles
             s(128, 8192, 12272), // K < 12288
@@ -1032,22 +1037,30 @@ mod tests {
             assert_eq!(sm90(h, sh).unwrap(), PINGPONG_STAGED_I32, "{sh:?}");
         }
         assert_eq!(sm90(h, s(16384, 16384, 16384)).unwrap(), big((128, 256), true));
+        assert_eq!(sm90(h, s(128, 28672, 8192)).unwrap(), big((128, 256), false)); // one wave, K = 8192
         assert_eq!(sm90(h, s(4096, 6144, 8208)).unwrap(), big((128, 256), true)); // K > 8192
         assert_eq!(sm90(h, s(1024, 4096, 14336)).unwrap(), big((128, 256), false));
-        // The H100's 50 MiB of L2: cooperative tiles, and plain ping-pong by the wave rule.
+        // The H100's 50 MiB of L2: 128×256 tiles for i32 out at K ≤ 8192, staged-i32 where
+        // the wave rule takes ping-pong or 128×128 tiles.
         let h100 = DispatchInfo {
             l2_bytes: 50 << 20,
             ..h
         };
         assert_eq!(sm90(h100, s(8192, 8192, 8192)).unwrap(), big((128, 256), true));
         assert_eq!(sm90(h100, s(128, 65536, 4096)).unwrap(), big((128, 256), false));
-        assert_eq!(sm90(h100, s(512, 4096, 4096)).unwrap(), big((128, 128), false)); // 128 tiles
-        assert_eq!(sm90(h100, s(65, 6144, 4096)).unwrap(), big((128, 128), false)); // 48 tiles
-        assert_eq!(sm90(h100, s(128, 8192, 12272)).unwrap(), big((128, 128), false)); // K < 12288
-        assert_eq!(sm90(h100, s(4096, 14336, 4096)).unwrap(), big((128, 256), false)); // K = 4096
-        assert_eq!(sm90(h100, s(1024, 6144, 4096)).unwrap(), PINGPONG);
+        assert_eq!(sm90(h100, s(4096, 14336, 4096)).unwrap(), big((128, 256), false));
+        for sh in [
+            s(512, 4096, 4096),
+            s(65, 6144, 4096),
+            s(128, 8192, 12272),
+            s(1024, 6144, 4096),
+            s(128, 8192, 28672),
+        ] {
+            assert_eq!(sm90(h100, sh).unwrap(), PINGPONG_STAGED_I32, "{sh:?}");
+        }
         // A float epilogue: ping-pong instead of 128×256 tiles for K ≤ 8192, at any wave
-        // count (and more 64-row tiles than SMs); the i32 picks elsewhere.
+        // count (and more 64-row tiles than SMs), on the H200 and the H100; plain ping-pong
+        // and 128×128 tiles where i32 out takes staged-i32.
         for out in [
             OutType::BF16,
             OutType::F16,
@@ -1068,19 +1081,18 @@ mod tests {
             assert_eq!(float(s(1024, 6144, 4096)), PINGPONG);
             assert_eq!(float(s(128, 8192, 28672)), PINGPONG);
             assert_eq!(float(s(1, 4096, 4096)), decode((8, 16)));
-            // The H100's 50 MiB of L2: the i32 picks.
+            // The same on the H100.
             for sh in [
                 s(4096, 4096, 4096),
                 s(8192, 8192, 8192),
                 s(512, 13824, 5120),
                 s(1024, 6144, 4096),
             ] {
-                let i32_pick = choose_kernel(h100, sh, OutType::I32, GemmPath::Auto).unwrap();
-                assert_eq!(choose_kernel(h100, sh, out, GemmPath::Auto).unwrap(), i32_pick);
+                assert_eq!(choose_kernel(h100, sh, out, GemmPath::Auto).unwrap(), PINGPONG);
             }
             assert_eq!(
-                choose_kernel(h100, s(8192, 8192, 8192), out, GemmPath::Auto).unwrap(),
-                big((128, 256), true)
+                choose_kernel(h100, s(512, 4096, 4096), out, GemmPath::Auto).unwrap(),
+                big((128, 128), false)
             );
         }
         // M ≤ 64: 64×256 tiles, split (≤ 4) while the SMs are short of work and K allows.
