@@ -21,7 +21,7 @@ use qkernels::gemm::{GemmShape, OutType};
 /// candidate of a shape timed in turn, with every configuration there is, decode and
 /// ping-pong included. The older sweeps in `benches/results/` (H200 2d24884, H100 6aa0354)
 /// predate those configurations.
-const SWEEPS: [(&str, usize, bool); 18] = [
+const SWEEPS: [(&str, usize, bool); 20] = [
     ("2026-11-27-h200-5f3baa1-gemm.json", 60, false),
     ("2026-11-27-h200-5f3baa1-gemm-2.json", 60, false),
     ("2026-11-27-h200-dd28e4c-gemm.json", 60, false),
@@ -40,6 +40,8 @@ const SWEEPS: [(&str, usize, bool); 18] = [
     ("2026-11-27-h200-2abf93d-gemm-2.json", 60, true),
     ("2026-11-27-h100-2abf93d-gemm.json", 50, true),
     ("2026-11-27-h100-2abf93d-gemm-2.json", 50, true),
+    ("2026-11-27-h100-8b0a62b-gemm.json", 50, true),
+    ("2026-11-27-h100-8b0a62b-gemm-2.json", 50, true),
 ];
 
 /// Largest loss of the pick against the fastest configuration on any one shape. Timings of
