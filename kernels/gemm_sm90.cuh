@@ -53,11 +53,13 @@
 // +4-5% over i32 out at the median and up to +12%, and stalls on those stores were most of
 // it (ncu, H200).
 //   QK_TILE_64x256_PINGPONG_STAGED_I32  the ping-pong kernel with i32 outputs staged the
-//                             same way (one 8-byte shared store per fragment pair): i32 out
-//                             through ping-pong ran 8-10% slower than bf16 out (geometric
-//                             mean, K <= 8192, H200 sweeps), and the paired 8-byte stores
-//                             are the suspect. Opt-in and not yet run on a GPU
-//                             (benches/NOTES.md).
+//                             same way (one 8-byte shared store per fragment pair): with
+//                             the paired 8-byte stores i32 out through ping-pong ran 8-10%
+//                             slower than bf16 out (H200) and up to 1.6x slower than the
+//                             128x256 kernel (H100); staged, 9-10% faster than paired on
+//                             the H200 and 18-20% on the H100 (K <= 8192, geometric means),
+//                             with the same bytes to L2. The dispatcher's ping-pong for
+//                             i32 out (benches/NOTES.md).
 //   gemm_s90_splitk<TA, TB>   64x256x128 tiles, not persistent, each tile's K split across a
 //                             cluster of 1-8 CTAs that reduce through distributed shared
 //                             memory: small M (decode), where there are too few tiles to
@@ -579,9 +581,9 @@ __global__ void __launch_bounds__(THREADS, 1)
         uint32_t nf = 0;
         // 1- and 2-byte outputs on the whole-tile paths go through StagedRows, which needs
         // 16-byte aligned rows; otherwise those tiles take the General path. i32 outputs do
-        // too in the ping-pong configuration QK_TILE_64x256_PINGPONG_STAGED_I32 (opt-in while
-        // it is measured: benches/NOTES.md), where rows that are not 16-byte aligned keep the
-        // paired stores.
+        // too in the ping-pong configuration QK_TILE_64x256_PINGPONG_STAGED_I32 (the
+        // dispatcher's ping-pong for i32 out), where rows that are not 16-byte aligned keep
+        // the paired stores.
         constexpr bool NARROW = sizeof(TOut) <= 2;
         constexpr bool WIDE_STAGE = PP && std::is_same<TOut, int32_t>::value;
         const bool stage_wide = WIDE_STAGE && args.tile == QK_TILE_64x256_PINGPONG_STAGED_I32 && ctx.rows16_aligned;

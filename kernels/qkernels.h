@@ -140,7 +140,8 @@ typedef enum { QK_PARAM_NONE = 0, QK_PARAM_TENSOR = 1, QK_PARAM_ROW = 2 } qk_par
  *  cluster), 64x256 ping-pong (persistent, one tile per consumer warpgroup, one's epilogue
  *  under the other's main loop), and the same ping-pong kernel storing i32 outputs through
  *  shared memory as 16-byte row pieces (QK_TILE_64x256_PINGPONG_STAGED_I32: the 1- and 2-byte
- *  outputs' staged stores, applied to i32; opt-in while it is measured; the same results). */
+ *  outputs' staged stores, applied to i32: the form the dispatcher picks for i32 out; the
+ *  same results). */
 typedef enum {
   QK_TILE_128x128 = 0,
   QK_TILE_64x128 = 1,

@@ -285,8 +285,8 @@ impl std::str::FromStr for GemmKernel {
 pub struct DispatchInfo {
     pub cc: (i32, i32),
     pub sms: usize,
-    /// The L2 cache's size in bytes: it tells the Hopper parts apart whose L2 feeds the
-    /// ping-pong kernel's extra operand traffic and those whose L2 does not (see
+    /// The L2 cache's size in bytes: what tells the H200 (60 MiB), where i32 out through
+    /// ping-pong pays at K ≤ 8192, from the H100 80GB (50 MiB), where it does not (see
     /// `SM90_PINGPONG_MIN_L2`).
     pub l2_bytes: usize,
     /// Both operands' data start 16-byte aligned (TMA needs it).
@@ -340,12 +340,14 @@ const SM90_TILE_64_COST: usize = 10;
 /// out, `benches/NOTES.md`). Float outputs, on every Hopper part: bf16 out faster than the
 /// cooperative 128×256 kernel's on every shape with K ≤ 8192 of the H200 sweep at 6c637a7
 /// (6–14%, 17 shapes), within ±2.5% at K = 13824–28672; on the H100 80GB 7.7% faster
-/// (geometric mean of 21 shapes, M 512–8192, in each of two sweeps at 2abf93d). i32 out through staged-i32 ping-pong, on parts with `SM90_PINGPONG_MIN_L2`:
-/// H200, 987f03f, two sweeps, 3–12% faster than the cooperative picks on every such shape
-/// with M ≥ 512 (8192³ in 721 and 717 µs against 761 and 749), 5% slower at
-/// 128×28672×8192, mixed (−4% to +5%) at K ≥ 13824. Here there are always more 64×256 tiles
-/// than SMs: with fewer, the wave rule has already taken 128×128 tiles (or, for i32 out,
-/// staged-i32 ping-pong).
+/// (geometric mean of 21 shapes, M 512–8192, in each of two sweeps at 2abf93d; plain
+/// ping-pong's i32 out there was slow from its paired stores, not its main loop). i32 out
+/// through staged-i32 ping-pong, on parts with `SM90_PINGPONG_MIN_L2`: H200, 987f03f, two
+/// sweeps, 3–12% faster than the cooperative picks on every such shape with M ≥ 512 (8192³
+/// in 721 and 717 µs against 761 and 749), 5% slower at 128×28672×8192 (the rule below),
+/// mixed (−4% to +5%) at K ≥ 13824. Here there are always more 64×256 tiles than SMs: with
+/// fewer, the wave rule has already taken 128×128 tiles (or, for i32 out, staged-i32
+/// ping-pong).
 const SM90_PINGPONG_MAX_K: usize = 8192;
 /// ...for i32 out, only on parts with at least this much L2 (the H200's 60 MiB). On the
 /// H100 80GB (50 MiB, the same 132 SMs) staged-i32 ping-pong was as fast as the cooperative
