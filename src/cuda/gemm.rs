@@ -23,8 +23,9 @@
 //!   there are more of them than SMs or K ≥ 12288, or for i32 out; else 128×128
 //!   cooperative), else 128×256 tiles (in multicast pairs when there are ≥ 4 waves of K ≥
 //!   8192), except that for K ≤ 8192 64×256 ping-pong replaces them with a float epilogue
-//!   (any output but i32) and, on parts with the H200's 60 MiB of L2, with i32 out: its
-//!   epilogue runs under the other consumer's main loop. With i32 out the dispatcher's
+//!   (any output but i32) and, on parts with the H200's 60 MiB of L2, with i32 out (unless
+//!   the 128×256 tiles fit one wave with K ≥ 6144): its epilogue runs under the other
+//!   consumer's main loop. With i32 out the dispatcher's
 //!   ping-pong is the `staged_i32` form. The rules are fitted to H200 and H100 sweeps (see
 //!   `sm90_kernel`); `tests/dispatch_measured.rs` holds them against the committed sweeps.
 
@@ -190,8 +191,9 @@ pub enum GemmKernel {
     /// tiles, and faster there). With `staged_i32`, i32 outputs of whole tiles go through
     /// shared memory and out as 16-byte row pieces, as the 1- and 2-byte outputs always do
     /// (the same results; named `… staged-i32`): the form the dispatcher picks for i32 out,
-    /// 1–22% faster than the paired stores on the H200 and H100 (`benches/NOTES.md`). For
-    /// the other outputs the flag changes nothing but the name.
+    /// faster than the paired stores by 9–10% on the H200 and 18–20% on the H100 (K ≤ 8192,
+    /// M ≥ 512, geometric means; 8192³ on the H100 733 against 1178 µs; `benches/NOTES.md`).
+    /// For the other outputs the flag changes nothing but the name.
     Sm90PingPong { multicast: bool, staged_i32: bool },
 }
 
@@ -339,20 +341,23 @@ const SM90_TILE_64_COST: usize = 10;
 /// as 16-byte row pieces (epilogue v6 for the 2- and 1-byte outputs; `staged_i32` for i32
 /// out, `benches/NOTES.md`). Float outputs, on every Hopper part: bf16 out faster than the
 /// cooperative 128×256 kernel's on every shape with K ≤ 8192 of the H200 sweep at 6c637a7
-/// (6–14%, 17 shapes), within ±2.5% at K = 13824–28672; on the H100 80GB 7.7% faster
-/// (geometric mean of 21 shapes, M 512–8192, in each of two sweeps at 2abf93d; plain
-/// ping-pong's i32 out there was slow from its paired stores, not its main loop). i32 out
+/// (6–14%, 17 shapes), within ±2.5% at K = 13824–28672; on the H100 80GB 6–8% faster than
+/// the fastest cooperative configuration timed with bf16 out (geometric means 0.919–0.937
+/// over 20–26 shapes in four sweeps, `tests/dispatch_measured.rs`; plain ping-pong's i32
+/// out there was slow from its paired stores, not its main loop). i32 out
 /// through staged-i32 ping-pong, on parts with `SM90_PINGPONG_MIN_L2`: H200, 987f03f, two
 /// sweeps, 3–12% faster than the cooperative picks on every such shape with M ≥ 512 (8192³
 /// in 721 and 717 µs against 761 and 749), 5% slower at 128×28672×8192 (the rule below),
-/// mixed (−4% to +5%) at K ≥ 13824. Here there are always more 64×256 tiles than SMs: with
+/// mixed (−3.5% to +9%) at K ≥ 13824. Here there are always more 64×256 tiles than SMs: with
 /// fewer, the wave rule has already taken 128×128 tiles (or, for i32 out, staged-i32
 /// ping-pong).
 const SM90_PINGPONG_MAX_K: usize = 8192;
 /// ...for i32 out, only on parts with at least this much L2 (the H200's 60 MiB). On the
-/// H100 80GB (50 MiB, the same 132 SMs) staged-i32 ping-pong was as fast as the cooperative
-/// picks over those shapes (geometric mean 1.00 in both sweeps at 2abf93d) but up to 11–29%
-/// slower on some (4096³, 2048×28672×8192), so the H100 keeps them. Why the two parts
+/// H100 80GB (50 MiB, the same 132 SMs) staged-i32 ping-pong was 2–3% faster than the
+/// fastest cooperative configuration over those shapes (geometric mean of 22, M ≥ 512, in
+/// each of four sweeps at 2abf93d and 8b0a62b) but 6–11% slower at 4096³ and 10–42% at
+/// 1024–2048×28672×8192, more than the per-shape loss the dispatcher allows (12%), so the
+/// H100 keeps the cooperative tiles there. Why the two parts
 /// differ is not known: i32 out writes 4 bytes per element and the H100's HBM3 has 70% of
 /// the H200's bandwidth (3.0 against 4.2 TB/s copy), a hypothesis, not a measurement; the
 /// L2 size is only what tells the parts apart to the dispatcher.
@@ -361,8 +366,8 @@ const SM90_PINGPONG_MIN_L2: usize = 60 << 20;
 /// main loop is long, so ping-pong's hidden epilogue saves little, while its 64-row tiles
 /// need a second, partial wave (128×28672×8192, 224 against 112 tiles on 132 SMs: staged-i32
 /// 5–7% slower in all four H200 sweeps; 512×6144×4096, the same wave counts at K = 4096,
-/// 5–6% faster).
-const SM90_PINGPONG_I32_ONE_WAVE_MIN_K: usize = 8192;
+/// 4–6% faster). Nothing between was timed: the threshold sits halfway.
+const SM90_PINGPONG_I32_ONE_WAVE_MIN_K: usize = 6144;
 /// Largest M the decode kernel takes under `Auto` on Hopper, and the largest M and K it
 /// runs with 8-token blocks (H200, 2026-11-27: at M = 1, 8×16 first or within 3% on 7 of
 /// 8 weight shapes, 16×32 10–17% faster at 8192×28672; at M = 16, 16×32 first on 4 and
@@ -400,9 +405,8 @@ fn decode_kernel(shape: GemmShape, sms: usize) -> Option<GemmKernel> {
     })
 }
 
-/// The ping-pong configurations the dispatcher picks: single CTAs, with paired i32 stores
-/// (float outputs, whose stores are staged either way, and i32 out on parts with less than
-/// `SM90_PINGPONG_MIN_L2`) or staged ones (i32 out on the H200).
+/// The ping-pong configurations the dispatcher picks, single CTAs: the plain form for float
+/// outputs (whose stores are staged either way), the staged-i32 form for i32 out.
 const PINGPONG: GemmKernel = GemmKernel::Sm90PingPong {
     multicast: false,
     staged_i32: false,
@@ -413,7 +417,7 @@ const PINGPONG_STAGED_I32: GemmKernel = GemmKernel::Sm90PingPong {
 };
 
 /// The wgmma configuration for a shape and output. Rules fitted to the sweeps of 2026-11-27
-/// (`benches/results/`, thirteen H200 and three H100 `--all-kernels` sweeps of 59 shapes,
+/// (`benches/results/`, fifteen H200 and five H100 `--all-kernels` sweeps of 59 shapes,
 /// every candidate timed in turn; `tests/dispatch_measured.rs` holds them against all of
 /// them): the decode kernel for M ≤ 16 (`choose_kernel`), split-K for small M, then the
 /// persistent kernels by wave cost; ping-pong replaces 128×256 tiles up to K = 8192 for
@@ -447,11 +451,12 @@ fn sm90_kernel(shape: GemmShape, info: DispatchInfo, float_out: bool) -> GemmKer
     // consumer's main loop; with at most one tile per SM there is no other main loop, and
     // one warpgroup would carry a whole tile's epilogue, so 128×128 cooperative tiles (as
     // many) split it over two. H200, 2026-11-27, bf16 out: 128×128 3–8% faster at
-    // 128×{6144, 13824, 14336}×K and 512×4096×4096 (≤ 132 tiles), ping-pong 5% faster at
-    // 1024×5120×13824 (320 tiles); in i32 out this costs +0.3% over the sweep. With K ≥
-    // 12288 the epilogue is a small share and the m64n256 main loop wins: ping-pong 6–11%
-    // faster in i32 out and 2–9% in bf16 out at 128×8192×28672 (64 tiles) in all thirteen
-    // sweeps that time both (H200, and 3% on the H100).
+    // 128×{6144, 13824, 14336}×K and 512×4096×4096 (≤ 132 tiles) in the sweeps before
+    // staged-i32 (within the rounds' noise since), ping-pong 5% faster at 1024×5120×13824
+    // (320 tiles). With K ≥ 12288 the epilogue is a small share and the m64n256 main loop
+    // wins: plain ping-pong 4–12% faster in i32 out and 3–9% in bf16 out than the fastest
+    // cooperative configuration at 128×8192×28672 (64 tiles) in every H200 sweep (fifteen),
+    // 0–5% in i32 out on the H100 (five).
     //
     // With i32 out, staged-i32 ping-pong wherever ping-pong or 128×128 tiles would run: its
     // i32 stores leave as 16-byte row pieces. Faster than 128×128 tiles at 512×4096×4096
@@ -1040,6 +1045,8 @@ mod tests {
         }
         assert_eq!(sm90(h, s(16384, 16384, 16384)).unwrap(), big((128, 256), true));
         assert_eq!(sm90(h, s(128, 28672, 8192)).unwrap(), big((128, 256), false)); // one wave, K = 8192
+        assert_eq!(sm90(h, s(128, 28672, 6144)).unwrap(), big((128, 256), false)); // one wave, K = 6144
+        assert_eq!(sm90(h, s(128, 28672, 6016)).unwrap(), PINGPONG_STAGED_I32); // K < 6144
         assert_eq!(sm90(h, s(4096, 6144, 8208)).unwrap(), big((128, 256), true)); // K > 8192
         assert_eq!(sm90(h, s(1024, 4096, 14336)).unwrap(), big((128, 256), false));
         // The H100's 50 MiB of L2: 128×256 tiles for i32 out at K ≤ 8192, staged-i32 where
