@@ -15,14 +15,11 @@
 #                                                 bench-gemm.json and bench-gemm.svg into OUT
 #                                                 (default $OUT).
 #   scripts/device-check.sh profile [BUNDLE] [OUT] on the GPU machine: Nsight Compute on the
-#                                                 open performance questions (about 3-4
+#                                                 open performance questions (about 2-3
 #                                                 minutes): where the sm_90a GEMM's warps
 #                                                 wait at 8192^3 with i32, bf16 and i8 out
-#                                                 (the fused epilogue's cost), the ping-
-#                                                 pong kernel with i32 and bf16 out at
-#                                                 4096x14336x4096 (and its staged-i32
-#                                                 variant, i32 out), and what limits the
-#                                                 dynamic per-row quantize at
+#                                                 (the fused epilogue's cost) and what
+#                                                 limits the dynamic per-row quantize at
 #                                                 K = 4096; writes ncu-*.txt, the source
 #                                                 pages as CSV and their summaries
 #                                                 (scripts/ncu-stalls.py), packed into
@@ -261,15 +258,10 @@ profile() {
     echo "# qkernels device profile"
     echo "date: $(date -u +%Y-%m-%dT%H:%MZ)  rev: $(tr '\n' ' ' <"$bundle/REV")"
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
-    # 8192^3 through the dispatcher's kernel: the first three gemm_s90 launches are ours
-    # with i32, bf16 and i8 out (bench_shape's candidate order).
+    # 8192^3 through the dispatcher's kernels: the first three gemm_s90 launches are ours
+    # with i32, bf16 and i8 out (bench_shape's candidate order; on the H200 all three
+    # ping-pong, on the H100 i32 out through 128x256 multicast).
     ncu_case gemm gemm_s90 3 240 bench gemm --shape 8192x8192x8192
-    # The same ping-pong kernel with i32 and bf16 out (the first two launches of a pinned
-    # run), where i32 out trails bf16 out by ~8% (benches/NOTES.md).
-    ncu_case pingpong gemm_s90 2 180 bench gemm --shape 4096x14336x4096 --kernel "sm90 64x256 pingpong"
-    # The same shape through the staged-i32 variant, i32 out (its first launch): whether
-    # staging i32 through shared memory changes store instructions, L2 transactions or both.
-    ncu_case staged gemm_s90 1 120 bench gemm --shape 4096x14336x4096 --kernel "sm90 64x256 pingpong staged-i32"
     # The first quantize_rows launch of `qk bench quant`: dynamic per-row bf16 -> i8, K = 4096.
     ncu_case quant quantize_rows 1 150 bench quant
     echo "overall: $([[ $failed -eq 0 ]] && echo PASS || echo FAIL)"
