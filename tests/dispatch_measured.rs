@@ -106,25 +106,23 @@ fn the_dispatcher_picks_near_the_fastest_measured_configuration() {
     } in sweeps()
     {
         let (mut ratios, mut worst, mut newer) = (Vec::new(), (0.0, String::new()), 0);
-        for row in &rows {
+        let row_times: Vec<_> = rows.iter().map(i32_times).collect();
+        for (row, times) in rows.iter().zip(&row_times) {
             let shape = shape_of(row);
-            let times = i32_times(row);
             assert!(!times.is_empty(), "{file}: {shape:?} has no --all-kernels timings");
-            let pick = choose_kernel(info, shape, OutType::I32, GemmPath::Auto)
-                .unwrap()
-                .to_string();
+            let pick = pick(info, shape, OutType::I32);
             let Some(&t) = times.get(&pick) else {
                 // A configuration the sweep's build did not have (no row timed it, as
                 // staged-i32 ping-pong before 987f03f) leaves the shape to newer sweeps; one
                 // that the sweep timed elsewhere but not here is a gap in the sweep.
                 assert!(
-                    !rows.iter().any(|r| i32_times(r).contains_key(&pick)),
+                    !row_times.iter().any(|other| other.contains_key(&pick)),
                     "{file}: {shape:?}: the dispatcher picks {pick}, which this sweep did not time"
                 );
                 newer += 1;
                 continue;
             };
-            let best = fastest(&times);
+            let best = fastest(times);
             let loss = t / best - 1.0;
             assert!(
                 loss <= MAX_LOSS_PER_SHAPE,
@@ -162,6 +160,11 @@ fn the_dispatcher_picks_near_the_fastest_measured_configuration() {
     }
     // The newest two sweeps timed every configuration the dispatcher picks.
     assert!(fully_judged >= 2, "only {fully_judged} sweeps timed every pick");
+}
+
+/// The dispatcher's pick for a shape and output on a sweep's card, by name.
+fn pick(info: DispatchInfo, shape: GemmShape, out: OutType) -> String {
+    choose_kernel(info, shape, out, GemmPath::Auto).unwrap().to_string()
 }
 
 /// A row's shape.
@@ -231,9 +234,7 @@ fn bf16_picks(file: &str, info: DispatchInfo, rows: &[serde_json::Value]) -> (us
             continue;
         }
         let times = bf16_times(row);
-        let pick = choose_kernel(info, shape, OutType::BF16, GemmPath::Auto)
-            .unwrap()
-            .to_string();
+        let pick = pick(info, shape, OutType::BF16);
         let Some(&t) = times.get(&pick) else { continue };
         let best = fastest(&times);
         let loss = t / best - 1.0;
@@ -259,15 +260,38 @@ fn bf16_picks(file: &str, info: DispatchInfo, rows: &[serde_json::Value]) -> (us
     (judged, geomean)
 }
 
-/// The fastest of a row's times among the configurations that are not ping-pong (the
-/// cooperative 128×256 and 128×128 kernels, split-K, sm80), or not staged-i32 ping-pong:
-/// what the ping-pong rules are judged against.
-fn fastest_without(times: &BTreeMap<String, f64>, left_out: &str) -> Option<f64> {
-    let v = times
-        .iter()
-        .filter(|(name, _)| !name.contains(left_out))
-        .map(|(_, &t)| t);
-    v.reduce(f64::min)
+/// A ping-pong rule's picks in one sweep: on every shape where the pick for `out` is a
+/// configuration named with `marker` and was timed (`times` of the row), its time over the
+/// fastest configuration without `marker` timed in the same rounds, at most `max_ratio`
+/// per shape. Returns those ratios.
+fn rule_ratios(
+    sweep: &Sweep,
+    out: OutType,
+    times: fn(&serde_json::Value) -> BTreeMap<String, f64>,
+    marker: &str,
+    max_ratio: f64,
+) -> Vec<f64> {
+    let mut ratios = Vec::new();
+    for row in &sweep.rows {
+        let shape = shape_of(row);
+        let pick = pick(sweep.info, shape, out);
+        let times = times(row);
+        let (Some(&t), true) = (times.get(&pick), pick.contains(marker)) else {
+            continue;
+        };
+        let others = times.iter().filter(|(name, _)| !name.contains(marker));
+        let Some(best) = others.map(|(_, &t)| t).reduce(f64::min) else {
+            continue;
+        };
+        assert!(
+            t / best <= max_ratio,
+            "{}: {shape:?}: {out:?} out through {pick} takes {t:.1} µs, the fastest configuration without \
+             \"{marker}\" {best:.1} µs",
+            sweep.file
+        );
+        ratios.push(t / best);
+    }
+    ratios
 }
 
 /// Where i32 out takes staged-i32 ping-pong (K ≤ 8192 on the H200, and wherever the wave
@@ -280,24 +304,9 @@ fn fastest_without(times: &BTreeMap<String, f64>, left_out: &str) -> Option<f64>
 #[test]
 fn the_staged_i32_picks_pay_in_i32_out() {
     let mut judged_sweeps = 0;
-    for Sweep { file, info, rows, .. } in sweeps() {
-        let mut ratios = Vec::new();
-        for row in &rows {
-            let shape = shape_of(row);
-            let pick = choose_kernel(info, shape, OutType::I32, GemmPath::Auto)
-                .unwrap()
-                .to_string();
-            let times = i32_times(row);
-            let (Some(&t), true) = (times.get(&pick), pick.ends_with("staged-i32")) else {
-                continue;
-            };
-            let best = fastest_without(&times, "staged-i32").expect("other configurations");
-            assert!(
-                t / best <= 1.06,
-                "{file}: {shape:?}: {pick} takes {t:.1} µs, the fastest other configuration {best:.1} µs"
-            );
-            ratios.push(t / best);
-        }
+    for sweep in sweeps() {
+        let ratios = rule_ratios(&sweep, OutType::I32, i32_times, "staged-i32", 1.06);
+        let file = sweep.file;
         if ratios.is_empty() {
             continue;
         }
@@ -338,27 +347,8 @@ fn the_staged_i32_picks_pay_in_i32_out() {
 fn the_float_pingpong_picks_pay_with_bf16_out() {
     let mut judged = BTreeMap::new();
     for sweep in sweeps().into_iter().filter(|s| s.current_float_epilogue) {
-        let Sweep { file, info, rows, .. } = sweep;
-        let mut ratios = Vec::new();
-        for row in &rows {
-            let shape = shape_of(row);
-            let pick = choose_kernel(info, shape, OutType::BF16, GemmPath::Auto)
-                .unwrap()
-                .to_string();
-            let times = bf16_times(row);
-            let (Some(&t), true) = (times.get(&pick), pick.contains("pingpong")) else {
-                continue;
-            };
-            let Some(best) = fastest_without(&times, "pingpong") else {
-                continue;
-            };
-            assert!(
-                t / best <= 1.05,
-                "{file}: {shape:?}: bf16 out through {pick} takes {t:.1} µs, through the fastest cooperative \
-                 configuration {best:.1} µs"
-            );
-            ratios.push(t / best);
-        }
+        let ratios = rule_ratios(&sweep, OutType::BF16, bf16_times, "pingpong", 1.05);
+        let (file, info) = (sweep.file, sweep.info);
         let geomean = geomean(&ratios);
         println!(
             "{file}: ping-pong bf16 picks against the fastest cooperative configuration: {} shapes, geometric mean \
