@@ -25,9 +25,9 @@
 //!   8192), except that for K ≤ 8192 64×256 ping-pong replaces them with a float epilogue
 //!   (any output but i32) and, on parts with the H200's 60 MiB of L2, with i32 out (unless
 //!   the 128×256 tiles fit one wave with K ≥ 6144): its epilogue runs under the other
-//!   consumer's main loop. With i32 out the dispatcher's
-//!   ping-pong is the `staged_i32` form. The rules are fitted to H200 and H100 sweeps (see
-//!   `sm90_kernel`); `tests/dispatch_measured.rs` holds them against the committed sweeps.
+//!   consumer's main loop. With i32 out the dispatcher's ping-pong is the `staged_i32`
+//!   form. The rules are fitted to H200 and H100 sweeps (see `sm90_kernel`);
+//!   `tests/dispatch_measured.rs` holds them against the committed sweeps.
 
 use std::sync::Arc;
 
@@ -344,11 +344,11 @@ const SM90_TILE_64_COST: usize = 10;
 /// (6–14%, 17 shapes), within ±2.5% at K = 13824–28672; on the H100 80GB 6–8% faster than
 /// the fastest cooperative configuration timed with bf16 out (geometric means 0.919–0.937
 /// over 20–26 shapes in four sweeps, `tests/dispatch_measured.rs`; plain ping-pong's i32
-/// out there was slow from its paired stores, not its main loop). i32 out
-/// through staged-i32 ping-pong, on parts with `SM90_PINGPONG_MIN_L2`: H200, 987f03f, two
-/// sweeps, 3–12% faster than the cooperative picks on every such shape with M ≥ 512 (8192³
-/// in 721 and 717 µs against 761 and 749), 5% slower at 128×28672×8192 (the rule below),
-/// mixed (−3.5% to +9%) at K ≥ 13824. Here there are always more 64×256 tiles than SMs: with
+/// out there was slow from its paired stores, not its main loop). i32 out through
+/// staged-i32 ping-pong, on parts with `SM90_PINGPONG_MIN_L2`: H200, 987f03f, two sweeps,
+/// 3–12% faster than the cooperative picks on every such shape with M ≥ 512 (8192³ in 721
+/// and 717 µs against 761 and 749), 5% slower at 128×28672×8192 (the rule below), mixed
+/// (−3.5% to +9%) at K ≥ 13824. Here there are always more 64×256 tiles than SMs: with
 /// fewer, the wave rule has already taken 128×128 tiles (or, for i32 out, staged-i32
 /// ping-pong).
 const SM90_PINGPONG_MAX_K: usize = 8192;
@@ -357,10 +357,10 @@ const SM90_PINGPONG_MAX_K: usize = 8192;
 /// fastest cooperative configuration over those shapes (geometric mean of 22, M ≥ 512, in
 /// each of four sweeps at 2abf93d and 8b0a62b) but 6–11% slower at 4096³ and 10–42% at
 /// 1024–2048×28672×8192, more than the per-shape loss the dispatcher allows (12%), so the
-/// H100 keeps the cooperative tiles there. Why the two parts
-/// differ is not known: i32 out writes 4 bytes per element and the H100's HBM3 has 70% of
-/// the H200's bandwidth (3.0 against 4.2 TB/s copy), a hypothesis, not a measurement; the
-/// L2 size is only what tells the parts apart to the dispatcher.
+/// H100 keeps the cooperative tiles there. Why the two parts differ is not known: i32 out
+/// writes 4 bytes per element and the H100's HBM3 has 70% of the H200's bandwidth (3.0
+/// against 4.2 TB/s copy), a hypothesis, not a measurement; the L2 size is only what tells
+/// the parts apart to the dispatcher.
 const SM90_PINGPONG_MIN_L2: usize = 60 << 20;
 /// ...and not where the 128×256 tiles fit in one wave with K at least this: each tile's
 /// main loop is long, so ping-pong's hidden epilogue saves little, while its 64-row tiles
